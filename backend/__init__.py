@@ -1,0 +1,1 @@
+"""The REST backend of simbackend."""

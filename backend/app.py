@@ -1,0 +1,93 @@
+"""The application factory."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_restful import Api
+
+from backend import errors
+from backend.config import Config
+from backend.experiments import ExperimentStore, seed_examples
+from backend.launcher import Launcher
+from backend.manager import SimulationManager
+from backend.registry import Registry
+from backend.resources import experiments, files, service, simulations
+from backend.supervisor import Runtime
+from backend.uploader import Uploader
+from storage import Storage, StorageError, open_storage
+
+logger = logging.getLogger(__name__)
+
+ROUTES = [
+    (service.Root, "/"),
+    (service.Health, "/health"),
+    (service.Ready, "/ready"),
+    (experiments.ExperimentList, "/v1/experiments"),
+    (experiments.Experiment, "/v1/experiments/<path:name>"),
+    (simulations.SimulationList, "/v1/simulations"),
+    (simulations.Simulation, "/v1/simulations/<sim_id>"),
+    (simulations.SimulationState, "/v1/simulations/<sim_id>/state"),
+    (simulations.SimulationStatus, "/v1/simulations/<sim_id>/status"),
+    (files.LogList, "/v1/simulations/<sim_id>/logs"),
+    (files.LogFile, "/v1/simulations/<sim_id>/logs/<path:name>"),
+    (files.ResultList, "/v1/simulations/<sim_id>/results"),
+    (files.ResultFile, "/v1/simulations/<sim_id>/results/<path:name>"),
+]
+
+
+@dataclass
+class Services:
+    """What the resources are built with."""
+
+    config: Config
+    storage: Storage
+    manager: SimulationManager
+    experiments: ExperimentStore
+
+
+class JsonApi(Api):
+    """Flask-RESTful, but every error goes through :mod:`backend.errors`."""
+
+    def handle_error(self, e: Exception) -> Any:
+        raise e
+
+
+def build_services(config: Config) -> Services:
+    """Open storage and the registry, seed the examples, recover running simulations."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(config.storage)
+    try:
+        storage.check()
+    except StorageError as exc:
+        logger.error("storage %s is not usable: %s", storage.describe(), exc)
+    runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),
+                      launcher=Launcher(), uploader=Uploader(storage, config.upload_retry))
+    store = ExperimentStore(storage, config.data_dir / "tmp", config.max_archive_bytes)
+    if config.examples_dir:
+        try:
+            added = seed_examples(store, Path(config.examples_dir))
+            if added:
+                logger.info("seeded examples: %s", ", ".join(added))
+        except StorageError as exc:
+            logger.error("could not seed the examples: %s", exc)
+    manager = SimulationManager(runtime, store)
+    manager.load()
+    return Services(config=config, storage=storage, manager=manager, experiments=store)
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the backend's WSGI application (nothing binds or starts at import)."""
+    services = build_services(config or Config.from_env())
+    app = Flask("simbackend")
+    app.config["MAX_CONTENT_LENGTH"] = services.config.max_archive_bytes
+    app.json.sort_keys = False
+    app.extensions["simbackend"] = services
+    api = JsonApi(app)
+    for resource, route in ROUTES:
+        api.add_resource(resource, route, resource_class_kwargs={"services": services})
+    errors.register(app)
+    return app

@@ -1,0 +1,81 @@
+"""Configuration: defaults, overridden by ``SIMBACKEND_*`` variables, then by flags."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def default_data_dir() -> Path:
+    """A per-user data folder (``$XDG_DATA_HOME/simbackend``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "simbackend"
+
+
+@dataclass
+class Config:
+    """Everything the backend can be told. Each field has an env var
+    ``SIMBACKEND_<NAME>`` and a ``simbackend serve --<name>`` flag."""
+
+    host: str = "127.0.0.1"
+    port: int = 8642
+    data_dir: Path = field(default_factory=default_data_dir)
+    #: ``file:///path`` or ``s3://bucket/prefix``; default ``file://<data_dir>/storage``.
+    storage: str = ""
+    #: Folder of example experiments put into storage at start-up when missing
+    #: (empty: none).
+    examples_dir: str = ""
+    #: Worker threads of the WSGI server.
+    threads: int = 32
+    #: Seconds a stopped simulation gets to end by itself before SIGTERM, and
+    #: again after SIGTERM before SIGKILL.
+    stop_grace: float = 10.0
+    #: Seconds a simulation server has to become ready before it is failed.
+    start_timeout: float = 120.0
+    #: Seconds between retries of a failed upload (doubling up to 5 minutes).
+    upload_retry: float = 5.0
+    #: Largest experiment archive accepted, in bytes.
+    max_archive_bytes: int = 512 * 1024 * 1024
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if not self.storage:
+            self.storage = (self.data_dir / "storage").as_uri()
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a config from ``SIMBACKEND_*`` variables, then ``overrides`` (not None).
+
+        Raises:
+            ValueError: a variable does not parse as its field's type.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f"SIMBACKEND_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "simbackend.sqlite3"
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"SIMBACKEND_{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw

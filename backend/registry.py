@@ -1,0 +1,101 @@
+"""The registry of simulations, persisted in SQLite so records survive restarts."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from lifecycle import SimState
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC, millisecond precision."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class SimulationRecord:
+    """What the API reports of a simulation, and what is persisted."""
+
+    id: str
+    experiment: str
+    main_script: str
+    state: str = SimState.CREATED.value
+    created_at: str = field(default_factory=utc_now)
+    updated_at: str = ""
+    ended_at: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout: dict[str, float] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+    exit_code: int | None = None
+    logs_uploaded: bool = False
+    #: The last status the simulation server reported (sim_time, steps, ...).
+    status: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.updated_at = self.updated_at or self.created_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimulationRecord:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class DuplicateSimulation(Exception):
+    """A simulation with that id exists already."""
+
+
+class Registry:
+    """SQLite-backed store of :class:`SimulationRecord`; safe across threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS simulations ("
+            " id TEXT PRIMARY KEY, experiment TEXT NOT NULL, state TEXT NOT NULL,"
+            " created_at TEXT NOT NULL, record TEXT NOT NULL)")
+
+    def insert(self, record: SimulationRecord) -> None:
+        """Add a new record.
+
+        Raises:
+            DuplicateSimulation: the id is taken.
+        """
+        try:
+            self._write("INSERT INTO simulations VALUES (?, ?, ?, ?, ?)", record)
+        except sqlite3.IntegrityError:
+            raise DuplicateSimulation(record.id) from None
+
+    def save(self, record: SimulationRecord) -> None:
+        self._write("INSERT OR REPLACE INTO simulations VALUES (?, ?, ?, ?, ?)", record)
+
+    def delete(self, sim_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM simulations WHERE id = ?", (sim_id,))
+
+    def load_all(self) -> Iterator[SimulationRecord]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record FROM simulations ORDER BY created_at, id").fetchall()
+        for (data,) in rows:
+            yield SimulationRecord.from_dict(json.loads(data))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, sql: str, record: SimulationRecord) -> None:
+        row = (record.id, record.experiment, record.state, record.created_at,
+               json.dumps(record.to_dict(), separators=(",", ":")))
+        with self._lock:
+            self._db.execute(sql, row)

@@ -1,0 +1,43 @@
+"""Flask-RESTful resources, one module per resource group.
+
+Each resource parses its request, calls one method of the manager or the
+experiment store, and serialises the answer; errors are raised, never built here.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+
+from backend.errors import BadRequest
+
+
+def json_body() -> Any:
+    """The request's JSON body.
+
+    Raises:
+        BadRequest: ``bad_json`` when the body is missing or malformed.
+    """
+    data = request.get_data(cache=True)
+    if not data.strip():
+        raise BadRequest("a JSON body is required", code="bad_json")
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="bad_json") from None
+
+
+def int_arg(name: str, default: int | None = None) -> int | None:
+    """A non-negative integer query argument.
+
+    Raises:
+        BadRequest: the argument is not a non-negative integer.
+    """
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise BadRequest(f"query argument {name!r} must be a non-negative integer",
+                         code="invalid_argument")
+    return int(raw)

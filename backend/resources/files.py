@@ -1,0 +1,71 @@
+"""A simulation's logs and results: listed and downloaded, live or from storage."""
+from __future__ import annotations
+
+import mimetypes
+from typing import Any, BinaryIO, Iterator
+
+from flask import Response
+from flask_restful import Resource
+
+from backend.manager import SimulationManager
+from backend.resources import int_arg
+from lifecycle.messages import LOGS_DIR, RESULTS_DIR
+
+
+def _chunks(stream: Iterator[bytes] | BinaryIO) -> Iterator[bytes]:
+    if not hasattr(stream, "read"):
+        yield from stream
+        return
+    try:
+        while True:
+            data = stream.read(1 << 16)
+            if not data:
+                return
+            yield data
+    finally:
+        stream.close()
+
+
+class _FileList(Resource):
+    kind = ""
+    key = ""
+
+    def __init__(self, services: Any) -> None:
+        self.manager: SimulationManager = services.manager
+
+    def get(self, sim_id: str) -> dict[str, Any]:
+        return {self.key: self.manager.list_files(sim_id, self.kind)}
+
+
+class _File(Resource):
+    kind = ""
+
+    def __init__(self, services: Any) -> None:
+        self.manager: SimulationManager = services.manager
+
+    def get(self, sim_id: str, name: str) -> Response:
+        offset, limit = int_arg("offset", 0), int_arg("limit")
+        stream, name = self.manager.open_file(sim_id, self.kind, name, offset, limit)
+        return Response(_chunks(stream), mimetype=self.mimetype(name))
+
+    def mimetype(self, name: str) -> str:
+        return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+class LogList(_FileList):
+    kind, key = LOGS_DIR, "logs"
+
+
+class LogFile(_File):
+    kind = LOGS_DIR
+
+    def mimetype(self, name: str) -> str:
+        return "text/plain"
+
+
+class ResultList(_FileList):
+    kind, key = RESULTS_DIR, "results"
+
+
+class ResultFile(_File):
+    kind = RESULTS_DIR

@@ -1,0 +1,70 @@
+"""``/``, ``/health``, ``/ready``: what this service is and whether it can work."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+from flask_restful import Resource
+
+from backend.errors import error_response
+from storage import StorageError
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+class Root(Resource):
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def get(self) -> dict[str, Any]:
+        return {"name": "simbackend", "version": package_version("simbackend") or "dev",
+                "api": "v1",
+                "kernels": {"nest": package_version("nest-simulator"),
+                            "python": platform.python_version()},
+                "storage": self.services.storage.describe()}
+
+
+class Health(Resource):
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def get(self) -> dict[str, Any]:
+        return {"status": "ok"}
+
+
+class Ready(Resource):
+    """Ready when storage answers and a simulation server could be spawned."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def get(self) -> Any:
+        checks = {"storage": "ok", "spawn": "ok"}
+        try:
+            self.services.storage.check()
+        except StorageError as exc:
+            checks["storage"] = str(exc)
+        runs = self.services.config.runs_dir
+        if not (os.access(sys.executable, os.X_OK) and _writable(runs)):
+            checks["spawn"] = f"cannot run {sys.executable} in {runs}"
+        failing = {k: v for k, v in checks.items() if v != "ok"}
+        if failing:
+            message = "; ".join(f"{k}: {v}" for k, v in failing.items())
+            return error_response(503, "not_ready", message, checks=checks)
+        return {"status": "ready", "checks": checks}
+
+
+def _writable(folder: Any) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)

@@ -1,0 +1,115 @@
+"""Message shapes the backend and the simulation server share.
+
+The backend knows a simulation server only as a process, its control API and the
+files it leaves in the run directory; every shape crossing that line is defined
+here, once, so neither side imports the other.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Files in a run directory ``<data_dir>/runs/<sim_id>/``.
+RUN_CONFIG_FILE = "run.json"        # written by the backend before spawning
+SERVER_FILE = "server.json"         # written by the simulation server once it listens
+STATUS_FILE = "status.json"         # the simulation server's durable state
+EXPERIMENT_DIR = "experiment"
+LOGS_DIR = "logs"
+RESULTS_DIR = "results"
+
+#: Log files every run has.
+SIMULATION_LOG = "simulation.log"
+STDOUT_LOG = "stdout.log"
+STDERR_LOG = "stderr.log"
+
+#: Environment variable through which the backend hands the control token over
+#: (never the command line: that is world-readable in ``ps``).
+TOKEN_ENV = "SIMSERVER_TOKEN"
+
+#: Commands the control API takes (``POST /command``).
+COMMANDS = ("start", "resume", "pause", "stop")
+
+#: Exit codes of ``python -m simserver``.
+EXIT_OK = 0          # completed or stopped
+EXIT_FAILED = 3      # the simulation failed (script, kernel or experiment error)
+EXIT_USAGE = 2       # bad invocation
+
+
+@dataclass
+class RunConfig:
+    """What the backend asks a simulation server to run (``run.json``)."""
+
+    sim_id: str
+    experiment: str
+    main_script: str
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout: dict[str, float] = field(default_factory=dict)
+    limits: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass
+class ServerInfo:
+    """How to reach a live simulation server (``server.json``, mode 0600)."""
+
+    pid: int
+    create_time: float
+    host: str
+    port: int
+    token: str
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServerInfo:
+        return cls(pid=int(data["pid"]), create_time=float(data["create_time"]),
+                   host=str(data["host"]), port=int(data["port"]), token=str(data["token"]))
+
+
+def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
+    """Write ``data`` as JSON to ``path`` so readers see the old or the new file, whole.
+
+    The file is written beside its target, flushed to disk and renamed over it.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_json(path: Path) -> Any | None:
+    """Return the JSON in ``path``, or None if it does not exist (yet)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None

@@ -1,0 +1,1 @@
+"""The simulation server: one process per simulation, running a script against a kernel."""

@@ -1,0 +1,138 @@
+"""The control API of a simulation server: a small authenticated HTTP server.
+
+Routes (JSON; every request carries ``Authorization: Bearer <token>``):
+
+- ``GET /status``: the live status.
+- ``POST /command`` ``{"command": "start"|"resume"|"pause"|"stop"}``: obey; 409 if
+  the lifecycle refuses.
+- ``GET /events?after=N&wait=S``: events numbered above N, long-polling up to S s.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from lifecycle import LifecycleError
+from simserver.events import EventLog
+
+logger = logging.getLogger(__name__)
+
+_MAX_BODY = 64 * 1024
+_MAX_WAIT = 60.0
+
+
+class Controlled(Protocol):
+    """What the control API drives (the simulation server)."""
+
+    events: EventLog
+
+    def status(self) -> dict[str, Any]: ...
+    def command(self, name: str) -> dict[str, Any]: ...
+
+
+class ControlServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Many quick connections may arrive at once (status polls, commands).
+    request_queue_size = 64
+
+    def __init__(self, host: str, token: str, target: Controlled) -> None:
+        super().__init__((host, 0), _Handler)
+        self.token = token.encode()
+        self.target = target
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    def serve_in_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
+                                  name="control-api", daemon=True)
+        thread.start()
+        return thread
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ControlServer
+
+    def do_GET(self) -> None:
+        if not self._authorized():
+            return
+        url = urlsplit(self.path)
+        if url.path == "/status":
+            self._reply(200, self.server.target.status())
+        elif url.path == "/events":
+            query = parse_qs(url.query)
+            try:
+                after = int(query.get("after", ["0"])[0])
+                wait = min(max(float(query.get("wait", ["0"])[0]), 0.0), _MAX_WAIT)
+            except ValueError:
+                self._error(400, "bad_request", "'after' and 'wait' must be numbers")
+                return
+            self._reply(200, {"events": self.server.target.events.after(after, wait)})
+        else:
+            self._error(404, "not_found", f"no route {url.path}")
+
+    def do_POST(self) -> None:
+        if not self._authorized():
+            return
+        if urlsplit(self.path).path != "/command":
+            self._error(404, "not_found", f"no route {self.path}")
+            return
+        body = self._read_json()
+        if body is None:
+            return
+        name = body.get("command") if isinstance(body, dict) else None
+        try:
+            self._reply(200, self.server.target.command(name))
+        except LifecycleError as exc:
+            self._error(409, "invalid_transition", str(exc))
+        except ValueError as exc:
+            self._error(400, "bad_request", str(exc))
+
+    def _authorized(self) -> bool:
+        header = self.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme == "Bearer" and hmac.compare_digest(token.encode(), self.server.token):
+            return True
+        self._discard_body()
+        self._error(401, "unauthorized", "a valid bearer token is required")
+        return False
+
+    def _read_json(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_BODY:
+            self.close_connection = True
+            self._error(413, "too_large", "body too large")
+            return None
+        try:
+            return json.loads(self.rfile.read(length) or b"{}")
+        except ValueError:
+            self._error(400, "bad_json", "the body is not valid JSON")
+            return None
+
+    def _discard_body(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= _MAX_BODY:
+            self.rfile.read(length)
+        elif length:
+            self.close_connection = True
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        self._reply(status, {"error": {"code": code, "message": message}})
+
+    def _reply(self, status: int, payload: Any) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("control: " + format, *args)

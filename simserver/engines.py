@@ -1,0 +1,157 @@
+"""Engines: the parts of the kernel that simulate something.
+
+An engine advances by ``step(t, dt)`` and exchanges data with the others through
+datapacks (``get_datapack`` / ``set_datapack``) that transceiver functions move
+between steps. Engine types are looked up by the ``type`` of each entry of
+``experiment.json``'s ``engines``.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from simserver.errors import ExperimentError, KernelError
+
+logger = logging.getLogger(__name__)
+
+
+class Engine:
+    """Base class of engines. ``name`` is the key in ``experiment.json``."""
+
+    type_name = ""
+
+    def __init__(self, name: str, config: dict[str, Any], experiment_dir: Path) -> None:
+        self.name = name
+        self.config = config
+        self.experiment_dir = experiment_dir
+
+    def initialize(self, params: dict[str, Any]) -> None:
+        """Build the engine's model at t = 0."""
+
+    def step(self, t: float, dt: float) -> None:
+        """Advance the model from ``t`` to ``t + dt`` (ms)."""
+        raise NotImplementedError
+
+    def get_datapack(self, name: str) -> Any:
+        raise KernelError(f"engine {self.name!r} has no datapack {name!r}", self.name)
+
+    def set_datapack(self, name: str, value: Any) -> None:
+        raise KernelError(f"engine {self.name!r} takes no datapack {name!r}", self.name)
+
+    def finalize(self, results_dir: Path) -> None:
+        """Save what the engine recorded; called once when the run ends, however."""
+
+    def shutdown(self) -> None:
+        """Release resources; called after :meth:`finalize`."""
+
+    def version(self) -> str | None:
+        return None
+
+
+class PythonEngine(Engine):
+    """An engine whose model is a user class, named ``"module.py:Class"``.
+
+    The class is instantiated without arguments; ``initialize(params)`` (optional)
+    builds it, ``step(t, dt)`` advances it. Datapacks go through the model's
+    ``get_datapack(name)`` / ``set_datapack(name, value)`` when it defines them,
+    else through its attributes.
+    """
+
+    type_name = "python"
+
+    def initialize(self, params: dict[str, Any]) -> None:
+        spec = self.config.get("model")
+        if not isinstance(spec, str):
+            raise ExperimentError(f"engine {self.name!r}: 'model' must be \"module.py:Class\"")
+        cls = load_object(spec, self.experiment_dir)
+        try:
+            self.model = cls()
+            init = getattr(self.model, "initialize", None)
+            if init is not None:
+                init({**self.config.get("params", {}), **params})
+        except Exception as exc:
+            raise KernelError(f"engine {self.name!r}: {spec} failed to initialize: "
+                              f"{type(exc).__name__}: {exc}", self.name) from exc
+        self._step = self.model.step
+        self._get = getattr(self.model, "get_datapack", None)
+        self._set = getattr(self.model, "set_datapack", None)
+
+    def step(self, t: float, dt: float) -> None:
+        self._step(t, dt)
+
+    def get_datapack(self, name: str) -> Any:
+        if self._get is not None:
+            return self._get(name)
+        try:
+            return getattr(self.model, name)
+        except AttributeError:
+            return super().get_datapack(name)
+
+    def set_datapack(self, name: str, value: Any) -> None:
+        if self._set is not None:
+            self._set(name, value)
+        else:
+            setattr(self.model, name, value)
+
+    def finalize(self, results_dir: Path) -> None:
+        save = getattr(self.model, "save_results", None)
+        if save is not None:
+            save(results_dir)
+
+    def version(self) -> str | None:
+        return sys.version.split()[0]
+
+
+#: Engine classes by ``type``; other engine types register here.
+ENGINE_TYPES: dict[str, type[Engine]] = {"python": PythonEngine}
+
+
+def module_name(path: str) -> str:
+    """Turn ``"pkg/world.py"`` into the importable name ``"pkg.world"``.
+
+    Raises:
+        ExperimentError: the path is not a relative ``.py`` file inside the experiment.
+    """
+    parts = Path(path).parts
+    if not path.endswith(".py") or not parts or any(p in ("..", "") for p in parts) \
+            or Path(path).is_absolute():
+        raise ExperimentError(f"{path!r} is not a .py file inside the experiment")
+    return ".".join(parts)[: -len(".py")]
+
+
+def load_module(path: str, experiment_dir: Path) -> Any:
+    """Import the experiment's module at ``path`` (relative to the experiment).
+
+    Raises:
+        ExperimentError: the file is missing or fails to import.
+    """
+    name = module_name(path)
+    if not (experiment_dir / path).is_file():
+        raise ExperimentError(f"{path!r} does not exist in the experiment")
+    if str(experiment_dir) not in sys.path:
+        sys.path.insert(0, str(experiment_dir))
+    try:
+        return importlib.import_module(name)
+    except SyntaxError as exc:
+        raise ExperimentError(f"{path}: syntax error at line {exc.lineno}: {exc.msg}") from exc
+    except Exception as exc:
+        raise ExperimentError(f"{path} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def load_object(spec: str, experiment_dir: Path) -> Callable:
+    """Return the object named by ``"module.py:Name"`` in the experiment.
+
+    Raises:
+        ExperimentError: bad spec, missing file or missing name.
+    """
+    path, sep, attr = spec.partition(":")
+    if not sep or not attr:
+        raise ExperimentError(f"{spec!r} must have the form \"module.py:Name\"")
+    module = load_module(path, experiment_dir)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ExperimentError(f"{path} defines no {attr!r}") from None

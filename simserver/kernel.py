@@ -1,0 +1,142 @@
+"""The kernel: engines stepped in lockstep, transceivers between steps."""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from simserver.engines import ENGINE_TYPES, Engine, load_module
+from simserver.errors import ExperimentError, KernelError
+from simserver.script import is_transceiver
+
+logger = logging.getLogger(__name__)
+
+Transceiver = Callable[[dict[str, Engine], float], None]
+
+
+class Kernel:
+    """Steps every engine by ``timestep`` ms, in the order ``experiment.json`` names them.
+
+    Before each step the transceiver functions run with the engines and the
+    current time: they read datapacks the last step produced and set the inputs
+    of the next (a closed loop, as in the NRP).
+    """
+
+    def __init__(self, engines: dict[str, Engine], transceivers: list[Transceiver],
+                 timestep: float) -> None:
+        self.engines = engines
+        self.transceivers = transceivers
+        self.timestep = timestep
+        self.steps = 0
+        self._engine_list = list(engines.values())
+
+    @property
+    def time(self) -> float:
+        """Simulated time in ms (steps × timestep, so no rounding drift)."""
+        return self.steps * self.timestep
+
+    def step(self) -> None:
+        t = self.steps * self.timestep
+        for tf in self.transceivers:
+            tf(self.engines, t)
+        dt = self.timestep
+        for engine in self._engine_list:
+            engine.step(t, dt)
+        self.steps += 1
+
+    def finalize(self, results_dir: Path) -> None:
+        """Let every engine save its results; one engine failing does not stop the rest."""
+        for engine in self._engine_list:
+            try:
+                engine.finalize(results_dir)
+            except Exception:
+                logger.exception("engine %s failed to save its results", engine.name)
+
+    def shutdown(self) -> None:
+        for engine in self._engine_list:
+            try:
+                engine.shutdown()
+            except Exception:
+                logger.exception("engine %s failed to shut down", engine.name)
+
+
+def parse_timestep(config: dict[str, Any]) -> float:
+    """Return ``experiment.json``'s ``timestep`` in ms (default 1.0).
+
+    Raises:
+        ExperimentError: not a positive finite number.
+    """
+    value = config.get("timestep", 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ExperimentError(f"'timestep' must be a positive number of ms, not {value!r}")
+    return float(value)
+
+
+def build_engines(config: dict[str, Any], experiment_dir: Path,
+                  params: dict[str, Any]) -> dict[str, Engine]:
+    """Construct and initialize the engines ``experiment.json`` names.
+
+    Raises:
+        ExperimentError: an engine entry is malformed or of an unknown type.
+        KernelError: an engine failed to build.
+    """
+    specs = config.get("engines", {})
+    if not isinstance(specs, dict):
+        raise ExperimentError("'engines' must be an object of name -> engine config")
+    engines: dict[str, Engine] = {}
+    for name, spec in specs.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+            raise ExperimentError(f"engine {name!r} needs a 'type'")
+        cls = ENGINE_TYPES.get(spec["type"])
+        if cls is None:
+            known = ", ".join(sorted(ENGINE_TYPES))
+            raise ExperimentError(f"engine {name!r} has unknown type {spec['type']!r}; "
+                                  f"known types: {known}")
+        engine = cls(name, spec, experiment_dir)
+        engine.initialize(params)
+        engines[name] = engine
+        logger.info("engine %s (%s) initialized", name, spec["type"])
+    return engines
+
+
+def load_transceivers(config: dict[str, Any], experiment_dir: Path) -> list[Transceiver]:
+    """Return the ``@transceiver`` functions of the modules named by ``transceivers``.
+
+    Raises:
+        ExperimentError: a module is missing, fails to import or marks no function.
+    """
+    paths = config.get("transceivers") or []
+    if isinstance(paths, str):
+        paths = [paths]
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ExperimentError("'transceivers' must be a file name or a list of them")
+    found: list[Transceiver] = []
+    for path in paths:
+        module = load_module(path, experiment_dir)
+        marked = [obj for obj in vars(module).values() if is_transceiver(obj)]
+        if not marked:
+            raise ExperimentError(f"{path} defines no function marked @transceiver")
+        found.extend(marked)
+    return found
+
+
+def build_kernel(config: dict[str, Any], experiment_dir: Path,
+                 params: dict[str, Any]) -> Kernel:
+    """Build the kernel for an experiment, at t = 0.
+
+    Raises:
+        ExperimentError, KernelError: see :func:`build_engines`.
+    """
+    timestep = parse_timestep(config)
+    engines = build_engines(config, experiment_dir, params)
+    try:
+        transceivers = load_transceivers(config, experiment_dir)
+    except BaseException:
+        Kernel(engines, [], timestep).shutdown()
+        raise
+    return Kernel(engines, transceivers, timestep)
+
+
+__all__ = ["Kernel", "KernelError", "build_kernel", "parse_timestep"]

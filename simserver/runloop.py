@@ -1,0 +1,150 @@
+"""The ``run_loop`` wrapper: pause, stop and timeouts around every kernel step."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from simserver.errors import SimulationStopped, SimulationTimeout
+from simserver.kernel import Kernel
+
+# Simulated time accumulates as steps × timestep; allow for float rounding when
+# deciding whether one more step would pass the timeout.
+_TIME_EPSILON = 1e-9
+
+
+class RunLoop:
+    """Gates the kernel: blocks while paused, raises when stopped or timed out.
+
+    The fast path of :meth:`run_loop` reads two flags and the clock; everything
+    else happens only when an operator changed something.
+    """
+
+    def __init__(self, kernel: Kernel, *, sim_timeout: float | None = None,
+                 real_timeout: float | None = None, real_time_factor: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.kernel = kernel
+        self.sim_timeout = sim_timeout
+        self.real_timeout = real_timeout
+        self.real_time_factor = real_time_factor
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._held = True            # until the first start
+        self._stopping = False
+        self._running_since: float | None = None
+        self._real_elapsed = 0.0     # seconds spent started, before _running_since
+        self._pace_origin = (0.0, 0.0)
+
+    # -- commands (any thread) ------------------------------------------------
+
+    def release(self) -> None:
+        """Let the loop advance (start, resume)."""
+        with self._cond:
+            now = self._clock()
+            self._held = False
+            self._running_since = now
+            self._pace_origin = (now, self.kernel.time)
+            self._cond.notify_all()
+
+    def hold(self) -> None:
+        """Make the loop block before its next step (pause)."""
+        with self._cond:
+            self._held = True
+            self._bank_real_time()
+            self._cond.notify_all()
+
+    def request_stop(self) -> None:
+        """Make the loop raise ``SimulationStopped`` at once, even when blocked."""
+        with self._cond:
+            self._stopping = True
+            self._bank_real_time()
+            self._cond.notify_all()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def real_time(self) -> float:
+        """Wall-clock seconds spent started (paused time does not count)."""
+        since = self._running_since
+        return self._real_elapsed + (self._clock() - since if since is not None else 0.0)
+
+    # -- the script's side ----------------------------------------------------
+
+    def run_loop(self, n: int = 1) -> None:
+        """Advance ``n`` kernel steps, honouring pause, stop and timeouts before each."""
+        kernel = self.kernel
+        for _ in range(n):
+            if self._held or self._stopping:
+                self.wait_if_paused()
+            if self.sim_timeout is not None and \
+                    kernel.time + kernel.timestep > self.sim_timeout + _TIME_EPSILON:
+                raise SimulationTimeout(f"simulated time {kernel.time:g} ms reached the "
+                                        f"timeout of {self.sim_timeout:g} ms")
+            if self.real_timeout is not None and self.real_time() >= self.real_timeout:
+                raise SimulationTimeout(f"the run reached its real-time timeout of "
+                                        f"{self.real_timeout:g} s")
+            if self.real_time_factor:
+                self._pace()
+            kernel.step()
+
+    def wait_if_paused(self) -> None:
+        """Block while held; raise ``SimulationStopped`` once a stop was requested."""
+        with self._cond:
+            while self._held and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                raise SimulationStopped("the simulation was stopped")
+
+    def _pace(self) -> None:
+        """Sleep so simulated time runs at most ``real_time_factor`` × wall time."""
+        origin_wall, origin_sim = self._pace_origin
+        target = origin_wall + (self.kernel.time + self.kernel.timestep - origin_sim) \
+            / 1000.0 / self.real_time_factor
+        with self._cond:
+            while not (self._held or self._stopping):
+                delay = target - self._clock()
+                if delay <= 0:
+                    return
+                self._cond.wait(delay)
+        self.wait_if_paused()
+
+    def _bank_real_time(self) -> None:
+        if self._running_since is not None:
+            self._real_elapsed += self._clock() - self._running_since
+            self._running_since = None
+
+
+class Simulation:
+    """The ``sim`` object a script sees."""
+
+    def __init__(self, loop: RunLoop, params: dict[str, Any], results_dir: Path) -> None:
+        self._loop = loop
+        self.params = params
+        self.results_dir = results_dir
+        self.run_loop = loop.run_loop
+
+    @property
+    def time(self) -> float:
+        """Simulated time in ms."""
+        return self._loop.kernel.time
+
+    @property
+    def steps(self) -> int:
+        return self._loop.kernel.steps
+
+    @property
+    def timestep(self) -> float:
+        return self._loop.kernel.timestep
+
+    @property
+    def engines(self) -> dict[str, Any]:
+        return self._loop.kernel.engines
+
+    @property
+    def real_time(self) -> float:
+        return self._loop.real_time()
+
+    def __repr__(self) -> str:
+        return f"<Simulation t={self.time:g} ms steps={self.steps}>"

@@ -1,0 +1,240 @@
+"""The simulation server process: owns the kernel, obeys the control API.
+
+Started by the backend as ``python -m simserver --run-dir DIR`` with the control
+token in the environment, in its own session, with the experiment folder as its
+working directory and its stdout/stderr going to the run's logs.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import CodeType
+from typing import Any
+
+import psutil
+
+from lifecycle import InvalidTransition, SimState, SimulationServerLifecycle
+from lifecycle.messages import (
+    EXIT_FAILED, EXIT_OK, EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR, RUN_CONFIG_FILE,
+    SERVER_FILE, SIMULATION_LOG, STATUS_FILE, RunConfig, ServerInfo, read_json,
+    write_json_atomic,
+)
+from simserver import script
+from simserver.control import ControlServer
+from simserver.errors import ExperimentError, SimServerError, SimulationStopped
+from simserver.events import EventLog
+from simserver.kernel import Kernel, build_kernel
+from simserver.runloop import RunLoop, Simulation
+from simserver.runner import ScriptError, compile_script, run_script
+
+logger = logging.getLogger(__name__)
+
+_COMMAND_TARGETS = {"start": SimState.STARTED, "resume": SimState.STARTED,
+                    "pause": SimState.PAUSED, "stop": SimState.STOPPED}
+# How often status.json is refreshed while the kernel advances.
+_STATUS_INTERVAL = 1.0
+
+
+class SimulationServer:
+    """One simulation: its lifecycle, kernel, run loop and control API."""
+
+    def __init__(self, run_dir: Path, token: str) -> None:
+        self.run_dir = run_dir
+        self.token = token
+        self.config = RunConfig.from_dict(read_json(run_dir / RUN_CONFIG_FILE) or {})
+        self.experiment_dir = run_dir / EXPERIMENT_DIR
+        self.results_dir = run_dir / RESULTS_DIR
+        self.events = EventLog()
+        self.kernel: Kernel | None = None
+        self.loop: RunLoop | None = None
+        self.error: dict[str, Any] | None = None
+        self.experiment: dict[str, Any] = {}
+        self._go = threading.Event()
+        self._started = False
+        self._status_lock = threading.Lock()
+        self.lifecycle = SimulationServerLifecycle(self.config.sim_id, listener=self)
+
+    # -- lifecycle listener and control API ------------------------------------
+
+    def state_changed(self, state: SimState, trigger: str, details: dict[str, Any]) -> None:
+        if self.loop is not None:
+            if state == SimState.STARTED:
+                self.loop.release()
+            elif state == SimState.PAUSED:
+                self.loop.hold()
+            elif state == SimState.STOPPED:
+                self.loop.request_stop()
+        if state != SimState.INITIALIZED:
+            self._go.set()
+        if state == SimState.FAILED:
+            self.error = details.get("error")
+        logger.info("state: %s (%s)", state.value, trigger)
+        self.events.append("state", state=state.value, trigger=trigger, error=self.error)
+        self.write_status()
+
+    def command(self, name: object) -> dict[str, Any]:
+        """Obey a control command.
+
+        Raises:
+            ValueError: unknown command.
+            InvalidTransition: the lifecycle refuses it.
+        """
+        target = _COMMAND_TARGETS.get(name) if isinstance(name, str) else None
+        if target is None:
+            raise ValueError(f"unknown command {name!r}; commands: {', '.join(_COMMAND_TARGETS)}")
+        if target == SimState.STARTED and self.lifecycle.state == SimState.CREATED:
+            raise InvalidTransition(SimState.CREATED, target, "still initializing")
+        return {"state": self.lifecycle.request(target).value}
+
+    def status(self) -> dict[str, Any]:
+        kernel, loop = self.kernel, self.loop
+        return {
+            "state": self.lifecycle.state.value,
+            "sim_time": kernel.time if kernel else 0.0,
+            "steps": kernel.steps if kernel else 0,
+            "timestep": kernel.timestep if kernel else None,
+            "real_time": loop.real_time() if loop else 0.0,
+            "timeout": {"sim_time": loop.sim_timeout, "real_time": loop.real_timeout}
+            if loop else {},
+            "error": self.error,
+            "pid": os.getpid(),
+            "updated_at": time.time(),
+        }
+
+    def write_status(self) -> None:
+        with self._status_lock:
+            write_json_atomic(self.run_dir / STATUS_FILE, self.status())
+
+    # -- the main thread -------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve, initialize, wait for start, run the script; return the exit code."""
+        control = ControlServer(self.config.host, self.token, self)
+        control.serve_in_thread()
+        info = ServerInfo(pid=os.getpid(), create_time=psutil.Process().create_time(),
+                          host=self.config.host, port=control.port, token=self.token)
+        write_json_atomic(self.run_dir / SERVER_FILE, info.to_dict(), mode=0o600)
+        logger.info("listening: %s", info.url)
+        try:
+            code = self._initialize()
+            self._go.wait()
+            if self.lifecycle.state == SimState.STARTED:
+                self._execute(code)
+        except SimulationStopped:
+            self._end_as(SimState.STOPPED)
+        except (SimServerError, ScriptError) as exc:
+            self._fail(exc)
+        finally:
+            self._finish()
+        control.shutdown()
+        return EXIT_OK if self.lifecycle.state != SimState.FAILED else EXIT_FAILED
+
+    def _initialize(self) -> CodeType:
+        """Read the experiment, compile the script, build the kernel at t = 0."""
+        self.experiment = read_experiment(self.experiment_dir)
+        main_script = self.config.main_script or self.experiment.get("main_script")
+        code = compile_script(self.experiment_dir, main_script)
+        params = {**self.experiment.get("params", {}), **self.config.params}
+        self.kernel = build_kernel(self.experiment, self.experiment_dir, params)
+        timeout = {**self.experiment.get("timeout", {}), **self.config.timeout}
+        self.loop = RunLoop(self.kernel, sim_timeout=timeout.get("sim_time"),
+                            real_timeout=timeout.get("real_time"),
+                            real_time_factor=self.experiment.get("real_time_factor"))
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        script.sim = Simulation(self.loop, params, self.results_dir)
+        self.main_script = main_script
+        if self.lifecycle.state == SimState.CREATED:
+            self.lifecycle.fire("initialize")
+        return code
+
+    def _execute(self, code: CodeType) -> None:
+        self._started = True
+        threading.Thread(target=self._refresh_status, name="status", daemon=True).start()
+        logger.info("running %s", self.main_script)
+        outcome = run_script(code, self.experiment_dir / self.main_script)
+        self._end_as(SimState.STOPPED if outcome == "stopped" else SimState.COMPLETED)
+
+    def _end_as(self, state: SimState) -> None:
+        """Enter a terminal state unless one was entered already (a stop wins)."""
+        with self.lifecycle.lock:
+            if self.lifecycle.is_terminal:
+                return
+            if state == SimState.STOPPED:
+                self.lifecycle.request(SimState.STOPPED)
+            else:
+                self.lifecycle.fire("complete")
+
+    def _fail(self, exc: SimServerError | ScriptError) -> None:
+        if isinstance(exc, ScriptError):
+            error = exc.error
+        else:
+            error = {"type": exc.error_type, "message": str(exc), **exc.details()}
+            print(f"{error['type']}: {exc}", file=sys.stderr, flush=True)
+        logger.error("failed: %s", error["message"])
+        with self.lifecycle.lock:
+            if not self.lifecycle.is_terminal:
+                self.lifecycle.fire("fail", error=error)
+
+    def _finish(self) -> None:
+        if self.kernel is not None:
+            if self._started:
+                self.kernel.finalize(self.results_dir)
+            self.kernel.shutdown()
+        self.write_status()
+        logger.info("exiting: %s", self.lifecycle.state.value)
+
+    def _refresh_status(self) -> None:
+        while not self.lifecycle.is_terminal:
+            time.sleep(_STATUS_INTERVAL)
+            self.write_status()
+
+
+def read_experiment(experiment_dir: Path) -> dict[str, Any]:
+    """Read and check ``experiment.json``.
+
+    Raises:
+        ExperimentError: missing, not JSON, or not an object.
+    """
+    try:
+        data = json.loads((experiment_dir / "experiment.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExperimentError("the experiment has no experiment.json") from None
+    except ValueError as exc:
+        raise ExperimentError(f"experiment.json is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ExperimentError("experiment.json must hold a JSON object")
+    return data
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # Interrupts whatever the main thread is doing, even a blocking call outside
+    # run_loop; the script unwinds through its finally blocks and results are saved.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SimulationStopped("terminated by SIGTERM")
+
+
+def configure_logging(run_dir: Path) -> None:
+    logs = run_dir / LOGS_DIR
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logs / SIMULATION_LOG, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def main(run_dir: Path, token: str) -> int:
+    # Control requests must not wait long for the GIL while a script computes.
+    sys.setswitchinterval(0.0005)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True)
+    configure_logging(run_dir)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    server = SimulationServer(run_dir, token)
+    return server.run()

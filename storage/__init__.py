@@ -1,0 +1,50 @@
+"""Object storage behind one interface: a local folder or an S3 bucket.
+
+``open_storage(url)`` builds the backend named by a storage URL; everything
+else speaks :class:`Storage`. Keys are validated before any I/O (see
+:mod:`storage.keys`) and every failure is a :class:`StorageError`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from storage.base import ObjectInfo, Storage
+from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
+from storage.keys import join_key, validate_key, validate_prefix
+from storage.local import LocalStorage
+from storage.s3 import S3Storage
+
+__all__ = [
+    "InvalidKey",
+    "LocalStorage",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "S3Storage",
+    "Storage",
+    "StorageError",
+    "StorageUnavailable",
+    "join_key",
+    "open_storage",
+    "validate_key",
+    "validate_prefix",
+]
+
+
+def open_storage(url: str) -> Storage:
+    """Return the storage a URL names: ``file:///abs/path`` or ``s3://bucket[/prefix]``.
+
+    Raises:
+        StorageError: for any other URL (relative file path, host, query, no bucket).
+        InvalidKey: if the S3 prefix is not a valid prefix.
+    """
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise StorageError(f"unsupported storage URL {url!r}: no query or fragment allowed")
+    if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"):
+        return LocalStorage(Path(unquote(parts.path)))
+    if parts.scheme == "s3" and parts.netloc:
+        return S3Storage(parts.netloc, unquote(parts.path.removeprefix("/")))
+    raise StorageError(
+        f"unsupported storage URL {url!r}: expected file:///absolute/path or s3://bucket[/prefix]"
+    )

@@ -1,0 +1,53 @@
+"""Write-then-rename for files, so readers never see a half-written file."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from storage.keys import TEMP_PREFIX
+
+_TEMP_ATTEMPTS = 3
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path) -> Iterator[BinaryIO]:
+    """Yield a file that replaces `path` (creating parent folders) when the block ends.
+
+    The data goes to a temp file beside `path`, is flushed and fsynced, then
+    renamed over `path`; if the block raises, the temp file is removed and
+    `path` is left as it was.
+
+    Raises:
+        OSError: if the folder cannot be created or the file written.
+    """
+    fd, temp_name = _create_temp(path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp_name)
+        raise
+
+
+def _create_temp(directory: Path) -> tuple[int, str]:
+    """Create a temp file in `directory`, creating the folder if needed.
+
+    Retried because a concurrent delete prunes empty folders and may remove
+    `directory` between the mkdir and the file's creation.
+    """
+    attempt = 1
+    while True:
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            return tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
+        except FileNotFoundError:
+            if attempt == _TEMP_ATTEMPTS:
+                raise
+            attempt += 1

@@ -1,0 +1,272 @@
+"""The one storage interface every backend implements.
+
+Subclasses implement the primitives (describe, check, list, stat, open_read,
+put_stream, delete); the base derives the rest — byte helpers, file transfers,
+prefix deletion and the parallel, verified folder transfers — and subclasses
+override those only to be faster.
+"""
+from __future__ import annotations
+
+import abc
+import io
+import logging
+import os
+import shutil
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from storage.atomic import atomic_write
+from storage.errors import ObjectNotFound, StorageError
+from storage.keys import validate_key, validate_prefix
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A stored object: its full key (relative to the storage root) and size in bytes."""
+
+    key: str
+    size: int
+
+
+def check_range(offset: int, length: int | None) -> None:
+    """Reject a negative byte range.
+
+    Raises:
+        ValueError: if `offset` or `length` is negative.
+    """
+    if offset < 0 or (length is not None and length < 0):
+        raise ValueError(f"byte range must not be negative: offset={offset}, length={length}")
+
+
+class Storage(abc.ABC):
+    """A flat namespace of objects addressed by '/'-separated keys.
+
+    Every method validates its keys before any I/O. Prefixes name folders:
+    ``'a/b'`` and ``'a/b/'`` both mean everything under ``a/b/``.
+    All methods are safe to call from many threads.
+    """
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Return a URL naming this storage, e.g. ``file:///srv/store`` or ``s3://bucket/prefix``."""
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Probe that the storage is reachable and usable (the readiness check).
+
+        Raises:
+            StorageUnavailable: with a message saying what is wrong.
+        """
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Return every object under `prefix`, recursively, sorted by key; [] if none.
+
+        Raises:
+            InvalidKey: for a bad prefix.
+            StorageUnavailable: if the storage cannot be reached.
+        """
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """Return the object's info.
+
+        Raises:
+            InvalidKey, ObjectNotFound, StorageUnavailable.
+        """
+
+    @abc.abstractmethod
+    def open_read(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        """Open a stream of `length` bytes (all if None) from `offset`; the caller closes it.
+
+        An offset at or past the end gives an empty stream.
+
+        Raises:
+            InvalidKey, ObjectNotFound, StorageUnavailable; ValueError for a negative range.
+        """
+
+    @abc.abstractmethod
+    def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:
+        """Store everything `stream` yields under `key`, replacing any object there.
+
+        Readers see the old object or the new one, never a partial one. If `size`
+        is given the stream must hold exactly that many bytes, else nothing is stored.
+
+        Raises:
+            InvalidKey, StorageUnavailable; StorageError if `size` does not match.
+        """
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete the object; a missing object is not an error.
+
+        Raises:
+            InvalidKey, StorageUnavailable.
+        """
+
+    def exists(self, key: str) -> bool:
+        """Return whether an object is stored under `key`.
+
+        Raises:
+            InvalidKey, StorageUnavailable.
+        """
+        try:
+            self.stat(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def read_bytes(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Return `length` bytes (all if None) of the object from `offset`.
+
+        Raises:
+            InvalidKey, ObjectNotFound, StorageUnavailable; ValueError for a negative range.
+        """
+        with self.open_read(key, offset, length) as stream:
+            return stream.read()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store `data` under `key`.
+
+        Raises:
+            InvalidKey, StorageUnavailable.
+        """
+        self.put_stream(key, io.BytesIO(data), size=len(data))
+
+    def upload_file(self, path: Path, key: str) -> None:
+        """Store the local file at `path` under `key`.
+
+        Raises:
+            InvalidKey, StorageUnavailable; OSError if `path` cannot be read.
+        """
+        validate_key(key)
+        with open(path, "rb") as file:
+            self.put_stream(key, file, size=os.fstat(file.fileno()).st_size)
+
+    def download_file(self, key: str, path: Path) -> None:
+        """Write the object to `path` atomically, creating parent folders.
+
+        Raises:
+            InvalidKey, ObjectNotFound, StorageUnavailable; OSError if `path` cannot be written.
+        """
+        validate_key(key)
+        with self.open_read(key) as source, atomic_write(Path(path)) as target:
+            shutil.copyfileobj(source, target)
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under `prefix` and return how many there were.
+
+        Raises:
+            InvalidKey, StorageUnavailable.
+        """
+        folder = validate_prefix(prefix)
+        infos = self.list(folder)
+        for info in infos:
+            self.delete(info.key)
+        logger.info("deleted: %d objects under %s/%s", len(infos), self.describe(), folder)
+        return len(infos)
+
+    def upload_dir(self, local_dir: Path, prefix: str, *, workers: int = 8) -> list[ObjectInfo]:
+        """Upload every regular file below `local_dir` to `prefix` + its relative path.
+
+        Symlinks are skipped. Objects already under `prefix` are kept. After the
+        uploads the prefix is listed and each size compared with the local file.
+
+        Raises:
+            InvalidKey: if a file's name makes an invalid key (before any upload).
+            StorageError: if `local_dir` is not a folder, or naming the keys that
+                failed verification.
+            StorageUnavailable: if the storage cannot be reached.
+        """
+        folder = validate_prefix(prefix)
+        files = _local_files(Path(local_dir), folder)
+        _run_parallel([partial(self.upload_file, path, key) for key, (path, _) in files.items()], workers)
+        stored = {info.key: info for info in self.list(folder)}
+        mismatched = [key for key, (_, size) in files.items() if key not in stored or stored[key].size != size]
+        if mismatched:
+            raise StorageError(
+                f"upload of {local_dir} to {self.describe()} failed verification: {', '.join(sorted(mismatched))}"
+            )
+        logger.info("uploaded: %d files from %s to %s/%s", len(files), local_dir, self.describe(), folder)
+        return [stored[key] for key in sorted(files)]
+
+    def download_prefix(self, prefix: str, local_dir: Path, *, workers: int = 8) -> list[ObjectInfo]:
+        """Download every object under `prefix` to `local_dir` / its key less the prefix.
+
+        Each file is written atomically and its size checked against the listing.
+
+        Raises:
+            InvalidKey: for a bad prefix.
+            StorageError: if a key would land outside `local_dir`, or naming the
+                files whose size differs from the listing.
+            StorageUnavailable: if the storage cannot be reached.
+        """
+        folder = validate_prefix(prefix)
+        local_dir = Path(local_dir)
+        infos = self.list(folder)
+        targets = {info.key: _local_target(local_dir, info.key[len(folder):]) for info in infos}
+        _run_parallel([partial(self.download_file, key, path) for key, path in targets.items()], workers)
+        mismatched = [info.key for info in infos if targets[info.key].stat().st_size != info.size]
+        if mismatched:
+            raise StorageError(f"download from {self.describe()} to {local_dir} is incomplete: {', '.join(mismatched)}")
+        logger.info("downloaded: %d files from %s/%s to %s", len(infos), self.describe(), folder, local_dir)
+        return infos
+
+
+def _local_files(local_dir: Path, folder: str) -> dict[str, tuple[Path, int]]:
+    """Map each key to upload to its regular file below `local_dir` and that file's size.
+
+    Raises:
+        StorageError: if `local_dir` is not a folder.
+        InvalidKey: if a relative path does not make a valid key.
+    """
+    if not local_dir.is_dir():
+        raise StorageError(f"cannot upload {local_dir}: not a folder")
+    files = {}
+    for dirpath, _, filenames in os.walk(local_dir):
+        for name in filenames:
+            path = Path(dirpath, name)
+            if path.is_symlink() or not path.is_file():
+                continue
+            key = validate_key(folder + path.relative_to(local_dir).as_posix())
+            files[key] = (path, path.stat().st_size)
+    return files
+
+
+def _local_target(local_dir: Path, relative: str) -> Path:
+    """Return where `relative` lands below `local_dir`.
+
+    Raises:
+        StorageError: if it would land outside `local_dir` (a '..' or a symlink on the way).
+    """
+    validate_key(relative)
+    target = local_dir / relative
+    if not target.resolve().is_relative_to(local_dir.resolve()):
+        raise StorageError(f"refusing to write {relative!r} outside {local_dir}")
+    return target
+
+
+def _run_parallel(calls: list[Callable[[], object]], workers: int) -> None:
+    """Run `calls` on `workers` threads; on the first failure cancel what has not started and re-raise it.
+
+    Raises:
+        ValueError: if `workers` < 1; otherwise whatever a call raised.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="storage") as pool:
+        futures = [pool.submit(call) for call in calls]
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+    for future in futures:
+        if not future.cancelled():
+            future.result()
