@@ -1,6 +1,7 @@
 """The ``run_loop`` wrapper: pause, stop and timeouts around every kernel step."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -8,6 +9,8 @@ from typing import Any, Callable
 
 from simserver.errors import SimulationStopped, SimulationTimeout
 from simserver.kernel import Kernel
+
+logger = logging.getLogger(__name__)
 
 # Simulated time accumulates as steps × timestep; allow for float rounding when
 # deciding whether one more step would pass the timeout.
@@ -80,14 +83,18 @@ class RunLoop:
                 self.wait_if_paused()
             if self.sim_timeout is not None and \
                     kernel.time + kernel.timestep > self.sim_timeout + _TIME_EPSILON:
-                raise SimulationTimeout(f"simulated time {kernel.time:g} ms reached the "
-                                        f"timeout of {self.sim_timeout:g} ms")
+                self._time_out(f"simulated time {kernel.time:g} ms reached the timeout of "
+                               f"{self.sim_timeout:g} ms")
             if self.real_timeout is not None and self.real_time() >= self.real_timeout:
-                raise SimulationTimeout(f"the run reached its real-time timeout of "
-                                        f"{self.real_timeout:g} s")
+                self._time_out(f"the run reached its real-time timeout of "
+                               f"{self.real_timeout:g} s")
             if self.real_time_factor:
                 self._pace()
             kernel.step()
+
+    def _time_out(self, reason: str) -> None:
+        logger.info("timeout: %s", reason)
+        raise SimulationTimeout(reason)
 
     def wait_if_paused(self) -> None:
         """Block while held; raise ``SimulationStopped`` once a stop was requested."""

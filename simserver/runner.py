@@ -67,8 +67,8 @@ def run_script(code: CodeType, path: Path) -> str:
     sys.argv = [str(path)]
     try:
         exec(code, script_globals(path))
-    except SimulationTimeout as exc:
-        script.file_logger.info("timeout: %s", exc)
+    except SimulationTimeout:
+        pass  # the run loop logged which timeout it was
     except SimulationStopped:
         return "stopped"
     except SystemExit as exc:

@@ -227,6 +227,7 @@ def configure_logging(run_dir: Path) -> None:
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
 def main(run_dir: Path, token: str) -> int:

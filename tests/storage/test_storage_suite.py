@@ -14,17 +14,23 @@ BIG = os.urandom(9 * 1024 * 1024)  # past the 8 MiB multipart threshold
 
 
 class ShortReads(io.RawIOBase):
-    """A non-seekable stream that returns at most `chunk` bytes per read, like a socket."""
+    """A non-seekable stream like a socket: the first read is full, later ones stop at `chunk` bytes.
+
+    (A first short read would hide the danger: s3transfer would take it for a small object.)
+    """
 
     def __init__(self, data: bytes, chunk: int = 65536) -> None:
         self._data = memoryview(data)
         self._chunk = chunk
+        self._first = True
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        count = min(len(buffer), self._chunk, len(self._data))
+        limit = len(buffer) if self._first else self._chunk
+        self._first = False
+        count = min(len(buffer), limit, len(self._data))
         buffer[:count] = self._data[:count]
         self._data = self._data[count:]
         return count

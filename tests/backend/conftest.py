@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.support import Backend, loop_experiment
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Backend]:
+    """A real backend over HTTP with its own data dir; everything it started is killed."""
+    server = Backend(tmp_path / "data").start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def loop(backend: Backend) -> str:
+    """Upload the counter-loop experiment (long sim-time timeout, 2 ms per step)."""
+    response = backend.upload("loop", loop_experiment(sim_time=1e9))
+    assert response.status_code == 201, response.text
+    return "loop"

@@ -1,0 +1,224 @@
+"""The lifecycle through the real REST API, with real simulation servers."""
+from __future__ import annotations
+
+import time
+
+from tests.support import Backend, loop_experiment, wait_until
+
+SLOW = {"step_sleep": 0.001}
+
+
+def frozen_sim_time(backend: Backend, sim_id: str, reads: int = 10) -> float:
+    """Read sim_time over >= 0.2 s; assert it does not move and return it."""
+    first = backend.status(sim_id)["sim_time"]
+    deadline = time.monotonic() + 0.2
+    seen = []
+    while len(seen) < reads or time.monotonic() < deadline:
+        seen.append(backend.status(sim_id)["sim_time"])
+    assert set(seen) == {first}, f"sim_time moved while paused: {sorted(set(seen))[:5]}"
+    return first
+
+
+def test_full_flow_initialize_start_pause_resume_complete(backend: Backend) -> None:
+    assert backend.upload("flow", loop_experiment(sim_time=400.0)).status_code == 201
+    names = [e["name"] for e in backend.get("/v1/experiments").json()["experiments"]]
+    assert names == ["flow"]
+
+    sim = backend.create("flow", params={"step_sleep": 0.002})
+    sim_id = sim["id"]
+    assert sim["state"] == "created"
+    assert backend.set_state(sim_id, "initialized").json() == {"state": "initialized"}
+    status = backend.wait_server_state(sim_id, "initialized")
+    assert status["sim_time"] == 0.0
+
+    assert backend.set_state(sim_id, "started").json() == {"state": "started"}
+    wait_until(lambda: backend.status(sim_id)["sim_time"] > 20, 10, "sim time to advance")
+
+    assert backend.set_state(sim_id, "paused").json() == {"state": "paused"}
+    backend.wait_server_state(sim_id, "paused")
+    paused_at = frozen_sim_time(backend, sim_id)
+    assert 0 < paused_at < 400
+
+    assert backend.set_state(sim_id, "started").json() == {"state": "started"}
+    record = backend.wait_state(sim_id, "completed", timeout=30)
+    assert record["error"] is None
+    record = backend.wait_uploaded(sim_id)
+    assert record["exit_code"] == 0
+    assert record["status"]["sim_time"] == 400.0
+    assert not (backend.data_dir / "runs" / sim_id).exists()
+
+    # Review after the run dir is gone: from storage.
+    logs = {f["name"] for f in backend.get(f"/v1/simulations/{sim_id}/logs").json()["logs"]}
+    assert {"simulation.log", "stdout.log", "stderr.log"} <= logs
+    text = backend.get(f"/v1/simulations/{sim_id}/logs/simulation.log").text
+    assert "reached the timeout at t=400.0 ms" in text
+    assert "script ending 400" in backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text
+    results = backend.get(f"/v1/simulations/{sim_id}/results").json()["results"]
+    assert [r["name"] for r in results] == ["count.txt"]
+    assert backend.get(f"/v1/simulations/{sim_id}/results/count.txt").text == "400"
+    stored = backend.data_dir / "storage" / "simulations" / sim_id
+    assert (stored / "record.json").is_file() and (stored / "logs" / "stdout.log").is_file()
+
+
+def test_logs_are_live_while_running_and_ranged(backend: Backend, loop: str) -> None:
+    sim_id = backend.create(loop, params=SLOW, state="started")["id"]
+    wait_until(lambda: "params" in backend.get(f"/v1/simulations/{sim_id}/logs/simulation.log").text,
+               10, "the script's first log line")
+    assert (backend.data_dir / "runs" / sim_id / "logs").is_dir()
+    out = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log")
+    assert out.headers["Content-Type"].startswith("text/plain")
+    assert out.text == "script starting\n"
+    part = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log", params={"offset": 7, "limit": 8})
+    assert part.text == "starting"
+    assert backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log",
+                       params={"offset": 10 ** 6}).text == ""
+    assert backend.get(f"/v1/simulations/{sim_id}/logs/nope.log").status_code == 404
+    bad = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log", params={"offset": -1})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_argument"
+    backend.set_state(sim_id, "stopped")
+    backend.wait_uploaded(sim_id)
+    # Same range, now from storage.
+    part = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log", params={"offset": 7, "limit": 8})
+    assert part.text == "starting"
+
+
+def test_post_started_runs_at_once_and_timeout_completes(backend: Backend) -> None:
+    backend.upload("short", loop_experiment(sim_time=50.0))
+    sim_id = backend.create("short", state="started")["id"]
+    record = backend.wait_state(sim_id, "completed")
+    assert record["error"] is None
+    record = backend.wait_uploaded(sim_id)
+    assert record["status"]["steps"] == 50
+
+
+def test_real_time_timeout_completes(backend: Backend, loop: str) -> None:
+    sim_id = backend.create(loop, params=SLOW, timeout={"real_time": 0.3}, state="started")["id"]
+    record = backend.wait_state(sim_id, "completed")
+    assert record["error"] is None
+    backend.wait_uploaded(sim_id)
+    log = backend.get(f"/v1/simulations/{sim_id}/logs/simulation.log").text
+    assert "real-time timeout of 0.3 s" in log
+
+
+def test_stop_while_paused_is_fast(backend: Backend, loop: str) -> None:
+    sim_id = backend.create(loop, params=SLOW, state="started")["id"]
+    wait_until(lambda: backend.status(sim_id)["sim_time"] > 5, 10, "sim time to advance")
+    backend.set_state(sim_id, "paused")
+    backend.wait_server_state(sim_id, "paused")
+    began = time.monotonic()
+    assert backend.set_state(sim_id, "stopped").json() == {"state": "stopped"}
+    wait_until(lambda: backend.record(sim_id)["exit_code"] is not None, 5, "the process to exit")
+    elapsed = time.monotonic() - began
+    assert elapsed < 0.5, f"stopping a paused run took {elapsed:.3f} s"
+    record = backend.wait_uploaded(sim_id)
+    assert record["state"] == "stopped" and record["exit_code"] == 0
+    # The script's finally block ran: partial results were saved and uploaded.
+    count = int(backend.get(f"/v1/simulations/{sim_id}/results/count.txt").text)
+    assert count == record["status"]["steps"] > 0
+
+
+def test_stop_while_started(backend: Backend, loop: str) -> None:
+    sim_id = backend.create(loop, params=SLOW, state="started")["id"]
+    wait_until(lambda: backend.status(sim_id)["sim_time"] > 5, 10, "sim time to advance")
+    backend.set_state(sim_id, "stopped")
+    record = backend.wait_uploaded(sim_id)
+    assert record["state"] == "stopped"
+    assert record["exit_code"] == 0 and record["error"] is None
+    assert backend.set_state(sim_id, "stopped").status_code == 200  # repeat: no-op
+    conflict = backend.set_state(sim_id, "started")
+    assert conflict.status_code == 409
+    assert conflict.json()["error"]["code"] == "invalid_transition"
+
+
+def test_stop_before_initialize_and_while_initialized(backend: Backend, loop: str) -> None:
+    created = backend.create(loop)["id"]
+    assert backend.set_state(created, "stopped").json() == {"state": "stopped"}
+    record = backend.wait_uploaded(created)
+    assert record["exit_code"] is None
+
+    ready = backend.create(loop, state="initialized")["id"]
+    backend.wait_server_state(ready, "initialized")
+    backend.set_state(ready, "stopped")
+    record = backend.wait_uploaded(ready)
+    assert record["state"] == "stopped" and record["exit_code"] == 0
+
+
+def test_script_exception_fails_with_traceback(backend: Backend) -> None:
+    script = "sim.run_loop(3)\nraise ValueError('bad value at step %d' % sim.steps)\n"
+    backend.upload("broken", loop_experiment(script=script))
+    sim_id = backend.create("broken", state="started")["id"]
+    record = backend.wait_state(sim_id, "failed")
+    error = record["error"]
+    assert error["type"] == "script_error"
+    assert error["exception"] == "ValueError"
+    assert error["message"] == "ValueError: bad value at step 3"
+    assert error["line"] == 2
+    record = backend.wait_uploaded(sim_id)
+    assert record["exit_code"] == 3
+    stderr = backend.get(f"/v1/simulations/{sim_id}/logs/stderr.log").text
+    assert "Traceback" in stderr and "ValueError: bad value at step 3" in stderr
+    assert "simserver/" not in stderr  # the server's own frames are left out
+
+
+def test_syntax_error_fails_at_initialize_with_line(backend: Backend) -> None:
+    script = "x = 1\ny = (\nwhile True: sim.run_loop(1)\n"
+    backend.upload("syntax", loop_experiment(script=script))
+    sim_id = backend.create("syntax", state="initialized")["id"]
+    record = backend.wait_state(sim_id, "failed")
+    error = record["error"]
+    assert error["type"] == "syntax_error"
+    assert error["line"] in (2, 3)
+    assert f"main.py, line {error['line']}" in error["message"]
+    assert backend.wait_uploaded(sim_id)["status"]["steps"] == 0
+
+
+def test_sigkill_of_simserver_fails_with_signal_and_keeps_partial_logs(backend: Backend,
+                                                                       loop: str) -> None:
+    sim_id = backend.create(loop, params=SLOW, state="started")["id"]
+    wait_until(lambda: "params" in backend.get(f"/v1/simulations/{sim_id}/logs/simulation.log").text,
+               10, "the script's first log line")
+    import json
+    import os
+    import signal
+
+    pid = json.loads((backend.data_dir / "runs" / sim_id / "server.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    began = time.monotonic()
+    record = backend.wait_state(sim_id, "failed", timeout=5)
+    assert time.monotonic() - began < 1.0
+    assert record["error"]["type"] == "crashed"
+    assert record["error"]["signal"] == "SIGKILL"
+    record = backend.wait_uploaded(sim_id)
+    assert record["exit_code"] == -9
+    assert "params" in backend.get(f"/v1/simulations/{sim_id}/logs/simulation.log").text
+    assert backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text.startswith("script starting")
+
+
+def test_two_simulations_run_at_once_without_interfering(backend: Backend) -> None:
+    backend.upload("pair", loop_experiment(sim_time=300.0))
+    a = backend.create("pair", params={"scale": 1, "step_sleep": 0.001}, state="started")["id"]
+    b = backend.create("pair", params={"scale": 7, "step_sleep": 0.001}, state="started")["id"]
+    wait_until(lambda: all(backend.status(s)["sim_time"] > 10 for s in (a, b)), 10,
+               "both to advance")
+    backend.set_state(a, "paused")
+    backend.wait_server_state(a, "paused")
+    # b keeps going while a is paused.
+    b_before = backend.status(b)["sim_time"]
+    wait_until(lambda: backend.status(b)["sim_time"] > b_before + 20, 10, "b to advance")
+    backend.set_state(a, "started")
+    for sim_id, scale in ((a, 1), (b, 7)):
+        backend.wait_state(sim_id, "completed", timeout=30)
+        backend.wait_uploaded(sim_id)
+        assert backend.get(f"/v1/simulations/{sim_id}/results/count.txt").text == str(300 * scale)
+
+
+def test_records_survive_a_backend_restart(backend: Backend, loop: str) -> None:
+    sim_id = backend.create(loop, id="keep-me", params={"x": 1})["id"]
+    backend.stop()
+    backend.http = type(backend.http)()
+    backend.start()
+    record = backend.record(sim_id)
+    assert record["state"] == "created" and record["params"] == {"x": 1}
+    assert backend.set_state(sim_id, "started").json() == {"state": "started"}
+    backend.set_state(sim_id, "stopped")
+    assert backend.wait_uploaded(sim_id)["state"] == "stopped"

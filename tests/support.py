@@ -1,0 +1,237 @@
+"""Test support: polling with deadlines, a real backend process, experiment archives."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+POLL_INTERVAL = 0.01
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0,
+               message: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(POLL_INTERVAL)
+
+
+def make_archive(files: dict[str, str | bytes], top: str = "") -> bytes:
+    """A ``.tar.gz`` holding ``files`` (path -> content), optionally under folder ``top``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(f"{top}/{path}" if top else path)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class Backend:
+    """``simbackend serve`` as a real subprocess on a loopback port, with a client."""
+
+    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.data_dir = data_dir
+        self.env = {**os.environ, **(env or {})}
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+        self.http = requests.Session()
+        self.children: set[int] = set()
+
+    def start(self, timeout: float = 30.0) -> Backend:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        address = self.data_dir / "backend.json"
+        address.unlink(missing_ok=True)
+        log = open(self.data_dir / "backend.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "backend.cli", "serve", "--port", "0",
+             "--data-dir", str(self.data_dir), "--examples-dir", "", "--stop-grace", "2",
+             "--upload-retry", "0.2", *self.args],
+            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+        log.close()
+
+        def listening() -> dict | None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"backend exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                data = json.loads(address.read_text())
+            except (FileNotFoundError, ValueError):
+                return None
+            return data if data.get("pid") == self.proc.pid else None
+
+        self.url = wait_until(listening, timeout, "the backend to listen")["url"]
+        wait_until(lambda: self._health(), timeout, "/health")
+        return self
+
+    def _health(self) -> bool:
+        try:
+            return self.http.get(self.url + "/health", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self) -> str:
+        try:
+            return (self.data_dir / "backend.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- HTTP -----------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return self.http.request(method, self.url + path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def upload(self, name: str, files: dict[str, str | bytes]) -> requests.Response:
+        return self.put(f"/v1/experiments/{name}", data=make_archive(files),
+                        headers={"Content-Type": "application/gzip"})
+
+    def create(self, experiment: str, **fields: Any) -> dict[str, Any]:
+        response = self.post("/v1/simulations", json={"experiment": experiment, **fields})
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def set_state(self, sim_id: str, state: str) -> requests.Response:
+        return self.put(f"/v1/simulations/{sim_id}/state", json={"state": state})
+
+    def record(self, sim_id: str) -> dict[str, Any]:
+        response = self.get(f"/v1/simulations/{sim_id}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def status(self, sim_id: str) -> dict[str, Any]:
+        return self.get(f"/v1/simulations/{sim_id}/status").json()
+
+    def wait_state(self, sim_id: str, *states: str, timeout: float = 20.0) -> dict[str, Any]:
+        def reached() -> dict | None:
+            record = self.record(sim_id)
+            return record if record["state"] in states else None
+
+        return wait_until(reached, timeout, f"sim {sim_id} to reach {states}")
+
+    def wait_server_state(self, sim_id: str, state: str, timeout: float = 20.0) -> dict:
+        return wait_until(lambda: (s := self.status(sim_id))["server_state"] == state and s,
+                          timeout, f"sim {sim_id}'s server to be {state}")
+
+    def wait_uploaded(self, sim_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        return wait_until(lambda: (r := self.record(sim_id))["logs_uploaded"] and r,
+                          timeout, f"sim {sim_id}'s logs to be uploaded")
+
+    # -- processes --------------------------------------------------------------
+
+    def simserver_pids(self) -> set[int]:
+        pids = set()
+        for server in (self.data_dir / "runs").glob("*/server.json"):
+            try:
+                pids.add(json.loads(server.read_text())["pid"])
+            except (ValueError, KeyError, FileNotFoundError):
+                continue
+        return pids
+
+    def _remember_children(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.children |= {p.pid for p in psutil.Process(self.proc.pid).children(True)}
+            except psutil.Error:
+                pass
+        self.children |= self.simserver_pids()
+
+    def stop(self) -> None:
+        """Stop the backend (SIGTERM, then SIGKILL); simservers outlive it by design."""
+        self._remember_children()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.http.close()
+
+    def kill9(self) -> None:
+        self._remember_children()
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def cleanup(self) -> None:
+        """Stop the backend and every simulation server it started, by PID."""
+        self.stop()
+        for pid in self.children:
+            try:
+                proc = psutil.Process(pid)
+                os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()
+            except (psutil.Error, ProcessLookupError, PermissionError):
+                continue
+
+
+# -- experiments used across the tests -----------------------------------------
+
+COUNTER_ENGINE = '''
+class Counter:
+    def initialize(self, params):
+        self.count = 0
+        self.scale = params.get("scale", 1)
+    def step(self, t, dt):
+        self.count += self.scale
+'''
+
+LOOP_SCRIPT = '''
+import time
+print("script starting")
+file_logger.info("params %s", sim.params)
+try:
+    while True:
+        sim.run_loop(1)
+        delay = sim.params.get("step_sleep", 0)
+        if delay:
+            time.sleep(delay)
+except SimulationTimeout:
+    file_logger.info("reached the timeout at t=%s ms", sim.time)
+finally:
+    count = sim.engines["counter"].get_datapack("count")
+    (sim.results_dir / "count.txt").write_text(str(count))
+    print("script ending", count)
+'''
+
+
+def loop_experiment(sim_time: float = 100.0, script: str = LOOP_SCRIPT,
+                    **extra: Any) -> dict[str, str]:
+    """A counter engine and a loop script; ``extra`` goes into experiment.json."""
+    config = {"main_script": "main.py", "timestep": 1.0, "timeout": {"sim_time": sim_time},
+              "engines": {"counter": {"type": "python", "model": "counter.py:Counter"}},
+              **extra}
+    return {"experiment.json": json.dumps(config), "counter.py": COUNTER_ENGINE,
+            "main.py": script}
