@@ -8,15 +8,17 @@ override those only to be faster.
 from __future__ import annotations
 
 import abc
+import builtins  # `list` is a method of Storage, so annotations in the class use builtins.list
 import io
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from storage.atomic import atomic_write
 from storage.errors import ObjectNotFound, StorageError
@@ -174,7 +176,7 @@ class Storage(abc.ABC):
         logger.info("deleted: %d objects under %s/%s", len(infos), self.describe(), folder)
         return len(infos)
 
-    def upload_dir(self, local_dir: Path, prefix: str, *, workers: int = 8) -> list[ObjectInfo]:
+    def upload_dir(self, local_dir: Path, prefix: str, *, workers: int = 8) -> builtins.list[ObjectInfo]:
         """Upload every regular file below `local_dir` to `prefix` + its relative path.
 
         Symlinks are skipped. Objects already under `prefix` are kept. After the
@@ -187,18 +189,19 @@ class Storage(abc.ABC):
             StorageUnavailable: if the storage cannot be reached.
         """
         folder = validate_prefix(prefix)
+        _check_workers(workers)
         files = _local_files(Path(local_dir), folder)
         _run_parallel([partial(self.upload_file, path, key) for key, (path, _) in files.items()], workers)
-        stored = {info.key: info for info in self.list(folder)}
-        mismatched = [key for key, (_, size) in files.items() if key not in stored or stored[key].size != size]
+        stored = {info.key: info.size for info in self.list(folder)}
+        mismatched = sorted(key for key, (_, size) in files.items() if stored.get(key) != size)
         if mismatched:
             raise StorageError(
-                f"upload of {local_dir} to {self.describe()} failed verification: {', '.join(sorted(mismatched))}"
+                f"upload of {local_dir} to {self.describe()} failed verification: {', '.join(mismatched)}"
             )
         logger.info("uploaded: %d files from %s to %s/%s", len(files), local_dir, self.describe(), folder)
-        return [stored[key] for key in sorted(files)]
+        return [ObjectInfo(key, stored[key]) for key in sorted(files)]
 
-    def download_prefix(self, prefix: str, local_dir: Path, *, workers: int = 8) -> list[ObjectInfo]:
+    def download_prefix(self, prefix: str, local_dir: Path, *, workers: int = 8) -> builtins.list[ObjectInfo]:
         """Download every object under `prefix` to `local_dir` / its key less the prefix.
 
         Each file is written atomically and its size checked against the listing.
@@ -210,13 +213,16 @@ class Storage(abc.ABC):
             StorageUnavailable: if the storage cannot be reached.
         """
         folder = validate_prefix(prefix)
+        _check_workers(workers)
         local_dir = Path(local_dir)
         infos = self.list(folder)
         targets = {info.key: _local_target(local_dir, info.key[len(folder):]) for info in infos}
         _run_parallel([partial(self.download_file, key, path) for key, path in targets.items()], workers)
         mismatched = [info.key for info in infos if targets[info.key].stat().st_size != info.size]
         if mismatched:
-            raise StorageError(f"download from {self.describe()} to {local_dir} is incomplete: {', '.join(mismatched)}")
+            raise StorageError(
+                f"download from {self.describe()} to {local_dir} is incomplete: {', '.join(mismatched)}"
+            )
         logger.info("downloaded: %d files from %s/%s to %s", len(infos), self.describe(), folder, local_dir)
         return infos
 
@@ -254,14 +260,18 @@ def _local_target(local_dir: Path, relative: str) -> Path:
     return target
 
 
-def _run_parallel(calls: list[Callable[[], object]], workers: int) -> None:
-    """Run `calls` on `workers` threads; on the first failure cancel what has not started and re-raise it.
-
-    Raises:
-        ValueError: if `workers` < 1; otherwise whatever a call raised.
-    """
+def _check_workers(workers: int) -> None:
+    """Raises: ValueError if `workers` is below 1."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
+
+
+def _run_parallel(calls: list[Callable[[], object]], workers: int) -> None:
+    """Run `calls` on `workers` threads; after the first failure start no more, then re-raise it.
+
+    Raises:
+        Whatever a call raised.
+    """
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="storage") as pool:
         futures = [pool.submit(call) for call in calls]
         _, pending = wait(futures, return_when=FIRST_EXCEPTION)

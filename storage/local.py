@@ -7,8 +7,9 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from storage.atomic import atomic_write
 from storage.base import ObjectInfo, Storage, check_range

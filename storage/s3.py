@@ -6,11 +6,13 @@ resolution (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, profiles, ...).
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from storage.atomic import atomic_write
 from storage.base import ObjectInfo, Storage, check_range
@@ -131,6 +133,7 @@ class S3Storage(Storage):
         validate_key(key)
         with self._errors(key), atomic_write(Path(path)) as target:
             self.client.download_fileobj(self.bucket, self.prefix + key, target, Config=self._transfer)
+        logger.debug("downloaded: %s/%s to %s", self.describe(), key, path)
 
     def delete(self, key: str) -> None:
         validate_key(key)
@@ -165,7 +168,7 @@ class S3Storage(Storage):
             logger.debug("skipping s3://%s/%s: not a valid key", self.bucket, name)
             return None
 
-    def _delete_batch(self, names: list[str]) -> None:
+    def _delete_batch(self, names: builtins.list[str]) -> None:
         """Delete up to 1000 bucket keys in one request.
 
         Raises:
@@ -192,7 +195,11 @@ class S3Storage(Storage):
             raise self._client_error(exc, key) from exc
         except (errors.ConnectionError, errors.HTTPClientError) as exc:
             raise StorageUnavailable(f"cannot reach S3 for {self.describe()}: {exc}") from exc
-        except (errors.NoCredentialsError, errors.PartialCredentialsError, errors.CredentialRetrievalError) as exc:
+        except (
+            errors.NoCredentialsError,
+            errors.PartialCredentialsError,
+            errors.CredentialRetrievalError,
+        ) as exc:
             raise StorageUnavailable(f"no usable S3 credentials for {self.describe()}: {exc}") from exc
         except errors.BotoCoreError as exc:
             raise StorageError(f"S3 failed for {self.describe()}: {exc}") from exc
@@ -206,10 +213,10 @@ class S3Storage(Storage):
         """Return the storage error for a botocore ClientError."""
         code = _error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code == "NoSuchBucket" or (code in _NOT_FOUND_CODES and key is None):
-            return StorageUnavailable(f"bucket {self.bucket!r} does not exist ({self.describe()})")
-        if code in _NOT_FOUND_CODES:
+        if code in _NOT_FOUND_CODES and key is not None:
             return ObjectNotFound(key, self.describe())
+        if code in _NOT_FOUND_CODES or code == "NoSuchBucket":
+            return StorageUnavailable(f"bucket {self.bucket!r} does not exist ({self.describe()})")
         if code in _DENIED_CODES or status == 403:
             return StorageUnavailable(f"access to {self.describe()} denied: {exc}")
         if status is not None and status >= 500:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from storage import InvalidKey, LocalStorage, ObjectInfo, ObjectNotFound, StorageError, StorageUnavailable
+from storage import (
+    InvalidKey,
+    LocalStorage,
+    ObjectInfo,
+    ObjectNotFound,
+    StorageError,
+    StorageUnavailable,
+)
 
 
 @pytest.fixture

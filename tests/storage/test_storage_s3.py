@@ -4,14 +4,22 @@ from __future__ import annotations
 import io
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest
 from botocore.config import Config
 
-from storage import InvalidKey, ObjectInfo, ObjectNotFound, S3Storage, StorageError, StorageUnavailable
+from storage import (
+    InvalidKey,
+    ObjectInfo,
+    ObjectNotFound,
+    S3Storage,
+    StorageError,
+    StorageUnavailable,
+)
 
 
 def fast_failing_client(endpoint: str, **client_options: Any) -> Any:
@@ -36,7 +44,8 @@ def record_requests() -> Iterator[Callable[[Any], list[tuple[str, str | None]]]]
 
         def record(request: Any, event_name: str, **_: Any) -> None:
             value = request.headers.get("Range")
-            sent.append((event_name.rsplit(".", 1)[-1], value.decode() if isinstance(value, bytes) else value))
+            operation = event_name.rsplit(".", 1)[-1]
+            sent.append((operation, value.decode() if isinstance(value, bytes) else value))
 
         client.meta.events.register("before-send.s3", record)
         watched.append((client, record))
@@ -114,7 +123,9 @@ def test_open_read_sends_a_ranged_get(prefixed: S3Storage, s3_client: Any, recor
     assert sent == [("GetObject", "bytes=2-4"), ("GetObject", "bytes=7-"), ("GetObject", None)]
 
 
-def test_big_uploads_use_multipart(prefixed: S3Storage, s3_client: Any, record_requests: Callable, tmp_path: Path) -> None:
+def test_big_uploads_use_multipart(
+    prefixed: S3Storage, s3_client: Any, record_requests: Callable, tmp_path: Path
+) -> None:
     (tmp_path / "big").write_bytes(b"x" * (8 * 1024 * 1024 + 1))
     sent = record_requests(s3_client)
     prefixed.upload_file(tmp_path / "big", "big")
@@ -127,7 +138,9 @@ INVALID = ["", "/abs", "a/../b", "a//b", "a\\b", "a\x00b", "a/"]
 
 
 @pytest.mark.parametrize("key", INVALID)
-def test_invalid_keys_send_no_request(unreachable: S3Storage, record_requests: Callable, tmp_path: Path, key: str) -> None:
+def test_invalid_keys_send_no_request(
+    unreachable: S3Storage, record_requests: Callable, tmp_path: Path, key: str
+) -> None:
     sent = record_requests(unreachable.client)
     (tmp_path / "f").write_bytes(b"x")
     for call in [
@@ -178,7 +191,7 @@ def test_missing_bucket_is_unavailable(s3_server: str) -> None:
     storage = S3Storage("no-such-bucket", client=fast_failing_client(s3_server))
     with pytest.raises(StorageUnavailable, match="'no-such-bucket' does not exist"):
         storage.check()
-    for call in [lambda: storage.list(), lambda: storage.read_bytes("k"), lambda: storage.put_bytes("k", b"x")]:
+    for call in [storage.list, lambda: storage.read_bytes("k"), lambda: storage.put_bytes("k", b"x")]:
         with pytest.raises(StorageUnavailable, match="does not exist"):
             call()
 

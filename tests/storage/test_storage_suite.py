@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from storage import InvalidKey, LocalStorage, ObjectInfo, ObjectNotFound, Storage, StorageError, open_storage
+from storage import (
+    InvalidKey,
+    LocalStorage,
+    ObjectInfo,
+    ObjectNotFound,
+    Storage,
+    StorageError,
+    open_storage,
+)
 
 DATA = bytes(range(256)) * 4  # 1 KiB, every byte value
 BIG = os.urandom(9 * 1024 * 1024)  # past the 8 MiB multipart threshold
@@ -237,7 +245,9 @@ def test_upload_dir_of_missing_folder(storage: Storage, tmp_path: Path) -> None:
         storage.upload_dir(tmp_path / "nope", "x")
 
 
-def test_upload_dir_detects_a_bad_upload(storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_dir_detects_a_bad_upload(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_tree(tmp_path / "exp")
     real_upload = storage.upload_file
 
@@ -251,7 +261,9 @@ def test_upload_dir_detects_a_bad_upload(storage: Storage, tmp_path: Path, monke
         storage.upload_dir(tmp_path / "exp", "up")
 
 
-def test_upload_dir_reraises_the_first_failure(storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_upload_dir_reraises_the_first_failure(
+    storage: Storage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_tree(tmp_path / "exp")
 
     def failing_upload(path: Path, key: str) -> None:
