@@ -239,7 +239,7 @@ class SimulationSupervisor:
             return
         if self.client is not None:
             try:
-                self.client.command("stop", timeout=2.0)
+                self.server_state = self.client.command("stop", timeout=2.0)["state"]
             except ControlError as exc:
                 logger.info("sim %s: graceful stop not delivered: %s", self.sim_id, exc)
             if process.exited.wait(self.rt.config.stop_grace):
@@ -288,6 +288,7 @@ class SimulationSupervisor:
             self.record.status = {**self.record.status,
                                   **{k: status.get(k) for k in _STATUS_KEYS}}
         reported = status.get("state")
+        self.server_state = reported or self.server_state
         if reported == SimState.COMPLETED.value:
             self._system("complete")
         elif reported == SimState.FAILED.value:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -28,5 +29,17 @@ def run(argv: list[str] | None = None) -> int:
     return main(args.run_dir.resolve(), token)
 
 
+def exit_now(code: int) -> None:
+    """Flush and leave at once: threads a script started must not keep the process
+    alive once the simulation has ended."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(run())
+    exit_now(run())

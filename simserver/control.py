@@ -58,6 +58,9 @@ class ControlServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; with Nagle's algorithm the body would
+    # wait for the peer's delayed ACK (~40 ms) on every keep-alive request.
+    disable_nagle_algorithm = True
     server: ControlServer
 
     def do_GET(self) -> None:

@@ -132,7 +132,6 @@ class SimulationServer:
             self._fail(exc)
         finally:
             self._finish()
-        control.shutdown()
         return EXIT_OK if self.lifecycle.state != SimState.FAILED else EXIT_FAILED
 
     def _initialize(self) -> CodeType:

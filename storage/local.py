@@ -58,18 +58,14 @@ class LocalStorage(Storage):
         return sorted(infos, key=lambda info: info.key)
 
     def stat(self, key: str) -> ObjectInfo:
-        path = self._path(key)
-        with self._os_errors("stat", key):
-            st = path.stat()
-        if not stat.S_ISREG(st.st_mode):
-            raise ObjectNotFound(key, self.describe())
-        return ObjectInfo(key, st.st_size)
+        return ObjectInfo(key, self._file_size(self._path(key), key))
 
     def open_read(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        path = self._path(key)
         check_range(offset, length)
-        self.stat(key)
+        self._file_size(path, key)  # ObjectNotFound for a missing file or a folder
         with self._os_errors("read", key):
-            file = open(self._path(key), "rb")
+            file = open(path, "rb")  # noqa: SIM115 - the caller closes the stream
         file.seek(offset)
         return file if length is None else read_range(file, length)
 
@@ -100,6 +96,18 @@ class LocalStorage(Storage):
         if not path.resolve().is_relative_to(self.root.resolve()):
             raise InvalidKey(key, f"resolves outside the storage folder {self.root}", kind=kind)
         return path
+
+    def _file_size(self, path: Path, key: str) -> int:
+        """Return the size of the regular file holding `key`.
+
+        Raises:
+            ObjectNotFound: if there is none (missing, or a folder).
+        """
+        with self._os_errors("stat", key):
+            st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ObjectNotFound(key, self.describe())
+        return st.st_size
 
     def _walk(self, top: Path) -> Iterator[Path]:
         """Yield the regular, non-temp, non-symlink files below `top`."""

@@ -6,13 +6,14 @@ resolution (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, profiles, ...).
 """
 from __future__ import annotations
 
-import builtins
+import builtins  # `list` is a method of S3Storage, so annotations in the class use builtins.list
 import contextlib
 import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from storage.atomic import atomic_write
 from storage.base import ObjectInfo, Storage, check_range
@@ -65,7 +66,7 @@ class S3Storage(Storage):
         self._upload_failed = S3UploadFailedError
 
     def describe(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix[:-1]}" if self.prefix else f"s3://{self.bucket}"
+        return f"s3://{self.bucket}/{quote(self.prefix[:-1])}" if self.prefix else f"s3://{self.bucket}"
 
     def check(self) -> None:
         """Probe the bucket with HeadBucket.

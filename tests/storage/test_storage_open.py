@@ -71,6 +71,11 @@ def test_s3_url_with_a_bad_prefix(url: str) -> None:
         open_storage(url)
 
 
+@pytest.mark.parametrize("url", ["s3://bucket", "s3://bucket/a/b", "s3://bucket/with%20space/100%25"])
+def test_s3_describe_round_trips(url: str) -> None:
+    assert open_storage(url).describe() == url
+
+
 def test_package_imports_without_boto3(tmp_path: Path) -> None:
     script = (
         "import sys\n"

@@ -1,0 +1,39 @@
+"""What the benchmarks share: a real backend in a temporary data dir, and statistics."""
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support import Backend  # noqa: E402  (the same real-process harness as the tests)
+
+
+@contextmanager
+def running_backend(*args: str) -> Iterator[Backend]:
+    with tempfile.TemporaryDirectory(prefix="simbackend-bench-") as tmp:
+        backend = Backend(Path(tmp) / "data", args=args).start()
+        try:
+            yield backend
+        finally:
+            backend.cleanup()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(name: str, seconds: list[float], target_ms: float | None = None) -> str:
+    ms = [s * 1000 for s in seconds]
+    p50, p99 = percentile(ms, 50), percentile(ms, 99)
+    line = (f"{name:<44} n={len(ms):<5} p50={p50:8.2f} ms  p99={p99:8.2f} ms  "
+            f"mean={statistics.fmean(ms):8.2f} ms")
+    if target_ms is not None:
+        line += f"  target p99<={target_ms:g} ms: {'OK' if p99 <= target_ms else 'MISSED'}"
+    return line
