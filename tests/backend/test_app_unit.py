@@ -1,0 +1,57 @@
+"""The app factory and error mapping, in process (no server, no simulations)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backend.app import create_app
+from backend.config import Config
+
+
+@pytest.fixture
+def app(tmp_path: Path):
+    return create_app(Config(data_dir=tmp_path, examples_dir=""))
+
+
+def test_unhandled_exception_is_a_json_500_without_traceback(app) -> None:
+    @app.route("/boom")
+    def boom():
+        raise RuntimeError("secret internal detail")
+
+    response = app.test_client().get("/boom")
+    assert response.status_code == 500
+    assert response.json["error"]["code"] == "internal_error"
+    body = response.get_data(as_text=True)
+    assert "secret internal detail" not in body and "Traceback" not in body
+
+
+def test_oversized_body_is_a_json_413(tmp_path: Path) -> None:
+    app = create_app(Config(data_dir=tmp_path, examples_dir="", max_archive_bytes=1000))
+    response = app.test_client().put("/v1/experiments/x", data=b"x" * 5000,
+                                     headers={"Content-Type": "application/gzip"})
+    assert response.status_code == 413
+    assert response.json["error"]["code"] == "request_entity_too_large"
+
+
+def test_config_reads_environment_and_rejects_bad_numbers(tmp_path: Path) -> None:
+    env = {"SIMBACKEND_PORT": "9000", "SIMBACKEND_DATA_DIR": str(tmp_path),
+           "SIMBACKEND_STOP_GRACE": "2.5"}
+    config = Config.from_env(env, port=9100)
+    assert config.port == 9100 and config.stop_grace == 2.5
+    assert config.storage == (tmp_path / "storage").as_uri()
+    with pytest.raises(ValueError, match="SIMBACKEND_PORT"):
+        Config.from_env({"SIMBACKEND_PORT": "eighty"})
+
+
+def test_examples_are_seeded_once(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    app = create_app(Config(data_dir=tmp_path, examples_dir=str(examples)))
+    names = {e["name"] for e in app.test_client().get("/v1/experiments").json["experiments"]}
+    assert {"hello", "closed_loop"} <= names
+    # A user's replacement is not overwritten by the next start.
+    store = app.extensions["simbackend"].experiments
+    store.storage.put_bytes("experiments/hello/extra.txt", b"mine")
+    app2 = create_app(Config(data_dir=tmp_path, examples_dir=str(examples)))
+    files = app2.test_client().get("/v1/experiments/hello").json["files"]
+    assert "extra.txt" in {f["path"] for f in files}
