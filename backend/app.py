@@ -18,6 +18,7 @@ from backend.registry import Registry
 from backend.resources import experiments, files, service, simulations
 from backend.supervisor import Runtime
 from backend.uploader import Uploader
+from backend.watchdog import Watchdog
 from storage import Storage, StorageError, open_storage
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ def build_services(config: Config) -> Services:
             logger.error("could not seed the examples: %s", exc)
     manager = SimulationManager(runtime, store)
     manager.load()
+    Watchdog(manager.running, config.watchdog_interval).start()
     return Services(config=config, storage=storage, manager=manager, experiments=store)
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from backend.config import Config
@@ -15,24 +16,38 @@ logger = logging.getLogger("backend")
 _EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+_HELP = {
+    "host": "address to listen on",
+    "port": "port (0 picks a free one)",
+    "data_dir": "registry and run directories",
+    "storage": "file:///path or s3://bucket/prefix",
+    "examples_dir": "seed storage with the experiments in this folder ('' for none; "
+                    "default: the bundled examples)",
+    "threads": "WSGI worker threads",
+    "stop_grace": "seconds a stopped simulation gets before SIGTERM, and again before SIGKILL",
+    "start_timeout": "seconds a simulation server has to become ready",
+    "real_time_limit": "default real-time timeout of a run in seconds (0: none)",
+    "memory_limit_mb": "default memory limit of a run's process tree in MiB (0: none)",
+    "max_running": "most simulations holding a process at once (0: no cap)",
+    "watchdog_interval": "seconds between limit checks",
+    "upload_retry": "seconds before the first retry of a failed upload (doubling)",
+    "max_archive_bytes": "largest experiment archive accepted",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+_TYPES = {"int": int, "float": float, "Path": Path}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simbackend",
                                      description="Run neural-simulation experiments over REST.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the backend")
-    serve.add_argument("--host", help="address to listen on (SIMBACKEND_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (SIMBACKEND_PORT, default 8642; 0 picks one)")
-    serve.add_argument("--data-dir", type=Path,
-                       help="registry and run directories (SIMBACKEND_DATA_DIR)")
-    serve.add_argument("--storage", help="file:///path or s3://bucket/prefix (SIMBACKEND_STORAGE)")
-    serve.add_argument("--examples-dir", help="seed storage with these example experiments "
-                       "(SIMBACKEND_EXAMPLES_DIR; default: the bundled examples; '' for none)")
-    serve.add_argument("--threads", type=int, help="WSGI worker threads (SIMBACKEND_THREADS)")
-    serve.add_argument("--stop-grace", type=float,
-                       help="seconds before SIGTERM, then SIGKILL (SIMBACKEND_STOP_GRACE)")
-    serve.add_argument("--start-timeout", type=float, help="SIMBACKEND_START_TIMEOUT")
-    serve.add_argument("--upload-retry", type=float, help="SIMBACKEND_UPLOAD_RETRY")
-    serve.add_argument("--log-level", help="SIMBACKEND_LOG_LEVEL (default INFO)")
+    # One flag per configuration field, named and typed after it.
+    for f in fields(Config):
+        env = f"SIMBACKEND_{f.name.upper()}"
+        serve.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
+                           type=_TYPES.get(str(f.type), str),
+                           help=f"{_HELP.get(f.name, '')} ({env})")
     return parser
 
 

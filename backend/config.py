@@ -31,8 +31,20 @@ class Config:
     #: Seconds a stopped simulation gets to end by itself before SIGTERM, and
     #: again after SIGTERM before SIGKILL.
     stop_grace: float = 10.0
-    #: Seconds a simulation server has to become ready before it is failed.
+    #: Seconds a simulation server has to become ready before it is failed
+    #: (default; ``limits.start_timeout`` in POST or experiment.json overrides).
     start_timeout: float = 120.0
+    #: Default real-time timeout in seconds of running wall time (0: none);
+    #: ``timeout.real_time`` in POST or experiment.json overrides it.
+    real_time_limit: float = 0.0
+    #: Default memory limit in MiB for a simulation's process tree (0: none);
+    #: ``limits.memory_mb`` in POST or experiment.json overrides it.
+    memory_limit_mb: float = 0.0
+    #: Most simulations holding a process at once (initialized, started, paused);
+    #: requests beyond it get 429.
+    max_running: int = 64
+    #: Seconds between two checks of the limits of every running simulation.
+    watchdog_interval: float = 0.2
     #: Seconds between retries of a failed upload (doubling up to 5 minutes).
     upload_retry: float = 5.0
     #: Largest experiment archive accepted, in bytes.

@@ -183,6 +183,34 @@ class Launcher:
                 logger.warning("killing sim %s (pid %d) with SIGKILL", proc.sim_id, proc.pid)
         self._kill(proc, tree)
 
+    def find_servers(self, runs_dir: Path) -> dict[str, psutil.Process]:
+        """Simulation-server processes of run directories under ``runs_dir``, by sim id."""
+        found: dict[str, psutil.Process] = {}
+        for proc in psutil.process_iter(["cmdline"]):
+            argv = proc.info.get("cmdline") or []
+            if "simserver" not in argv or "--run-dir" not in argv:
+                continue
+            try:
+                run_dir = Path(argv[argv.index("--run-dir") + 1])
+            except IndexError:
+                continue
+            if run_dir.parent == runs_dir:
+                found[run_dir.name] = proc
+        return found
+
+    def kill_orphan(self, sim_id: str, proc: psutil.Process) -> None:
+        """SIGKILL a simulation server no record owns, with its process group."""
+        logger.warning("killing orphan: sim %s (pid %d)", sim_id, proc.pid)
+        try:
+            tree = [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            return
+        if os.getpgid(proc.pid) == proc.pid:
+            self.ops.signal_group(proc.pid, signal.SIGKILL)
+        for member in tree:
+            self.ops.signal_process(member, signal.SIGKILL)
+        psutil.wait_procs(tree, timeout=5)
+
     def kill_leftovers(self, proc: ServerProcess) -> None:
         """SIGKILL whatever the script left behind once the server is gone."""
         self._kill(proc, proc.tree())

@@ -14,8 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from backend.errors import BadRequest, Conflict, NotFound, SimulationNotFound
+from backend.errors import BadRequest, Conflict, NotFound, SimulationNotFound, TooManyRequests
 from backend.experiments import ExperimentStore
+from backend.limits import check_limits, check_positive
 from backend.registry import DuplicateSimulation, SimulationRecord
 from backend.supervisor import Runtime, SimulationSupervisor
 from backend.uploader import simulation_prefix
@@ -26,8 +27,9 @@ from storage import InvalidKey, ObjectNotFound, validate_key
 logger = logging.getLogger(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_POST_FIELDS = {"experiment", "id", "main_script", "timeout", "params", "state"}
+_POST_FIELDS = {"experiment", "id", "main_script", "timeout", "params", "state", "limits"}
 _TIMEOUT_KEYS = {"sim_time", "real_time"}
+_LAUNCHING = {SimState.INITIALIZED.value, SimState.STARTED.value}
 
 
 class SimulationManager:
@@ -38,17 +40,40 @@ class SimulationManager:
         self.experiments = experiments
         self._sims: dict[str, SimulationSupervisor] = {}
         self._lock = threading.Lock()
+        # Counting running simulations and launching one more happen as one step.
+        self._admission = threading.Lock()
 
     # -- start-up ---------------------------------------------------------------
 
     def load(self) -> None:
-        """Load every record; re-adopt or reconcile the ones that were running."""
+        """Load every record; re-adopt or reconcile the ones that were running; clean
+        up what no record owns."""
         for record in self.rt.registry.load_all():
             sup = SimulationSupervisor(record, self.rt)
             self._sims[record.id] = sup
             state = SimState(record.state)
             if state in ACTIVE_STATES or (state.is_terminal and not record.logs_uploaded):
                 sup.recover()
+        self._clean_orphans()
+
+    def _clean_orphans(self) -> None:
+        """Kill simulation servers and remove run dirs that no record owns."""
+        runs = self.rt.config.runs_dir
+        for sim_id, proc in self.rt.launcher.find_servers(runs).items():
+            sup = self._sims.get(sim_id)
+            if sup is None or sup.process is None or sup.process.pid != proc.pid:
+                self.rt.launcher.kill_orphan(sim_id, proc)
+        if runs.is_dir():
+            for run_dir in runs.iterdir():
+                if run_dir.name not in self._sims:
+                    logger.warning("removing orphan run dir %s", run_dir)
+                    shutil.rmtree(run_dir, ignore_errors=True)
+
+    def running(self) -> list[SimulationSupervisor]:
+        """Supervisors whose simulation server is alive."""
+        with self._lock:
+            sims = list(self._sims.values())
+        return [s for s in sims if s.process is not None and not s.process.exited.is_set()]
 
     # -- queries ------------------------------------------------------------------
 
@@ -90,13 +115,21 @@ class SimulationManager:
             raise BadRequest(f"main_script {main_script!r} is not in experiment "
                              f"{fields['experiment']!r}", code="invalid_main_script")
         target = fields.get("state")
+        with self._admission:
+            if target is not None:
+                self._admit()
+            return self._insert(fields, main_script, target)
+
+    def _insert(self, fields: dict[str, Any], main_script: str,
+                target: str | None) -> SimulationRecord:
         with self._lock:
             sim_id = fields.get("id") or self._new_id()
             if sim_id in self._sims:
                 raise Conflict(f"a simulation with id {sim_id!r} exists", code="duplicate_id")
             record = SimulationRecord(id=sim_id, experiment=fields["experiment"],
                                       main_script=main_script, params=fields.get("params", {}),
-                                      timeout=fields.get("timeout", {}))
+                                      timeout=fields.get("timeout", {}),
+                                      limits=fields.get("limits", {}))
             try:
                 self.rt.registry.insert(record)
             except DuplicateSimulation:
@@ -118,7 +151,23 @@ class SimulationManager:
         sup = self.get(sim_id)
         if not isinstance(target, str):
             raise UnknownState("'state' must be a string naming a state")
+        if target in _LAUNCHING and sup.record.state == SimState.CREATED.value:
+            with self._admission:
+                sup.lifecycle.plan(target)  # refuse bad requests before counting
+                self._admit()
+                return sup.lifecycle.request(target)
         return sup.lifecycle.request(target)
+
+    def _admit(self) -> None:
+        """Refuse to launch one more simulation beyond ``max_running``.
+
+        Raises:
+            TooManyRequests: the cap is reached; nothing changes.
+        """
+        cap = self.rt.config.max_running
+        if cap and self.count_active() >= cap:
+            raise TooManyRequests(f"{cap} simulations are running already (the cap); stop one "
+                                  "or wait for one to end", code="too_many_running")
 
     def delete(self, sim_id: str) -> None:
         """Remove a finished simulation, its stored logs and results.
@@ -130,8 +179,9 @@ class SimulationManager:
         if not sup.lifecycle.is_terminal:
             raise Conflict(f"simulation {sim_id} is {sup.record.state}; stop it first",
                            code="not_terminal")
-        if not sup.done.is_set():
+        if not (sup.done.is_set() or sup.record.logs_uploaded):
             raise Conflict(f"simulation {sim_id} is still being wound up", code="busy")
+        self.rt.uploader.forget(sim_id)
         self.rt.storage.delete_prefix(simulation_prefix(sim_id))
         shutil.rmtree(sup.run_dir, ignore_errors=True)
         with self._lock:
@@ -232,6 +282,8 @@ def _check_post(body: Any) -> dict[str, Any]:
         raise BadRequest("'params' must be a JSON object", code="invalid_params")
     if "timeout" in body:
         _check_timeout(body["timeout"])
+    if "limits" in body:
+        check_limits(body["limits"])
     if "state" in body:
         if body["state"] not in (SimState.INITIALIZED.value, SimState.STARTED.value):
             raise UnknownState("'state' may be 'initialized' or 'started' at creation")
@@ -243,6 +295,4 @@ def _check_timeout(timeout: Any) -> None:
         raise BadRequest("'timeout' must be an object with 'sim_time' (ms) and/or "
                          "'real_time' (s)", code="invalid_timeout")
     for key, value in timeout.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value <= 0:
-            raise BadRequest(f"timeout.{key} must be a positive number", code="invalid_timeout")
+        check_positive(f"timeout.{key}", value, "invalid_timeout")

@@ -30,6 +30,7 @@ class SimulationRecord:
     ended_at: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     timeout: dict[str, float] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
     error: dict[str, Any] | None = None
     exit_code: int | None = None
     logs_uploaded: bool = False

@@ -21,6 +21,7 @@ from typing import Any
 from backend.config import Config
 from backend.control_client import ControlClient, ControlError
 from backend.launcher import Exit, Launcher, ServerProcess
+from backend.limits import Limits, resolve
 from backend.registry import Registry, SimulationRecord, utc_now
 from lifecycle import BackendSimulationLifecycle, InvalidTransition, SimState
 from lifecycle.messages import (
@@ -62,6 +63,10 @@ class SimulationSupervisor:
         self._ready = threading.Event()
         self._stop_requested = threading.Event()
         self._exit_handled = False
+        self.limits: Limits | None = None
+        self._limit_hit = False
+        self._running_since: float | None = None
+        self._ran = 0.0                     # seconds started, before _running_since
         self.lifecycle = BackendSimulationLifecycle(record.id, self, SimState(record.state))
         if self.lifecycle.is_terminal:
             self.done.set()
@@ -151,7 +156,8 @@ class SimulationSupervisor:
     def _do_launch(self, _: Any) -> None:
         if self.lifecycle.is_terminal:
             return
-        self._prepare_run_dir()
+        for sub in (EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         prefix = f"experiments/{self.record.experiment}/"
         try:
             files = self.rt.storage.download_prefix(prefix, self.run_dir / EXPERIMENT_DIR)
@@ -163,8 +169,9 @@ class SimulationSupervisor:
             self._fail({"type": "experiment_not_found",
                         "message": f"experiment {self.record.experiment!r} is not in storage"})
             return
+        self._write_run_config()
         token = secrets.token_urlsafe(32)
-        deadline = time.monotonic() + self.rt.config.start_timeout
+        deadline = time.monotonic() + self.limits.start_timeout
         self.process = self.rt.launcher.spawn(self.sim_id, self.run_dir, token,
                                               on_exit=lambda exit: self._submit("exited", exit))
         info = self._wait_for_server(token, deadline)
@@ -178,12 +185,30 @@ class SimulationSupervisor:
                 self._start_timed_out()
                 return
 
-    def _prepare_run_dir(self) -> None:
-        for sub in (EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR):
-            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+    def _load_limits(self) -> None:
+        """After re-adoption: the limits the simulation was launched with."""
+        data = read_json(self.run_dir / RUN_CONFIG_FILE) or {}
+        limits = data.get("limits") or {}
+        memory = limits.get("memory_mb")
+        self.limits = Limits(real_time=limits.get("real_time"),
+                             memory_bytes=None if memory is None else int(memory * 2**20),
+                             start_timeout=limits.get("start_timeout") or 0.0)
+
+    def _write_run_config(self) -> None:
+        """Resolve the limits and tell the simulation server what to run."""
+        try:
+            experiment = read_json(self.run_dir / EXPERIMENT_DIR / "experiment.json")
+        except ValueError:
+            experiment = None  # the simulation server reports what is wrong with it
+        experiment = experiment if isinstance(experiment, dict) else {}
+        self.limits = resolve(self.rt.config, experiment, self.record.timeout,
+                              self.record.limits)
+        timeout = dict(self.record.timeout)
+        if self.limits.real_time is not None:
+            timeout["real_time"] = self.limits.real_time
         config = RunConfig(sim_id=self.sim_id, experiment=self.record.experiment,
                            main_script=self.record.main_script, params=self.record.params,
-                           timeout=self.record.timeout)
+                           timeout=timeout, limits=self.limits.to_dict())
         write_json_atomic(self.run_dir / RUN_CONFIG_FILE, config.to_dict())
 
     def _wait_for_server(self, token: str, deadline: float) -> ServerInfo | None:
@@ -201,7 +226,7 @@ class SimulationSupervisor:
     def _start_timed_out(self) -> None:
         self._fail({"type": "start_timeout",
                     "message": f"the simulation server was not ready within "
-                               f"{self.rt.config.start_timeout:g} s"})
+                               f"{self.limits.start_timeout:g} s"})
 
     def _attach(self, info: ServerInfo) -> None:
         self.client = ControlClient(info)
@@ -229,9 +254,47 @@ class SimulationSupervisor:
             return
         try:
             self.server_state = self.client.command(name)["state"]
+            self._count_running(self.server_state == SimState.STARTED.value)
         except ControlError as exc:
             # The server may have ended meanwhile; its event or exit decides.
             logger.info("sim %s: command %s not applied: %s", self.sim_id, name, exc)
+
+    def _count_running(self, running: bool) -> None:
+        now = time.monotonic()
+        if self._running_since is not None:
+            self._ran += now - self._running_since
+        self._running_since = now if running else None
+
+    def running_time(self) -> float:
+        """Seconds this simulation has been started (pauses do not count)."""
+        since = self._running_since
+        return self._ran + (time.monotonic() - since if since is not None else 0.0)
+
+    def check_limits(self) -> None:
+        """Called by the watchdog: fail the simulation once it breaks a limit."""
+        process, limits = self.process, self.limits
+        if process is None or limits is None or self._limit_hit or process.exited.is_set() \
+                or self.lifecycle.is_terminal:
+            return
+        resources = process.resources()
+        self.record.status = {**self.record.status, "resources": resources}
+        error = None
+        if limits.memory_bytes and resources["rss_bytes"] > limits.memory_bytes:
+            error = {"type": "memory_limit", "rss_bytes": resources["rss_bytes"],
+                     "limit_bytes": limits.memory_bytes,
+                     "message": f"the simulation used {resources['rss_bytes'] / 2**20:.0f} MiB, "
+                                f"over its limit of {limits.memory_bytes / 2**20:.0f} MiB"}
+        elif limits.real_time and self.running_time() > limits.real_time + self.rt.config.stop_grace:
+            error = {"type": "real_time_limit",
+                     "message": f"the script did not end within its real-time timeout of "
+                                f"{limits.real_time:g} s (it does not call run_loop?)"}
+        if error is not None:
+            self._limit_hit = True
+            self._submit("limit", error)
+
+    def _do_limit(self, error: dict[str, Any]) -> None:
+        if not self.lifecycle.is_terminal:
+            self._fail(error, grace=min(self.rt.config.stop_grace, 2.0))
 
     def _do_stop(self, _: Any) -> None:
         process = self.process
@@ -246,15 +309,29 @@ class SimulationSupervisor:
                 return
         self.rt.launcher.terminate(process, self.rt.config.stop_grace)
 
+    def _verify(self, info: ServerInfo) -> bool:
+        """True unless the process refuses our token (then it is not the one we started)."""
+        try:
+            ControlClient(info).status(timeout=2.0)
+        except ControlError as exc:
+            if exc.status == 401:
+                logger.error("sim %s: pid %d refuses the recorded token; not adopting it",
+                             self.sim_id, info.pid)
+                return False
+        return True
+
     def _do_reconcile(self, _: Any) -> None:
         """After re-adoption, send what the server missed while the backend was down."""
         if self.client is None:
             return
         try:
-            server = self.client.status()["state"]
+            status = self.client.status()
         except ControlError:
             return
-        self.server_state = server
+        server = self.server_state = status["state"]
+        self._ran = float(status.get("real_time") or 0.0)
+        self._count_running(server == SimState.STARTED.value)
+        self._load_limits()
         wanted = self.record.state
         if wanted == SimState.STARTED.value and server == SimState.INITIALIZED.value:
             self._do_command("start")
@@ -282,8 +359,11 @@ class SimulationSupervisor:
     def _do_exited(self, exit: Exit) -> None:
         """The one place the final state is decided when the server is gone."""
         self._exit_handled = True
-        self.record.exit_code = exit.code if exit.signal is None else -exit.signal
         status = read_json(self.run_dir / STATUS_FILE) or {}
+        code = exit.code if exit.signal is None else -exit.signal
+        # An adopted process is not our child: the OS does not tell us how it
+        # exited, but the server wrote its own exit code down.
+        self.record.exit_code = code if code is not None else status.get("exit_code")
         if status:
             self.record.status = {**self.record.status,
                                   **{k: status.get(k) for k in _STATUS_KEYS}}
@@ -320,12 +400,13 @@ class SimulationSupervisor:
             except InvalidTransition as exc:
                 logger.warning("sim %s: ignored %s: %s", self.sim_id, trigger, exc)
 
-    def _fail(self, error: dict[str, Any]) -> None:
+    def _fail(self, error: dict[str, Any], grace: float | None = None) -> None:
         """Fail the simulation from the backend's side, and end its process."""
         logger.warning("sim %s failed: %s", self.sim_id, error["message"])
         self._system("fail", error=error)
         if self.process is not None and not self.process.exited.is_set():
-            self.rt.launcher.terminate(self.process, self.rt.config.stop_grace)
+            self.rt.launcher.terminate(
+                self.process, self.rt.config.stop_grace if grace is None else grace)
 
     def _finalize(self) -> None:
         if self.client is not None:
@@ -346,6 +427,8 @@ class SimulationSupervisor:
             self.process = self.rt.launcher.adopt(
                 self.sim_id, info.pid, info.create_time,
                 on_exit=lambda exit: self._submit("exited", exit))
+            if self.process is not None and not self._verify(info):
+                self.process = None
             if self.process is not None:
                 self._attach(info)
                 self._ready.set()

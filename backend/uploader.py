@@ -54,6 +54,11 @@ class Uploader:
             self._schedule(sup, self.retry_delay)
             return False
 
+    def forget(self, sim_id: str) -> None:
+        """Stop retrying the upload of a simulation that is being deleted."""
+        with self._cond:
+            self._pending.pop(sim_id, None)
+
     def pending(self) -> list[str]:
         with self._cond:
             return list(self._pending)

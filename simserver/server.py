@@ -57,6 +57,7 @@ class SimulationServer:
         self.experiment: dict[str, Any] = {}
         self._go = threading.Event()
         self._started = False
+        self.exit_code: int | None = None
         self._status_lock = threading.Lock()
         self.lifecycle = SimulationServerLifecycle(self.config.sim_id, listener=self)
 
@@ -103,6 +104,7 @@ class SimulationServer:
             "timeout": {"sim_time": loop.sim_timeout, "real_time": loop.real_timeout}
             if loop else {},
             "error": self.error,
+            "exit_code": self.exit_code,
             "pid": os.getpid(),
             "updated_at": time.time(),
         }
@@ -132,7 +134,7 @@ class SimulationServer:
             self._fail(exc)
         finally:
             self._finish()
-        return EXIT_OK if self.lifecycle.state != SimState.FAILED else EXIT_FAILED
+        return self.exit_code
 
     def _initialize(self) -> CodeType:
         """Read the experiment, compile the script, build the kernel at t = 0."""
@@ -185,8 +187,9 @@ class SimulationServer:
             if self._started:
                 self.kernel.finalize(self.results_dir)
             self.kernel.shutdown()
+        self.exit_code = EXIT_OK if self.lifecycle.state != SimState.FAILED else EXIT_FAILED
         self.write_status()
-        logger.info("exiting: %s", self.lifecycle.state.value)
+        logger.info("exiting: %s (exit code %d)", self.lifecycle.state.value, self.exit_code)
 
     def _refresh_status(self) -> None:
         while not self.lifecycle.is_terminal:

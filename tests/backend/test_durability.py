@@ -1,0 +1,222 @@
+"""Restarts, crashes, stuck scripts and limits: nothing lost, nothing stuck."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from tests.support import Backend, loop_experiment, wait_until
+
+SLOW = {"step_sleep": 0.002}
+
+
+def server_pid(backend: Backend, sim_id: str) -> int:
+    path = backend.data_dir / "runs" / sim_id / "server.json"
+    return wait_until(lambda: path.exists() and json.loads(path.read_text())["pid"], 10,
+                      "server.json")
+
+
+def advancing(backend: Backend, sim_id: str) -> bool:
+    before = backend.status(sim_id)["sim_time"]
+    return wait_until(lambda: backend.status(sim_id)["sim_time"] > before, 10, "sim time to move")
+
+
+def restart(backend: Backend) -> None:
+    backend.http = requests.Session()
+    backend.start()
+
+
+def test_kill9_backend_then_restart_readopts_and_reconciles(backend: Backend, loop: str) -> None:
+    backend.upload("short", loop_experiment(sim_time=400.0))
+    running = [backend.create(loop, params=SLOW, state="started")["id"] for _ in range(3)]
+    paused = running[2]
+    for sim_id in running:
+        advancing(backend, sim_id)
+    backend.set_state(paused, "paused")
+    backend.wait_server_state(paused, "paused")
+    ending = backend.create("short", params=SLOW, state="started")["id"]
+    advancing(backend, ending)
+    pids = {s: server_pid(backend, s) for s in running + [ending]}
+
+    backend.kill9()
+    # The simulations outlive the backend; one ends while it is down.
+    assert all(psutil.pid_exists(pid) for pid in pids.values())
+    status_file = backend.data_dir / "runs" / ending / "status.json"
+    wait_until(lambda: json.loads(status_file.read_text())["state"] == "completed", 20,
+               "the fourth simulation to complete while the backend is down")
+    restart(backend)
+
+    for sim_id in running[:2]:
+        assert backend.record(sim_id)["state"] == "started"
+        advancing(backend, sim_id)
+        assert backend.status(sim_id)["server_state"] == "started"
+    assert backend.record(paused)["state"] == "paused"
+    record = backend.wait_uploaded(ending)
+    assert record["state"] == "completed" and record["exit_code"] == 0
+    assert "reached the timeout" in backend.get(f"/v1/simulations/{ending}/logs/simulation.log").text
+
+    # The re-adopted ones obey: pause, resume, stop.
+    backend.set_state(running[0], "paused")
+    backend.wait_server_state(running[0], "paused")
+    backend.set_state(paused, "started")
+    advancing(backend, paused)
+    for sim_id in running:
+        backend.set_state(sim_id, "stopped")
+    for sim_id in running:
+        record = backend.wait_uploaded(sim_id)
+        assert record["state"] == "stopped"
+        assert not psutil.pid_exists(pids[sim_id]) or \
+            psutil.Process(pids[sim_id]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_crash_while_backend_down_is_reported_after_restart(backend: Backend, loop: str) -> None:
+    sim_id = backend.create(loop, params=SLOW, state="started")["id"]
+    pid = server_pid(backend, sim_id)
+    advancing(backend, sim_id)
+    backend.kill9()
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not psutil.pid_exists(pid) or
+               psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 5, "the server to die")
+    restart(backend)
+    record = backend.wait_state(sim_id, "failed")
+    assert record["error"]["type"] == "crashed"
+    assert backend.wait_uploaded(sim_id)["logs_uploaded"]
+
+
+STUBBORN = '''
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+child = subprocess.Popen([sys.executable, "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"])
+(sim.results_dir / "child.pid").write_text(str(child.pid))
+sim.run_loop(1)
+print("busy looping", flush=True)
+while True:
+    pass
+'''
+
+
+def test_stuck_script_ignoring_sigterm_is_stopped_with_its_children(backend: Backend) -> None:
+    backend.upload("stubborn", loop_experiment(script=STUBBORN))
+    sim_id = backend.create("stubborn", state="started")["id"]
+    child_file = backend.data_dir / "runs" / sim_id / "results" / "child.pid"
+    child = int(wait_until(lambda: child_file.exists() and child_file.read_text(), 10, "child"))
+    wait_until(lambda: "busy looping" in backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text,
+               10, "the busy loop")
+    began = time.monotonic()
+    backend.set_state(sim_id, "stopped")
+    record = backend.wait_uploaded(sim_id, timeout=30)
+    elapsed = time.monotonic() - began
+    assert record["state"] == "stopped"
+    assert record["exit_code"] == -signal.SIGKILL
+    assert elapsed < 2 * 2 + 3, elapsed  # two grace periods of 2 s, then SIGKILL
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    assert "SIGKILL" in backend.log()
+
+
+HOG = '''
+import numpy as np
+blocks = []
+while True:
+    sim.run_loop(1)
+    blocks.append(np.ones(8 * 2**20 // 8))   # 8 MiB a step, touched
+'''
+
+
+def test_memory_hog_fails_with_memory_limit(backend: Backend) -> None:
+    backend.upload("hog", loop_experiment(script=HOG, sim_time=1e9))
+    sim_id = backend.create("hog", limits={"memory_mb": 200}, state="started")["id"]
+    record = backend.wait_state(sim_id, "failed", timeout=30)
+    assert record["error"]["type"] == "memory_limit"
+    assert record["error"]["rss_bytes"] > 200 * 2**20
+    assert backend.wait_uploaded(sim_id)["exit_code"] is not None
+
+
+STUCK_OUTSIDE_LOOP = '''
+sim.run_loop(1)
+while True:
+    pass
+'''
+
+
+def test_real_time_limit_ends_a_script_that_never_calls_run_loop(backend: Backend) -> None:
+    backend.upload("stuck", loop_experiment(script=STUCK_OUTSIDE_LOOP))
+    sim_id = backend.create("stuck", timeout={"real_time": 0.5}, state="started")["id"]
+    record = backend.wait_state(sim_id, "failed", timeout=20)
+    assert record["error"]["type"] == "real_time_limit"
+    assert backend.wait_uploaded(sim_id)["exit_code"] is not None
+
+
+SLOW_ENGINE = '''
+import time
+class Counter:
+    def initialize(self, params):
+        time.sleep(60)
+    def step(self, t, dt):
+        pass
+'''
+
+
+def test_start_timeout_fails_and_cleans_up(backend: Backend) -> None:
+    files = loop_experiment()
+    files["counter.py"] = SLOW_ENGINE
+    backend.upload("slowstart", files)
+    sim_id = backend.create("slowstart", limits={"start_timeout": 1}, state="started")["id"]
+    pid = server_pid(backend, sim_id)
+    record = backend.wait_state(sim_id, "failed", timeout=20)
+    assert record["error"]["type"] == "start_timeout"
+    backend.wait_uploaded(sim_id)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.fixture
+def capped(tmp_path: Path):
+    server = Backend(tmp_path / "capped", args=("--max-running", "2")).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_concurrency_cap_gives_429_and_changes_nothing(capped: Backend) -> None:
+    capped.upload("loop", loop_experiment(sim_time=1e9))
+    a = capped.create("loop", params=SLOW, state="started")["id"]
+    b = capped.create("loop", params=SLOW, state="initialized")["id"]
+    refused = capped.post("/v1/simulations", json={"experiment": "loop", "state": "started"})
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "too_many_running"
+    assert len(capped.get("/v1/simulations").json()["simulations"]) == 2
+    c = capped.create("loop")["id"]          # creating without launching is fine
+    refused = capped.set_state(c, "started")
+    assert refused.status_code == 429
+    assert capped.record(c)["state"] == "created"
+    capped.set_state(a, "stopped")
+    capped.wait_state(a, "stopped")
+    assert capped.set_state(c, "started").status_code == 200
+    for sim_id in (b, c):
+        capped.set_state(sim_id, "stopped")
+    for sim_id in (b, c):
+        capped.wait_uploaded(sim_id)
+
+
+def test_orphans_are_cleaned_up_at_start(backend: Backend, loop: str) -> None:
+    sim_id = backend.create(loop, params=SLOW, state="started")["id"]
+    pid = server_pid(backend, sim_id)
+    stray = backend.data_dir / "runs" / "no-such-record"
+    (stray / "logs").mkdir(parents=True)
+    backend.kill9()
+    with sqlite3.connect(backend.data_dir / "simbackend.sqlite3") as db:
+        db.execute("DELETE FROM simulations WHERE id = ?", (sim_id,))
+    restart(backend)
+    wait_until(lambda: not psutil.pid_exists(pid) or
+               psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10, "the orphan to die")
+    assert not stray.exists()
+    assert not (backend.data_dir / "runs" / sim_id).exists()
+    assert "killing orphan" in backend.log()
