@@ -27,6 +27,7 @@ ROUTES = [
     (service.Root, "/"),
     (service.Health, "/health"),
     (service.Ready, "/ready"),
+    (service.OpenAPI, "/openapi.json"),
     (experiments.ExperimentList, "/v1/experiments"),
     (experiments.Experiment, "/v1/experiments/<path:name>"),
     (simulations.SimulationList, "/v1/simulations"),

@@ -37,7 +37,7 @@ def int_arg(name: str, default: int | None = None) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
-        raise BadRequest(f"query argument {name!r} must be a non-negative integer",
-                         code="invalid_argument")
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest(f"query argument {name!r} must be a non-negative integer "
+                         "below 10**18", code="invalid_argument")
     return int(raw)

@@ -10,6 +10,7 @@ from typing import Any
 from flask_restful import Resource
 
 from backend.errors import error_response
+from backend.openapi import build_spec
 from storage import StorageError
 
 
@@ -30,6 +31,14 @@ class Root(Resource):
                 "kernels": {"nest": package_version("nest-simulator"),
                             "python": platform.python_version()},
                 "storage": self.services.storage.describe()}
+
+
+class OpenAPI(Resource):
+    def __init__(self, services: Any) -> None:
+        self.services = services
+
+    def get(self) -> dict[str, Any]:
+        return build_spec(package_version("simbackend") or "dev")
 
 
 class Health(Resource):

@@ -1,0 +1,205 @@
+"""The OpenAPI 3 description of the REST API, served at ``/openapi.json``."""
+from __future__ import annotations
+
+from typing import Any
+
+from lifecycle import REQUESTABLE_STATES, SimState
+
+STATES = [s.value for s in SimState]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "nullable": True}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _obj(required: list[str], **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """An operation; every one may also answer any status with the error object."""
+    return {"summary": summary,
+            "responses": {**responses, "default": {"$ref": "#/components/responses/Error"}},
+            **extra}
+
+
+def _path_param(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string"}}
+
+
+_SIM_ID = [_path_param("sim_id", "the simulation's id")]
+_NAME = [_path_param("name", "the experiment's name")]
+_RANGE = [{"name": n, "in": "query", "required": False, "description": d,
+           "schema": {"type": "integer", "minimum": 0}}
+          for n, d in (("offset", "first byte"), ("limit", "most bytes"))]
+_FILE_LIST = {"type": "array", "items": _obj(["name", "size"], name={"type": "string"},
+                                             size={"type": "integer"})}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": _obj(["error"], error=_obj(["code", "message"], code={"type": "string"},
+                                        message={"type": "string"})),
+    "State": _obj(["state"], state={"type": "string", "enum": STATES}),
+    "Record": _obj(
+        ["id", "experiment", "state", "created_at", "updated_at", "main_script", "params",
+         "error", "exit_code", "logs_uploaded"],
+        id={"type": "string"}, experiment={"type": "string"},
+        main_script={"type": "string"}, state={"type": "string", "enum": STATES},
+        created_at={"type": "string"}, updated_at={"type": "string"},
+        ended_at=_nullable({"type": "string"}), params={"type": "object"},
+        timeout={"type": "object"}, limits={"type": "object"},
+        error=_nullable({"type": "object"}), exit_code=_nullable({"type": "integer"}),
+        logs_uploaded={"type": "boolean"}, status={"type": "object"}),
+    "Status": _obj(
+        ["state", "sim_time", "real_time", "steps", "timestep", "timeout", "resources"],
+        state={"type": "string", "enum": STATES},
+        server_state=_nullable({"type": "string"}),
+        sim_time=_nullable({"type": "number"}), real_time=_nullable({"type": "number"}),
+        steps=_nullable({"type": "integer"}), timestep=_nullable({"type": "number"}),
+        timeout=_nullable({"type": "object"}),
+        resources=_obj(["cpu_percent", "rss_bytes"], cpu_percent={"type": "number"},
+                       rss_bytes={"type": "integer"})),
+    "NewSimulation": {
+        "type": "object", "required": ["experiment"], "additionalProperties": False,
+        "properties": {
+            "experiment": {"type": "string", "minLength": 1, "example": "closed_loop"},
+            "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+            "main_script": {"type": "string"},
+            "params": {"type": "object"},
+            "timeout": {"type": "object", "additionalProperties": False, "properties": {
+                "sim_time": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+                "real_time": {"type": "number", "exclusiveMinimum": True, "minimum": 0}}},
+            "limits": {"type": "object", "additionalProperties": False, "properties": {
+                "memory_mb": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+                "start_timeout": {"type": "number", "exclusiveMinimum": True, "minimum": 0}}},
+            "state": {"type": "string", "enum": ["initialized", "started"]}}},
+    "StateRequest": _obj(["state"], state={"type": "string",
+                                           "enum": sorted(s.value for s in REQUESTABLE_STATES)}),
+    "ExperimentSummary": _obj(["name", "files", "size", "main_script"],
+                              name={"type": "string"}, files={"type": "integer"},
+                              size={"type": "integer"},
+                              main_script=_nullable({"type": "string"}),
+                              description={"type": "string"}, timestep={"type": "number"},
+                              engines={"type": "object"}, problem={"type": "string"}),
+    "Experiment": _obj(["name", "config", "files"], name={"type": "string"},
+                       config={"type": "object"},
+                       files={"type": "array", "items": _obj(
+                           ["path", "size"], path={"type": "string"},
+                           size={"type": "integer"})}),
+}
+
+
+def _service_paths() -> dict[str, Any]:
+    return {
+        "/": {"get": _op("What this service is", {"200": _json(_obj(
+            ["name", "version", "api", "kernels"], name={"type": "string"},
+            version={"type": "string"}, api={"type": "string"}, storage={"type": "string"},
+            kernels=_obj(["nest", "python"], nest=_nullable({"type": "string"}),
+                         python={"type": "string"})))})},
+        "/health": {"get": _op("Liveness", {"200": _json(_obj(["status"],
+                                                              status={"type": "string"}))})},
+        "/ready": {"get": _op("Readiness: storage reachable, can spawn", {
+            "200": _json(_obj(["status", "checks"], status={"type": "string"},
+                              checks={"type": "object"})),
+            "503": {"$ref": "#/components/responses/Error"}})},
+        "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
+    }
+
+
+def _experiment_paths() -> dict[str, Any]:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    archive = {"required": True, "content": {"application/gzip": binary,
+                                             "application/octet-stream": binary}}
+    return {
+        "/v1/experiments": {"get": _op("List experiments", {"200": _json(_obj(
+            ["experiments"], experiments={"type": "array", "items": _ref("ExperimentSummary")}))})},
+        "/v1/experiments/{name}": {
+            "parameters": _NAME,
+            "get": _op("Describe an experiment", {"200": _json(_ref("Experiment"))}),
+            "put": _op("Store an experiment folder sent as .tar.gz", {
+                "200": _json(_ref("Experiment"), "replaced"),
+                "201": _json(_ref("Experiment"), "created")}, requestBody=archive),
+            "delete": _op("Delete an experiment", {"204": {"description": "deleted"}}),
+        },
+    }
+
+
+def _links() -> dict[str, Any]:
+    """What a client can do with a simulation it just created."""
+    targets = {"GetRecord": "getSimulation", "DeleteSimulation": "deleteSimulation",
+               "GetState": "getState", "SetState": "setState", "GetStatus": "getStatus",
+               "ListLogs": "listLogs", "ListResults": "listResults"}
+    return {name: {"operationId": op, "parameters": {"sim_id": "$response.body#/id"}}
+            for name, op in targets.items()}
+
+
+def _simulation_paths() -> dict[str, Any]:
+    body = lambda name: {"required": True, "content": {  # noqa: E731
+        "application/json": {"schema": _ref(name)}}}
+    filters = [{"name": "state", "in": "query", "required": False,
+                "schema": {"type": "string", "enum": STATES}},
+               {"name": "experiment", "in": "query", "required": False,
+                "schema": {"type": "string"}}]
+    created = {**_json(_ref("Record"), "created"),
+               "headers": {"Location": {"schema": {"type": "string"}}},
+               "links": _links()}
+    paths = {
+        "/v1/simulations": {
+            "get": _op("List simulations", {"200": _json(_obj(
+                ["simulations"], simulations={"type": "array", "items": _ref("Record")}))},
+                parameters=filters),
+            "post": _op("Create a simulation", {"201": created},
+                        requestBody=body("NewSimulation")),
+        },
+        "/v1/simulations/{sim_id}": {
+            "parameters": _SIM_ID,
+            "get": _op("A simulation's record", {"200": _json(_ref("Record"))},
+                       operationId="getSimulation"),
+            "delete": _op("Delete a finished simulation", {"204": {"description": "deleted"}},
+                          operationId="deleteSimulation"),
+        },
+        "/v1/simulations/{sim_id}/state": {
+            "parameters": _SIM_ID,
+            "get": _op("Its state", {"200": _json(_ref("State"))}, operationId="getState"),
+            "put": _op("Request a state", {"200": _json(_ref("State"))},
+                       requestBody=body("StateRequest"), operationId="setState"),
+        },
+        "/v1/simulations/{sim_id}/status": {
+            "parameters": _SIM_ID,
+            "get": _op("Live status", {"200": _json(_ref("Status"))},
+                       operationId="getStatus")},
+    }
+    for kind, media in (("logs", "text/plain"), ("results", "application/octet-stream")):
+        paths[f"/v1/simulations/{{sim_id}}/{kind}"] = {
+            "parameters": _SIM_ID,
+            "get": _op(f"List its {kind}", {"200": _json(_obj([kind], **{kind: _FILE_LIST}))},
+                       operationId=f"list{kind.capitalize()}")}
+        paths[f"/v1/simulations/{{sim_id}}/{kind}/{{name}}"] = {
+            "parameters": _SIM_ID + [_path_param("name", "file name")],
+            "get": _op(f"Download one of its {kind}", {"200": {
+                "description": "the bytes", "content": {
+                    "*/*" if kind == "results" else media: {"schema": {"type": "string"}}}}},
+                parameters=_RANGE)}
+    return paths
+
+
+def build_spec(version: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "simbackend", "version": version,
+                 "description": "Run neural-simulation experiments: lifecycle, control, "
+                                "logs and results."},
+        "paths": {**_service_paths(), **_experiment_paths(), **_simulation_paths()},
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {"Error": _json(_ref("Error"), "an error")},
+        },
+    }
