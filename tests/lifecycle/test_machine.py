@@ -10,6 +10,7 @@ import json
 import random
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from transitions import EventData
 from lifecycle import (
     REQUESTABLE_STATES,
     TERMINAL_STATES,
+    BackendActions,
     BackendSimulationLifecycle,
     InvalidTransition,
     LifecycleError,
@@ -219,31 +221,17 @@ def test_concurrent_requests_serialize_into_valid_edges() -> None:
 # -- BackendSimulationLifecycle -------------------------------------------------
 
 class RecordingActions:
-    """BackendActions that records every call, in order."""
+    """BackendActions that records every call, with its arguments, in order."""
+
+    NAMES = frozenset(name for name in vars(BackendActions) if not name.startswith("_"))
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
 
-    def launch(self) -> None:
-        self.calls.append(("launch",))
-
-    def start(self) -> None:
-        self.calls.append(("start",))
-
-    def resume(self) -> None:
-        self.calls.append(("resume",))
-
-    def pause(self) -> None:
-        self.calls.append(("pause",))
-
-    def stop(self) -> None:
-        self.calls.append(("stop",))
-
-    def finish(self, state: SimState, error: dict | None) -> None:
-        self.calls.append(("finish", state, error))
-
-    def changed(self, state: SimState) -> None:
-        self.calls.append(("changed", state))
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name not in self.NAMES:
+            raise AttributeError(name)
+        return lambda *args: self.calls.append((name, *args))
 
 
 STOP_CALLS = [("stop",), ("finish", S.STOPPED, None), ("changed", S.STOPPED)]

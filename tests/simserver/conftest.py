@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from lifecycle.messages import (
-    EXPERIMENT_DIR, LOGS_DIR, RUN_CONFIG_FILE, RunConfig, write_json_atomic,
+    EXPERIMENT_DIR,
+    LOGS_DIR,
+    RUN_CONFIG_FILE,
+    RunConfig,
+    write_json_atomic,
 )
 
 

@@ -6,6 +6,7 @@ and the ``experiment`` fixture forgets them afterwards.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -248,7 +249,7 @@ def test_timestep_defaults_to_one_ms(config: dict, timestep: float) -> None:
 
 
 def test_experiment_modules_do_not_leak_between_tests() -> None:
-    import sys
+    # Runs after the tests above: their modules and sys.path entries are gone.
     assert not any(name.startswith(("world_", "models_sub", "tf_k", "arena_k"))
                    for name in sys.modules)
     assert not any(entry.endswith("experiment") for entry in sys.path)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -92,55 +92,52 @@ def make_loop(timestep: float = 1.0, **options: object) -> tuple[RunLoop, Record
     return RunLoop(Kernel({"counter": engine}, [], timestep), **options), engine
 
 
-def start_thread(loop: RunLoop, n: int = 1) -> LoopThread:
+def start_blocked(loop: RunLoop, method: str, n: int = 1) -> LoopThread:
+    """Call ``loop.run_loop(n)`` on a thread; return once it blocks in ``method``."""
     thread = LoopThread(loop, n)
     thread.start()
+    thread.wait_blocked_in(method)
     return thread
 
 
-# -- pause and release ----------------------------------------------------------
-
-def test_the_loop_is_held_until_released() -> None:
-    loop, engine = make_loop()
-    thread = start_thread(loop, 3)
-    thread.wait_blocked_in("wait_if_paused")
-    thread.join(0.1)
-    assert thread.is_alive() and engine.count == 0
-
-    loop.release()
-    thread.finish()
-    assert thread.raised is None
-    assert engine.count == 3 and loop.kernel.time == 3.0
-
-
-def test_hold_blocks_before_the_next_step() -> None:
-    loop, engine = make_loop()
-    engine.on_step = lambda count: loop.hold() if count == 4 else None
-    loop.release()
-    thread = start_thread(loop, 10)
-    thread.wait_blocked_in("wait_if_paused")
-    thread.join(0.1)
-    assert thread.is_alive() and engine.count == 4
-
-    loop.release()
-    thread.finish()
-    assert thread.raised is None and engine.count == 10
-
-
-@pytest.mark.parametrize("released_before", [False, True], ids=["never-started", "paused"])
-def test_stop_raises_at_once_in_a_blocked_loop(released_before: bool) -> None:
-    loop, engine = make_loop()
-    if released_before:
-        loop.release()
-        engine.on_step = lambda count: loop.hold() if count == 2 else None
-    thread = start_thread(loop, 10)
-    thread.wait_blocked_in("wait_if_paused")
-
+def stop_at_once(loop: RunLoop, thread: LoopThread) -> None:
+    """Request a stop; the blocked thread must raise SimulationStopped at once."""
     loop.request_stop()
     assert thread.finish() < STOP_LATENCY
     assert isinstance(thread.raised, SimulationStopped)
-    assert engine.count == (2 if released_before else 0)
-    assert loop.stopping
+
+
+# -- pause, release and stop ----------------------------------------------------
+
+HOLDS = pytest.mark.parametrize("steps_before", [0, 4], ids=["never-started", "paused"])
+
+
+def held_loop(steps_before: int) -> tuple[RunLoop, RecordingEngine, LoopThread]:
+    """A loop asked for 10 steps, held before the first or paused after ``steps_before``."""
+    loop, engine = make_loop()
+    if steps_before:
+        engine.on_step = lambda count: loop.hold() if count == steps_before else None
+        loop.release()
+    thread = start_blocked(loop, "wait_if_paused", 10)
+    thread.join(0.1)
+    assert thread.is_alive() and engine.count == steps_before
+    return loop, engine, thread
+
+
+@HOLDS
+def test_a_held_loop_blocks_until_released(steps_before: int) -> None:
+    loop, engine, thread = held_loop(steps_before)
+    loop.release()
+    thread.finish()
+    assert thread.raised is None
+    assert engine.count == 10 and loop.kernel.time == 10.0
+
+
+@HOLDS
+def test_stop_raises_at_once_in_a_held_loop(steps_before: int) -> None:
+    loop, engine, thread = held_loop(steps_before)
+    stop_at_once(loop, thread)
+    assert engine.count == steps_before and loop.stopping
 
 
 def test_a_stop_is_final_and_escapes_except_exception() -> None:
@@ -154,7 +151,7 @@ def test_a_stop_is_final_and_escapes_except_exception() -> None:
     with pytest.raises(SimulationStopped):
         try:
             loop.run_loop(1)
-        except Exception:
+        except Exception:  # noqa: BLE001 - the point of the test
             swallowed = True
     assert not swallowed and engine.count == 2
 
@@ -254,30 +251,25 @@ def test_real_time_factor_paces_the_loop() -> None:
     assert 0.009 <= elapsed < 1.0
 
 
-def test_stop_interrupts_a_pacing_wait() -> None:
-    loop, engine = make_loop(1.0, real_time_factor=0.001)   # 1 ms simulated per second
+def paced_loop() -> tuple[RunLoop, RecordingEngine, LoopThread]:
+    """A released loop paced at 1 ms simulated per wall second, waiting for its first step."""
+    loop, engine = make_loop(1.0, real_time_factor=0.001)
     loop.release()
-    thread = start_thread(loop, 1)
-    thread.wait_blocked_in("_pace")
+    return loop, engine, start_blocked(loop, "_pace")
 
-    loop.request_stop()
-    assert thread.finish() < STOP_LATENCY
-    assert isinstance(thread.raised, SimulationStopped)
+
+def test_stop_interrupts_a_pacing_wait() -> None:
+    loop, engine, thread = paced_loop()
+    stop_at_once(loop, thread)
     assert engine.count == 0
 
 
 def test_hold_interrupts_a_pacing_wait_and_blocks() -> None:
-    loop, engine = make_loop(1.0, real_time_factor=0.001)
-    loop.release()
-    thread = start_thread(loop, 1)
-    thread.wait_blocked_in("_pace")
-
+    loop, engine, thread = paced_loop()
     loop.hold()
     thread.wait_blocked_in("wait_if_paused")
     assert engine.count == 0
-    loop.request_stop()
-    thread.finish()
-    assert isinstance(thread.raised, SimulationStopped)
+    stop_at_once(loop, thread)
 
 
 # -- the kernel and the script's view -------------------------------------------

@@ -13,16 +13,25 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import requests
 
 from lifecycle.messages import (
-    EXIT_FAILED, EXIT_OK, EXPERIMENT_DIR, LOGS_DIR, SERVER_FILE, STATUS_FILE, STDERR_LOG,
-    STDOUT_LOG, TOKEN_ENV, read_json,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXPERIMENT_DIR,
+    LOGS_DIR,
+    SERVER_FILE,
+    STATUS_FILE,
+    STDERR_LOG,
+    STDOUT_LOG,
+    TOKEN_ENV,
+    read_json,
 )
 from tests.simserver.conftest import make_run_dir
 from tests.support import ROOT, loop_experiment, wait_until
@@ -271,3 +280,15 @@ def test_a_malformed_timeout_is_an_experiment_error(spawn: Callable[..., SimServ
         server.command("start")
     assert server.wait_exit() == EXIT_FAILED
     assert server.final_status()["error"]["type"] == "experiment_error"
+
+
+@pytest.mark.xfail(strict=True, reason="engines.py lets a model without step() raise "
+                   "AttributeError and server.py run() catches only SimServerError/ScriptError: "
+                   "the process dies with exit 1 while status.json says created, exit_code 0")
+def test_a_model_without_step_fails_the_simulation(spawn: Callable[..., SimServer]) -> None:
+    files = {**loop_experiment(), "counter.py": "class Counter:\n    pass\n"}
+    server = spawn(files)
+    assert server.wait_exit() == EXIT_FAILED
+    final = server.final_status()
+    assert (final["state"], final["exit_code"]) == ("failed", EXIT_FAILED)
+    assert final["error"]["type"] == "kernel_error"

@@ -1,0 +1,154 @@
+"""Soak: 20 simulations under random pause/resume/stop, with a backend kill -9 mid-way.
+
+    python -m benchmarks.soak [--duration 180] [--sims 20] [--seed 1]
+
+Four client threads drive five simulations each with random operations; four of the
+simulations have a short sim-time timeout and may complete on their own. Half-way
+through, the backend is killed with SIGKILL and restarted on the same data dir.
+At the end every remaining simulation is stopped; then each must be terminal in the
+state its accepted operations imply, with its logs uploaded, and no request may have
+had a 5xx answer.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import threading
+import time
+
+import psutil
+import requests
+
+from benchmarks.common import percentile, running_backend, summary
+from tests.support import Backend, loop_experiment, wait_until
+
+SLOW = {"step_sleep": 0.002}
+
+
+class Driver:
+    """Operates a set of simulations; remembers what each accepted operation implies."""
+
+    def __init__(self, backend: Backend, sims: list[str], rng: random.Random) -> None:
+        self.backend, self.sims, self.rng = backend, sims, rng
+        self.expected = {s: "started" for s in sims}
+        self.latencies: list[float] = []
+        self.server_errors: list[str] = []
+        self.unreachable = 0
+        self.ops = 0
+
+    def step(self) -> None:
+        live = [s for s in self.sims if self.expected[s] in ("started", "paused")]
+        if not live:
+            return
+        sim = self.rng.choice(live)
+        current = self.expected[sim]
+        target = "stopped" if self.rng.random() < 0.03 else \
+            ("paused" if current == "started" else "started")
+        session = requests.Session()
+        began = time.perf_counter()
+        try:
+            response = session.put(f"{self.backend.url}/v1/simulations/{sim}/state",
+                                   json={"state": target}, timeout=10)
+        except requests.RequestException:
+            self.unreachable += 1  # the backend is being restarted
+            return
+        self.latencies.append(time.perf_counter() - began)
+        self.ops += 1
+        if response.status_code >= 500:
+            self.server_errors.append(f"{target} {sim}: {response.status_code} {response.text}")
+        elif response.status_code == 200:
+            self.expected[sim] = target
+        elif response.status_code == 409:
+            self.expected[sim] = "completed"  # it ended on its own before the request
+
+    def run(self, until: float, paused: threading.Event) -> None:
+        while time.monotonic() < until:
+            if paused.is_set():
+                paused.wait(0.05)
+            self.step()
+            time.sleep(self.rng.uniform(0.0, 0.02))
+
+
+def memory(backend: Backend) -> tuple[float, list[float]]:
+    mib = 2 ** 20
+    backend_rss = psutil.Process(backend.proc.pid).memory_info().rss / mib
+    servers = []
+    for pid in backend.simserver_pids():
+        try:
+            servers.append(psutil.Process(pid).memory_info().rss / mib)
+        except psutil.Error:
+            continue
+    return backend_rss, servers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--duration", type=float, default=180.0)
+    parser.add_argument("--sims", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    with running_backend() as backend:
+        backend.upload("soak", loop_experiment(sim_time=1e12))
+        backend.upload("short", loop_experiment(sim_time=4000.0))
+        sims = [backend.create("short" if i % 5 == 0 else "soak", params=SLOW,
+                               state="started")["id"] for i in range(args.sims)]
+        wait_until(lambda: all(backend.status(s)["server_state"] == "started" for s in sims),
+                   120, "every simulation to run")
+        mem_before = memory(backend)
+        drivers = [Driver(backend, sims[i::4], random.Random(rng.random())) for i in range(4)]
+        began = time.monotonic()
+        until = began + args.duration
+        hold = threading.Event()
+        threads = [threading.Thread(target=d.run, args=(until, hold)) for d in drivers]
+        for t in threads:
+            t.start()
+        time.sleep(args.duration / 2)
+        mem_middle = memory(backend)
+        hold.set()
+        backend.kill9()
+        restarted = time.monotonic()
+        backend.start()
+        restart_seconds = time.monotonic() - restarted
+        hold.clear()
+        for t in threads:
+            t.join()
+        elapsed = time.monotonic() - began
+        mem_end = memory(backend)
+        for d in drivers:
+            for sim, state in d.expected.items():
+                if state in ("started", "paused"):
+                    response = backend.set_state(sim, "stopped")
+                    d.expected[sim] = "stopped" if response.status_code == 200 else "completed"
+        records = {s: backend.wait_uploaded(s, timeout=120) for s in sims}
+        tracebacks = backend.log().count("Traceback")
+
+    expected = {s: st for d in drivers for s, st in d.expected.items()}
+    wrong = {s: (records[s]["state"], expected[s]) for s in sims
+             if records[s]["state"] != expected[s]}
+    latencies = [x for d in drivers for x in d.latencies]
+    errors = [e for d in drivers for e in d.server_errors]
+    ops = sum(d.ops for d in drivers)
+    print(f"soak: {len(sims)} simulations, {elapsed:.0f} s, backend killed -9 and restarted "
+          f"in {restart_seconds:.2f} s mid-way")
+    print(f"operations: {ops} accepted or refused ({ops / elapsed:.1f} ops/s), "
+          f"{sum(d.unreachable for d in drivers)} refused while the backend was down")
+    print(summary("PUT state (control) latency", latencies))
+    print(f"5xx answers: {len(errors)}; tracebacks in the backend log: {tracebacks}")
+    print(f"final states: {statistics.multimode([r['state'] for r in records.values()])} "
+          f"most common; all terminal as implied: {not wrong}; all logs uploaded: "
+          f"{all(r['logs_uploaded'] for r in records.values())}")
+    for label, (b, servers) in (("start", mem_before), ("middle", mem_middle),
+                                ("end", mem_end)):
+        per = f"mean {statistics.fmean(servers):.1f} MiB, max {max(servers):.1f} MiB" \
+            if servers else "none running"
+        print(f"memory at {label:<6}: backend {b:.1f} MiB; simservers ({len(servers)}) {per}")
+    if wrong or errors:
+        print("MISMATCHES:", wrong, errors[:5])
+        raise SystemExit(1)
+    print(f"p99 control latency {percentile([x * 1000 for x in latencies], 99):.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
