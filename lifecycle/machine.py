@@ -104,6 +104,8 @@ class SimulationLifecycle:
             current = self.state
             if current in TERMINAL_STATES:
                 raise InvalidTransition(current, trigger, f"{current} is a terminal state")
+            if trigger not in self.machine.events:
+                raise InvalidTransition(current, trigger, "no such trigger")
             try:
                 self.trigger(trigger, **kwargs)
             except MachineError:

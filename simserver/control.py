@@ -107,8 +107,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._error(401, "unauthorized", "a valid bearer token is required")
         return False
 
+    def _content_length(self) -> int | None:
+        raw = self.headers.get("Content-Length") or "0"
+        return int(raw) if raw.isdigit() else None
+
     def _read_json(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
+        length = self._content_length()
+        if length is None:
+            self.close_connection = True
+            self._error(400, "bad_request", "bad Content-Length")
+            return None
         if length > _MAX_BODY:
             self.close_connection = True
             self._error(413, "too_large", "body too large")
@@ -120,10 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
             return None
 
     def _discard_body(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if 0 < length <= _MAX_BODY:
+        length = self._content_length()
+        if length is not None and length <= _MAX_BODY:
             self.rfile.read(length)
-        elif length:
+        else:
             self.close_connection = True
 
     def _error(self, status: int, code: str, message: str) -> None:

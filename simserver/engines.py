@@ -75,6 +75,9 @@ class PythonEngine(Engine):
         except Exception as exc:
             raise KernelError(f"engine {self.name!r}: {spec} failed to initialize: "
                               f"{type(exc).__name__}: {exc}", self.name) from exc
+        if not callable(getattr(self.model, "step", None)):
+            raise KernelError(f"engine {self.name!r}: {spec} has no step(t, dt) method",
+                              self.name)
         self._step = self.model.step
         self._get = getattr(self.model, "get_datapack", None)
         self._set = getattr(self.model, "set_datapack", None)
@@ -134,11 +137,16 @@ def load_module(path: str, experiment_dir: Path) -> Any:
     if str(experiment_dir) not in sys.path:
         sys.path.insert(0, str(experiment_dir))
     try:
-        return importlib.import_module(name)
+        module = importlib.import_module(name)
     except SyntaxError as exc:
         raise ExperimentError(f"{path}: syntax error at line {exc.lineno}: {exc.msg}") from exc
     except Exception as exc:
         raise ExperimentError(f"{path} failed to import: {type(exc).__name__}: {exc}") from exc
+    found = getattr(module, "__file__", None)
+    if found is None or Path(found).resolve() != (experiment_dir / path).resolve():
+        raise ExperimentError(f"{path} clashes with the installed module {name!r} "
+                              f"({found or 'built in'}); rename the file")
+    return module
 
 
 def load_object(spec: str, experiment_dir: Path) -> Callable:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from pathlib import Path
@@ -12,9 +13,9 @@ from simserver.kernel import Kernel
 
 logger = logging.getLogger(__name__)
 
-# Simulated time accumulates as steps × timestep; allow for float rounding when
-# deciding whether one more step would pass the timeout.
-_TIME_EPSILON = 1e-9
+# Simulated time is steps × timestep; a timeout that is a whole number of steps
+# must not lose its last step to float rounding, at any magnitude.
+_RELATIVE_TOLERANCE = 1e-9
 
 
 class RunLoop:
@@ -29,6 +30,8 @@ class RunLoop:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.kernel = kernel
         self.sim_timeout = sim_timeout
+        self._max_steps = math.inf if sim_timeout is None else \
+            math.floor(sim_timeout / kernel.timestep * (1 + _RELATIVE_TOLERANCE))
         self.real_timeout = real_timeout
         self.real_time_factor = real_time_factor
         self._clock = clock
@@ -81,8 +84,7 @@ class RunLoop:
         for _ in range(n):
             if self._held or self._stopping:
                 self.wait_if_paused()
-            if self.sim_timeout is not None and \
-                    kernel.time + kernel.timestep > self.sim_timeout + _TIME_EPSILON:
+            if kernel.steps >= self._max_steps:
                 self._time_out(f"simulated time {kernel.time:g} ms reached the timeout of "
                                f"{self.sim_timeout:g} ms")
             if self.real_timeout is not None and self.real_time() >= self.real_timeout:

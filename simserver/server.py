@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -132,6 +133,9 @@ class SimulationServer:
             self._end_as(SimState.STOPPED)
         except (SimServerError, ScriptError) as exc:
             self._fail(exc)
+        except Exception as exc:  # a bug here, or a broken engine: fail, say why
+            logger.exception("the simulation server failed")
+            self._fail(SimServerError(f"{type(exc).__name__}: {exc}"))
         finally:
             self._finish()
         return self.exit_code
@@ -143,15 +147,24 @@ class SimulationServer:
         code = compile_script(self.experiment_dir, main_script)
         params = {**self.experiment.get("params", {}), **self.config.params}
         self.kernel = build_kernel(self.experiment, self.experiment_dir, params)
-        timeout = {**self.experiment.get("timeout", {}), **self.config.timeout}
-        self.loop = RunLoop(self.kernel, sim_timeout=timeout.get("sim_time"),
-                            real_timeout=timeout.get("real_time"),
-                            real_time_factor=self.experiment.get("real_time_factor"))
+        timeout = self.experiment.get("timeout", {})
+        if not isinstance(timeout, dict):
+            raise ExperimentError("'timeout' must be an object with 'sim_time' (ms) and/or "
+                                  "'real_time' (s)")
+        timeout = {**timeout, **self.config.timeout}
+        self.loop = RunLoop(self.kernel,
+                            sim_timeout=optional_positive(timeout, "sim_time", "timeout.sim_time"),
+                            real_timeout=optional_positive(timeout, "real_time",
+                                                           "timeout.real_time"),
+                            real_time_factor=optional_positive(self.experiment,
+                                                               "real_time_factor",
+                                                               "real_time_factor"))
         self.results_dir.mkdir(parents=True, exist_ok=True)
         script.sim = Simulation(self.loop, params, self.results_dir)
         self.main_script = main_script
-        if self.lifecycle.state == SimState.CREATED:
-            self.lifecycle.fire("initialize")
+        with self.lifecycle.lock:  # a stop may arrive meanwhile
+            if self.lifecycle.state == SimState.CREATED:
+                self.lifecycle.fire("initialize")
         return code
 
     def _execute(self, code: CodeType) -> None:
@@ -195,6 +208,21 @@ class SimulationServer:
         while not self.lifecycle.is_terminal:
             time.sleep(_STATUS_INTERVAL)
             self.write_status()
+
+
+def optional_positive(data: dict[str, Any], key: str, name: str) -> float | None:
+    """``data[key]`` as a positive number, or None when absent or null.
+
+    Raises:
+        ExperimentError: present but not a positive finite number.
+    """
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ExperimentError(f"'{name}' must be a positive number, not {value!r}")
+    return float(value)
 
 
 def read_experiment(experiment_dir: Path) -> dict[str, Any]:

@@ -164,8 +164,6 @@ def test_is_terminal(state: SimState) -> None:
     assert RecordingLifecycle(state).is_terminal == (state in TERMINAL_STATES)
 
 
-@pytest.mark.xfail(strict=True, reason="fire() of an unknown trigger leaks transitions' "
-                   "AttributeError instead of raising InvalidTransition (lifecycle/machine.py)")
 def test_fire_of_an_unknown_trigger_is_invalid_transition() -> None:
     machine = RecordingLifecycle(S.STARTED)
     with pytest.raises(InvalidTransition):

@@ -147,20 +147,15 @@ class World:
     assert refused.value.error_type == "kernel_error"
 
 
-@pytest.mark.xfail(strict=True, reason="engines.py PythonEngine.initialize reads "
-                   "self.model.step outside its try: a model without step() escapes as "
-                   "AttributeError and crashes the simserver instead of failing it")
 def test_model_without_step_is_a_kernel_error(experiment: Path) -> None:
     with pytest.raises(KernelError, match="step"):
         load(experiment, "world_nostep.py:World", {"world_nostep.py": "class World:\n  pass\n"})
 
 
-@pytest.mark.xfail(strict=True, reason="engines.py load_module imports by module name, so an "
-                   "experiment file named like an imported module (random.py) is never loaded")
-def test_a_module_named_like_the_standard_library_is_the_experiments(
-        experiment: Path) -> None:
-    engine = load(experiment, "random.py:World", {"random.py": ATTRIBUTE_WORLD})
-    assert engine.get_datapack("position") == 1.5
+def test_a_module_named_like_an_installed_one_is_refused_clearly(experiment: Path) -> None:
+    # Loading it under that name would shadow the real module for everything else.
+    with pytest.raises(ExperimentError, match="random.py clashes with the installed module"):
+        load(experiment, "random.py:World", {"random.py": ATTRIBUTE_WORLD})
 
 
 # -- build_kernel -----------------------------------------------------------------

@@ -271,20 +271,14 @@ def test_a_syntax_error_fails_before_any_start(spawn: Callable[..., SimServer]) 
     assert (final["error"]["type"], final["error"]["line"]) == ("syntax_error", 2)
 
 
-@pytest.mark.xfail(strict=True, reason="server.py passes experiment.json's timeout to RunLoop "
-                   "unchecked: a non-number fails later as the script's TypeError")
 def test_a_malformed_timeout_is_an_experiment_error(spawn: Callable[..., SimServer]) -> None:
     server = spawn(loop_experiment(sim_time="100"))   # type: ignore[arg-type]
-    if server.wait_listening().wait_status(lambda s: s["state"] != "created",
-                                          "initialize")["state"] == "initialized":
-        server.command("start")
-    assert server.wait_exit() == EXIT_FAILED
-    assert server.final_status()["error"]["type"] == "experiment_error"
+    assert server.wait_exit() == EXIT_FAILED          # at initialize, before any start
+    final = server.final_status()
+    assert final["state"] == "failed" and final["error"]["type"] == "experiment_error"
+    assert "timeout.sim_time" in final["error"]["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="engines.py lets a model without step() raise "
-                   "AttributeError and server.py run() catches only SimServerError/ScriptError: "
-                   "the process dies with exit 1 while status.json says created, exit_code 0")
 def test_a_model_without_step_fails_the_simulation(spawn: Callable[..., SimServer]) -> None:
     files = {**loop_experiment(), "counter.py": "class Counter:\n    pass\n"}
     server = spawn(files)
