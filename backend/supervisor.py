@@ -170,6 +170,8 @@ class SimulationSupervisor:
                         "message": f"experiment {self.record.experiment!r} is not in storage"})
             return
         self._write_run_config()
+        if self._stop_requested.is_set():
+            return
         token = secrets.token_urlsafe(32)
         deadline = time.monotonic() + self.limits.start_timeout
         self.process = self.rt.launcher.spawn(self.sim_id, self.run_dir, token,
@@ -382,9 +384,13 @@ class SimulationSupervisor:
         self.save()
 
     def _crash_error(self, exit: Exit) -> dict[str, Any]:
-        error = {"type": "crashed",
-                 "message": f"the simulation server died unexpectedly ({exit.describe()})",
-                 "exit_code": exit.code, "signal": exit.signal_name}
+        if exit.code is None and exit.signal is None and self.process is None:
+            message = ("the simulation server is gone: the backend restarted and found no "
+                       "live process and no final status")
+        else:
+            message = f"the simulation server died unexpectedly ({exit.describe()})"
+        error = {"type": "crashed", "message": message, "exit_code": exit.code,
+                 "signal": exit.signal_name}
         tail = _tail(self.run_dir / LOGS_DIR / STDERR_LOG, _STDERR_TAIL_LINES)
         if tail:
             error["stderr_tail"] = tail
