@@ -1,0 +1,55 @@
+"""The bundled examples and the client snippet work against a real backend."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from tests.support import ROOT, Backend
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Iterator[Backend]:
+    server = Backend(tmp_path / "data", args=("--examples-dir", str(ROOT / "examples"))).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_closed_loop_reaches_its_target(seeded: Backend) -> None:
+    sim_id = seeded.create("closed_loop", state="started")["id"]
+    record = seeded.wait_uploaded(sim_id, timeout=60)
+    assert record["state"] == "completed", record["error"]
+    summary = seeded.get(f"/v1/simulations/{sim_id}/results/summary.txt").text
+    distance = float(summary.rsplit("final distance", 1)[1])
+    assert distance < 0.01
+    assert "final distance to target" in seeded.get(
+        f"/v1/simulations/{sim_id}/logs/simulation.log").text
+
+
+def test_hello_traces_a_damped_oscillation(seeded: Backend) -> None:
+    import io
+
+    import numpy as np
+
+    sim_id = seeded.create("hello", timeout={"sim_time": 1500.0}, params={"damping": 0.5},
+                           state="started")["id"]
+    record = seeded.wait_uploaded(sim_id, timeout=60)
+    assert record["state"] == "completed", record["error"]
+    trace = np.load(io.BytesIO(seeded.get(f"/v1/simulations/{sim_id}/results/trace.npz").content))
+    assert len(trace["t"]) == 1500 and trace["t"][-1] == 1500.0
+    assert abs(trace["x"][-1]) < 1.0  # damped
+
+
+def test_client_snippet_runs_end_to_end(seeded: Backend) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "client.py"), "--url", seeded.url,
+         "--experiment", str(ROOT / "examples" / "closed_loop"), "--sim-time", "2000"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ended completed" in result.stdout
+    assert "trajectory.npz" in result.stdout
