@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import shutil
 import threading
@@ -241,7 +242,7 @@ class SimulationManager:
 
 def _open_range(path: Path, offset: int, limit: int | None) -> Iterator[bytes]:
     f = open(path, "rb")
-    f.seek(offset)
+    f.seek(min(offset, os.fstat(f.fileno()).st_size))  # past the end reads nothing
 
     def chunks() -> Iterator[bytes]:
         with f:

@@ -63,10 +63,11 @@ class LocalStorage(Storage):
     def open_read(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
         path = self._path(key)
         check_range(offset, length)
-        self._file_size(path, key)  # ObjectNotFound for a missing file or a folder
+        size = self._file_size(path, key)  # ObjectNotFound for a missing file or a folder
         with self._os_errors("read", key):
             file = open(path, "rb")  # noqa: SIM115 - the caller closes the stream
-        file.seek(offset)
+        # Past the end reads nothing; seeking there may fail (past the largest file size).
+        file.seek(min(offset, size))
         return file if length is None else read_range(file, length)
 
     def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:

@@ -222,3 +222,14 @@ def test_records_survive_a_backend_restart(backend: Backend, loop: str) -> None:
     assert backend.set_state(sim_id, "started").json() == {"state": "started"}
     backend.set_state(sim_id, "stopped")
     assert backend.wait_uploaded(sim_id)["state"] == "stopped"
+
+
+def test_offset_past_the_largest_file_size_reads_nothing(backend: Backend, loop: str) -> None:
+    sim_id = backend.create(loop, params=SLOW, state="started")["id"]
+    url = f"/v1/simulations/{sim_id}/logs/stdout.log"
+    wait_until(lambda: "script starting" in backend.get(url).text, 10, "stdout")
+    assert backend.get(url, params={"offset": 41458872931397, "limit": 10}).text == ""
+    backend.set_state(sim_id, "stopped")
+    backend.wait_uploaded(sim_id)
+    response = backend.get(url, params={"offset": 41458872931397, "limit": 10})
+    assert response.status_code == 200 and response.text == ""

@@ -46,6 +46,7 @@ def test_schemathesis_finds_no_server_error_and_no_mismatch(seeded: Backend) -> 
         [cli, "run", f"{seeded.url}/openapi.json", "--checks", CHECKS, "--max-examples", "25",
          "--workers", "2", "--seed", "20261122", "--no-color"],
         capture_output=True, text=True, timeout=240, cwd=seeded.data_dir)
-    tail = "\n".join(result.stdout.splitlines()[-40:])
-    assert result.returncode == 0, tail
-    assert "Traceback" not in seeded.log(), seeded.log()[-3000:]
+    log = seeded.log()
+    failures = result.stdout.split("FAILURES", 1)[-1][:4000]
+    assert result.returncode == 0, failures + log[log.find("Traceback"):][:4000]
+    assert "Traceback" not in log, log[log.find("Traceback"):][:4000]
