@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from simserver.engines import ENGINE_TYPES, Engine, load_module
+from simserver.engines import ENGINE_TYPES, Engine, engine_class, load_module
 from simserver.errors import ExperimentError, KernelError
 from simserver.script import is_transceiver
 
@@ -89,7 +89,7 @@ def build_engines(config: dict[str, Any], experiment_dir: Path,
     for name, spec in specs.items():
         if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
             raise ExperimentError(f"engine {name!r} needs a 'type'")
-        cls = ENGINE_TYPES.get(spec["type"])
+        cls = engine_class(spec["type"])
         if cls is None:
             known = ", ".join(sorted(ENGINE_TYPES))
             raise ExperimentError(f"engine {name!r} has unknown type {spec['type']!r}; "
