@@ -194,7 +194,8 @@ class NestEngine(Engine):
             tap.read()
 
     def _prepare(self, dt: float) -> None:
-        """``Prepare`` once, before the first step; taps open the files NEST created."""
+        """Enter NEST's Prepare/Run/Cleanup context: before the first step, and after a
+        change (:meth:`_leave_run`); taps open the files NEST creates in ``Prepare``."""
         try:
             self.nest.Prepare()
         except self._nest_error as exc:
@@ -204,16 +205,38 @@ class NestEngine(Engine):
             tap.open()
         self._quiet_min_delay_warning(dt)
 
+    def _leave_run(self) -> None:
+        """``Cleanup``, so the network may change before the next step prepares again.
+
+        NEST creates and connects nodes only outside the context, and devices such as
+        ``poisson_generator`` compute from their parameters in ``Prepare`` (a new rate
+        set between two ``Run`` calls would be ignored). ``Simulate`` is the same cycle,
+        so the simulation stays the one a sequence of ``Simulate`` calls gives.
+
+        Raises:
+            KernelError: NEST failed to clean up.
+        """
+        if not self._prepared:
+            return
+        self._prepared = False
+        try:
+            self.nest.Cleanup()
+        except self._nest_error as exc:
+            raise self._error("NEST failed to clean up", exc) from exc
+        finally:
+            for tap in self.taps.values():
+                tap.close()
+
     def _quiet_min_delay_warning(self, dt: float) -> None:
         """Say once, not at every ``Run``, that ``dt`` is not a multiple of min_delay."""
         min_delay = self.nest.min_delay
         ratio = dt / min_delay
-        if abs(ratio - round(ratio)) < 1e-9 or self.nest.verbosity >= \
-                self.nest.VerbosityLevel.ERROR:
+        if abs(ratio - round(ratio)) < 1e-9 or \
+                self.nest.verbosity >= self.nest.VerbosityLevel.ERROR:
             return
         logger.warning(
             "engine %s: the step of %g ms is not a multiple of NEST's min_delay of %g ms. NEST "
-            "warns that repeated Runs may then differ from one Simulate when the network has "
+            "warns that repeated runs may then differ from one Simulate when the network has "
             "more than one source of randomness; it would repeat that at every step, so NEST's "
             "verbosity is ERROR while running", self.name, dt, min_delay)
         self.nest.verbosity = self.nest.VerbosityLevel.ERROR
@@ -223,9 +246,11 @@ class NestEngine(Engine):
     def get_datapack(self, name: str) -> dict[str, Any]:
         """The spikes population ``name`` emitted during the last step.
 
+        The first read attaches a tap (a spike recorder of the engine's own) to the
+        population, so counts start from there.
+
         Raises:
-            KernelError: no such node, not a neuron population, or first read after
-                the first step (its tap can only be connected before ``Prepare``).
+            KernelError: no such node, or not a neuron population.
         """
         tap = self.taps.get(name) or self._attach_tap(name)
         return {"count": tap.count, "rate": tap.rate(self._dt)}
@@ -234,15 +259,12 @@ class NestEngine(Engine):
         population = self.nodes.get(name)
         if population is None:
             return super().get_datapack(name)
-        kinds = set(_values(population.get("element_type")))
+        kinds = set(_values(population.get("element_type"))) if len(population) else set()
         if kinds != {"neuron"}:
             raise KernelError(f"engine {self.name!r}: {name!r} is not a neuron population "
-                              f"({', '.join(sorted(kinds))}); spike datapacks come from "
-                              "populations", self.name)
-        if self._prepared:
-            raise KernelError(f"engine {self.name!r}: datapack {name!r} was first read after "
-                              "the first step; read it before (transceivers run before every "
-                              "step) so its spike recorder is connected in time", self.name)
+                              f"({', '.join(sorted(kinds)) or 'empty'}); spike datapacks come "
+                              "from populations", self.name)
+        self._leave_run()
         label = f"simserver-tap-{os.getpid()}-{self.name}-{name}"
         tap = self.taps[name] = SpikeTap(self.nest, population, label)
         logger.info("engine %s: spike datapack %r taps %d neurons", self.name, name, tap.size)
@@ -260,6 +282,7 @@ class NestEngine(Engine):
         if not isinstance(value, Mapping):
             raise KernelError(f"engine {self.name!r}: datapack {name!r} takes a dict of "
                               f"parameters such as {{'rate': 80.0}}, not {value!r}", self.name)
+        self._leave_run()
         try:
             nodes.set(dict(value))
         except self._nest_error as exc:
@@ -269,7 +292,7 @@ class NestEngine(Engine):
 
     def finalize(self, results_dir: Path) -> None:
         """``Cleanup``, then save every spike recorder's events and a raster plot."""
-        self._cleanup()
+        self._leave_run()
         spikes = self._recorded_spikes()
         if not spikes:
             logger.info("engine %s: no spike_recorder in its nodes, no spikes saved", self.name)
@@ -277,7 +300,7 @@ class NestEngine(Engine):
         path = save_spikes(spikes, results_dir)
         t_end = self.nest.biological_time
         logger.info("saved: %s (%s) up to t = %g ms", path.name, ", ".join(
-            f"{name} {len(times)}" for name, (times, _) in spikes.items()), t_end)
+            f"{name} {len(times)} spikes" for name, (times, _) in spikes.items()), t_end)
         plot_raster(spikes, results_dir / RASTER_FILE, t_end,
                     f"engine {self.name}: spikes up to t = {t_end:g} ms")
 
@@ -288,20 +311,13 @@ class NestEngine(Engine):
                 spikes[name] = sorted_spikes(list(_values(nodes.get("events"))))
         return spikes
 
-    def _cleanup(self) -> None:
-        if self._prepared:
-            self._prepared = False
-            try:
-                self.nest.Cleanup()
-            except self._nest_error:
-                logger.exception("engine %s: NEST failed to clean up", self.name)
-
     def shutdown(self) -> None:
-        if self.nest is not None:
-            self._cleanup()
-        for tap in self.taps.values():
-            tap.close()
-        self._release_kernel()
+        try:
+            self._leave_run()
+        finally:
+            for tap in self.taps.values():
+                tap.close()
+            self._release_kernel()
 
     def version(self) -> str | None:
         return self.nest.__version__ if self.nest is not None else None
