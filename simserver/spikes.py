@@ -34,8 +34,8 @@ class SpikeTap:
 
     def __init__(self, nest: Any, population: Any, label: str) -> None:
         self.size = len(population)
-        self.recorder = nest.Create("spike_recorder", params={
-            "record_to": "ascii", "label": label, "time_in_steps": True})
+        self.recorder = nest.Create("spike_recorder",
+                                    params={"record_to": "ascii", "label": label})
         nest.Connect(population, self.recorder)
         self.count = 0
         self._files: list[BinaryIO] = []
