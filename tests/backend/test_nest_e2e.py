@@ -19,7 +19,6 @@ import pytest
 from tests.support import ROOT, Backend, example_files, loop_experiment, wait_until
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("nest")
 
 #: How long a NEST run may take on a busy 2-core machine (import, build, steps, upload).
 RUN_SECONDS = 90.0
@@ -30,6 +29,7 @@ REFERENCE = '''
 import json, sys
 import numpy as np
 import nest
+from simserver.spikes import sorted_spikes
 sys.path.insert(0, sys.argv[1])
 from brain import build
 params, sim_time, out = json.loads(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
@@ -39,11 +39,7 @@ nodes = build(nest, params)
 nest.Simulate(sim_time)
 arrays = {}
 for name in ("ex_spikes", "in_spikes"):
-    events = nodes[name].get("events")
-    times = np.asarray(events["times"])
-    senders = np.asarray(events["senders"]).astype(np.int64)
-    order = np.lexsort((senders, times))
-    arrays[name + "_times"], arrays[name + "_senders"] = times[order], senders[order]
+    arrays[name + "_times"], arrays[name + "_senders"] = sorted_spikes([nodes[name].get("events")])
 np.savez(out, **arrays)
 '''
 
@@ -71,7 +67,7 @@ def reference_spikes(tmp_path: Path, params: dict[str, Any], sim_time: float) ->
     out = tmp_path / f"reference-{sim_time:g}.npz"
     subprocess.run([sys.executable, "-c", REFERENCE, str(ROOT / "examples" / "brunel"),
                     json.dumps(params), str(sim_time), str(out)],
-                   check=True, timeout=120, capture_output=True)
+                   cwd=ROOT, check=True, timeout=120, capture_output=True)
     return dict(np.load(out))
 
 
