@@ -43,7 +43,9 @@ class SpikeTap:
 
     def open(self) -> None:
         """Open the recorder's files; NEST creates them (with a header) in ``Prepare``."""
-        self._paths = [Path(name) for name in self.recorder.get("filenames")]
+        # Absolute now: NEST names them relative to the working directory, which a
+        # script may change before the tap removes them.
+        self._paths = [Path(name).resolve() for name in self.recorder.get("filenames")]
         self._files = [open(path, "rb") for path in self._paths]
         for stream in self._files:
             while not stream.readline().startswith(b"sender"):  # the column header ends it

@@ -163,14 +163,14 @@ def test_population_datapacks_read_only_new_spikes(nest_kernel: Callable,
     brain.get_datapack("pop")
     asked: list[Any] = []
     real_get = nest.NodeCollection.get
-    monkeypatch.setattr(nest.NodeCollection, "get",
-                        lambda self, *keys, **kw: asked.append(keys) or real_get(self, *keys, **kw))
     total = 0
-    for _ in range(30):
-        kernel.step()
-        total += brain.get_datapack("pop")["count"]
+    with monkeypatch.context() as patched:
+        patched.setattr(nest.NodeCollection, "get", lambda self, *keys, **kw:
+                        asked.append(keys) or real_get(self, *keys, **kw))
+        for _ in range(30):
+            kernel.step()
+            total += brain.get_datapack("pop")["count"]
     assert not [keys for keys in asked if "events" in keys or "n_events" in keys]
-    monkeypatch.undo()
     assert total == brain.nodes["spikes"].n_events > 0
 
 
@@ -226,12 +226,15 @@ def test_datapack_errors_are_kernel_errors(nest_kernel: Callable, call: Callable
 # -- results ----------------------------------------------------------------------------
 
 def test_finalize_saves_sorted_spikes_and_a_raster(nest_kernel: Callable,
-                                                   tmp_path: Path, experiment: Path) -> None:
+                                                   tmp_path: Path, experiment: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     kernel = nest_kernel(nest_config("net_results.py", timestep=5.0),
                          {"net_results.py": DRIVEN}, {"I_e": 450.0, "rate": 3000.0})
     kernel.engines["brain"].get_datapack("pop")
     for _ in range(8):
         kernel.step()
+    assert list(experiment.glob("simserver-tap-*"))
+    monkeypatch.chdir(tmp_path)                  # a script may change directory
     kernel.finalize(tmp_path)
     kernel.shutdown()
     spikes = np.load(tmp_path / "spikes.npz")
