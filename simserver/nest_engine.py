@@ -292,7 +292,11 @@ class NestEngine(Engine):
 
     def finalize(self, results_dir: Path) -> None:
         """``Cleanup``, then save every spike recorder's events and a raster plot."""
-        self._leave_run()
+        try:
+            self._leave_run()
+        except KernelError:
+            # The recorders still hold what was simulated: save it all the same.
+            logger.exception("engine %s: saving the spikes after a failed Cleanup", self.name)
         spikes = self._recorded_spikes()
         if not spikes:
             logger.info("engine %s: no spike_recorder in its nodes, no spikes saved", self.name)
@@ -305,10 +309,16 @@ class NestEngine(Engine):
                     f"engine {self.name}: spikes up to t = {t_end:g} ms")
 
     def _recorded_spikes(self) -> dict[str, Spikes]:
+        """The events of every spike recorder in ``nodes`` that records to memory."""
         spikes = {}
         for name, nodes in self.nodes.items():
-            if len(nodes) and set(_values(nodes.get("model"))) == {"spike_recorder"}:
-                spikes[name] = sorted_spikes(list(_values(nodes.get("events"))))
+            if not len(nodes) or set(_values(nodes.get("model"))) != {"spike_recorder"}:
+                continue
+            if set(_values(nodes.get("record_to"))) != {"memory"}:
+                logger.info("engine %s: %s records to files of its own, not to spikes.npz",
+                            self.name, name)
+                continue
+            spikes[name] = sorted_spikes(list(_values(nodes.get("events"))))
         return spikes
 
     def shutdown(self) -> None:

@@ -248,6 +248,24 @@ def test_finalize_saves_sorted_spikes_and_a_raster(nest_kernel: Callable,
     assert not list(experiment.glob("simserver-tap-*")), "tap files are removed"
 
 
+def test_recorders_writing_files_are_left_to_nest(nest_kernel: Callable, tmp_path: Path,
+                                                  experiment: Path) -> None:
+    kernel = nest_kernel(nest_config("net_ascii.py", timestep=5.0), {"net_ascii.py": '''
+def build(nest, params):
+    pop = nest.Create("iaf_psc_alpha", 3, params={"I_e": 450.0})
+    memory, ascii = nest.Create("spike_recorder"), nest.Create(
+        "spike_recorder", params={"record_to": "ascii", "label": "user-ascii"})
+    nest.Connect(pop, memory)
+    nest.Connect(pop, ascii)
+    return {"pop": pop, "memory": memory, "ascii": ascii}
+'''})
+    for _ in range(10):
+        kernel.step()
+    kernel.finalize(tmp_path)
+    assert sorted(np.load(tmp_path / "spikes.npz")) == ["memory_senders", "memory_times"]
+    assert len(list(experiment.glob("user-ascii-*.dat"))) == 1
+
+
 def test_finalize_before_any_step_and_without_recorders(nest_kernel: Callable,
                                                         tmp_path: Path) -> None:
     kernel = nest_kernel(nest_config("net_early.py"), {"net_early.py": DRIVEN})
