@@ -4,13 +4,16 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support import Backend  # noqa: E402  (the same real-process harness as the tests)
+
+POLL = 0.001
 
 
 @contextmanager
@@ -37,3 +40,22 @@ def summary(name: str, seconds: list[float], target_ms: float | None = None) -> 
     if target_ms is not None:
         line += f"  target p99<={target_ms:g} ms: {'OK' if p99 <= target_ms else 'MISSED'}"
     return line
+
+
+def wait(predicate: Callable[[], object], timeout: float = 30.0) -> float:
+    """Poll ``predicate`` every millisecond; return the monotonic time it became true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(POLL)  # leave the CPU to the backend and the simulation
+    return time.monotonic()
+
+
+def per_step(func: Callable[[], object], steps: int,
+             clock: Callable[[], float] = time.perf_counter) -> float:
+    """Mean seconds (of ``clock``: wall time by default) of one call of ``func``."""
+    began = clock()
+    for _ in range(steps):
+        func()
+    return (clock() - began) / steps

@@ -10,20 +10,61 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
-from benchmarks.common import running_backend, summary
+from benchmarks.common import Backend, running_backend, summary, wait
 from tests.support import loop_experiment
 
-POLL = 0.001
+
+def pause_resume(backend: Backend, experiment: str, trials: int,
+                 **fields: Any) -> dict[str, list[float]]:
+    """Pause and resume one busy run ``trials`` times; seconds per phase.
+
+    ``fields`` go into the POST (``params``, ``timeout``).
+    """
+    sim = backend.create(experiment, state="started", **fields)["id"]
+    wait(lambda: backend.status(sim)["sim_time"] > 0, 120)
+    found: dict[str, list[float]] = {"pause_put": [], "pause": [], "resume": []}
+    for _ in range(trials):
+        began = time.monotonic()
+        backend.set_state(sim, "paused")
+        found["pause_put"].append(time.monotonic() - began)
+        found["pause"].append(wait(lambda: backend.status(sim)["server_state"] == "paused")
+                              - began)
+        began = time.monotonic()
+        backend.set_state(sim, "started")
+        found["resume"].append(wait(lambda: backend.status(sim)["server_state"] == "started")
+                               - began)
+    backend.set_state(sim, "stopped")
+    return found
 
 
-def wait(predicate, timeout: float = 30.0) -> float:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(POLL)  # leave the CPU to the backend and the simulation
-    return time.monotonic()
+def stop_start(backend: Backend, experiment: str, trials: int,
+               **fields: Any) -> dict[str, list[float]]:
+    """Start a fresh run and stop it once it advances, ``trials`` times."""
+    found: dict[str, list[float]] = {"first_step": [], "stop_ack": [], "stop_exit": []}
+    for _ in range(trials):
+        began = time.monotonic()
+        sim = backend.create(experiment, state="started", **fields)["id"]
+        found["first_step"].append(wait(lambda: backend.status(sim)["sim_time"] > 0, 120)
+                                   - began)
+        began = time.monotonic()
+        backend.set_state(sim, "stopped")
+        found["stop_ack"].append(wait(lambda: backend.status(sim)["server_state"] == "stopped")
+                                 - began)
+        found["stop_exit"].append(wait(lambda: backend.record(sim)["exit_code"] is not None)
+                                  - began)
+    return found
+
+
+def report(paused: dict[str, list[float]], stopped: dict[str, list[float]],
+           first_step_target: float | None = 1000) -> None:
+    print(summary("PUT paused (HTTP round trip)", paused["pause_put"]))
+    print(summary("PUT paused -> server paused", paused["pause"], 50))
+    print(summary("PUT started -> server running again", paused["resume"], 50))
+    print(summary("PUT stopped -> server stopped", stopped["stop_ack"], 50))
+    print(summary("PUT stopped -> process exited", stopped["stop_exit"]))
+    print(summary("POST started -> first step", stopped["first_step"], first_step_target))
 
 
 def main() -> None:
@@ -32,40 +73,10 @@ def main() -> None:
     args = parser.parse_args()
     with running_backend() as backend:
         backend.upload("bench", loop_experiment(sim_time=1e12))
-
-        # -- pause and resume on one busy run (1 ms steps, unpaced: the worst case)
-        sim = backend.create("bench", state="started")["id"]
-        wait(lambda: backend.status(sim)["sim_time"] > 0)
-        pause, pause_put, resume = [], [], []
-        for _ in range(args.trials):
-            began = time.monotonic()
-            backend.set_state(sim, "paused")
-            pause_put.append(time.monotonic() - began)
-            pause.append(wait(lambda: backend.status(sim)["server_state"] == "paused") - began)
-            began = time.monotonic()
-            backend.set_state(sim, "started")
-            resume.append(wait(lambda: backend.status(sim)["server_state"] == "started") - began)
-        backend.set_state(sim, "stopped")
-
-        # -- stop and start, one fresh simulation per trial
-        stop_ack, stop_exit, first_step = [], [], []
-        for _ in range(args.trials):
-            began = time.monotonic()
-            sim = backend.create("bench", state="started")["id"]
-            first_step.append(wait(lambda: backend.status(sim)["sim_time"] > 0) - began)
-            began = time.monotonic()
-            backend.set_state(sim, "stopped")
-            stop_ack.append(wait(lambda: backend.status(sim)["server_state"] == "stopped")
-                            - began)
-            stop_exit.append(wait(lambda: backend.record(sim)["exit_code"] is not None) - began)
-
+        paused = pause_resume(backend, "bench", args.trials)   # unpaced: the worst case
+        stopped = stop_start(backend, "bench", args.trials)
     print(f"control latency, {args.trials} trials each, 1 ms steps running flat out")
-    print(summary("PUT paused (HTTP round trip)", pause_put))
-    print(summary("PUT paused -> server paused", pause, 50))
-    print(summary("PUT started -> server running again", resume, 50))
-    print(summary("PUT stopped -> server stopped", stop_ack, 50))
-    print(summary("PUT stopped -> process exited", stop_exit))
-    print(summary("POST started -> first step", first_step, 1000))
+    report(paused, stopped)
 
 
 if __name__ == "__main__":

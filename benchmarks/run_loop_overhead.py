@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import per_step  # noqa: E402
 from simserver.engines import Engine  # noqa: E402
 from simserver.kernel import Kernel  # noqa: E402
 from simserver.runloop import RunLoop  # noqa: E402
@@ -30,13 +31,6 @@ class Busy(Engine):
         end = time.perf_counter() + self.cost
         while time.perf_counter() < end:
             pass
-
-
-def per_step(func, steps: int) -> float:
-    began = time.perf_counter()
-    for _ in range(steps):
-        func()
-    return (time.perf_counter() - began) / steps
 
 
 def measure(cost: float, steps: int, blocks: int) -> tuple[float, float]:

@@ -108,8 +108,22 @@ class PythonEngine(Engine):
         return sys.version.split()[0]
 
 
-#: Engine classes by ``type``; other engine types register here.
-ENGINE_TYPES: dict[str, type[Engine]] = {"python": PythonEngine}
+#: Engine classes by ``type``; other engine types register here. An entry may name
+#: its class as ``"module:Class"``, imported when an experiment first uses the type, so
+#: heavy simulators (NEST) load only in simulations that need them.
+ENGINE_TYPES: dict[str, type[Engine] | str] = {
+    "python": PythonEngine,
+    "nest": "simserver.nest_engine:NestEngine",
+}
+
+
+def engine_class(type_name: str) -> type[Engine] | None:
+    """Return the engine class registered for ``type_name``, importing it if named."""
+    entry = ENGINE_TYPES.get(type_name)
+    if isinstance(entry, str):
+        module, _, name = entry.partition(":")
+        entry = ENGINE_TYPES[type_name] = getattr(importlib.import_module(module), name)
+    return entry
 
 
 def module_name(path: str) -> str:

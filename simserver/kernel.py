@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from simserver.engines import ENGINE_TYPES, Engine, load_module
+from simserver.engines import ENGINE_TYPES, Engine, engine_class, load_module
 from simserver.errors import ExperimentError, KernelError
 from simserver.script import is_transceiver
 
@@ -86,19 +86,35 @@ def build_engines(config: dict[str, Any], experiment_dir: Path,
     if not isinstance(specs, dict):
         raise ExperimentError("'engines' must be an object of name -> engine config")
     engines: dict[str, Engine] = {}
-    for name, spec in specs.items():
-        if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
-            raise ExperimentError(f"engine {name!r} needs a 'type'")
-        cls = ENGINE_TYPES.get(spec["type"])
-        if cls is None:
-            known = ", ".join(sorted(ENGINE_TYPES))
-            raise ExperimentError(f"engine {name!r} has unknown type {spec['type']!r}; "
-                                  f"known types: {known}")
-        engine = cls(name, spec, experiment_dir)
-        engine.initialize(params)
-        engines[name] = engine
-        logger.info("engine %s (%s) initialized", name, spec["type"])
+    try:
+        for name, spec in specs.items():
+            engines[name] = build_engine(name, spec, experiment_dir, params)
+    except BaseException:
+        # The engines already built hold resources (NEST's one kernel per process).
+        Kernel(engines, [], 1.0).shutdown()
+        raise
     return engines
+
+
+def build_engine(name: str, spec: Any, experiment_dir: Path,
+                 params: dict[str, Any]) -> Engine:
+    """Construct and initialize one engine of ``experiment.json``'s ``engines``.
+
+    Raises:
+        ExperimentError: the entry is malformed or of an unknown type.
+        KernelError: the engine failed to build.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise ExperimentError(f"engine {name!r} needs a 'type'")
+    cls = engine_class(spec["type"])
+    if cls is None:
+        known = ", ".join(sorted(ENGINE_TYPES))
+        raise ExperimentError(f"engine {name!r} has unknown type {spec['type']!r}; "
+                              f"known types: {known}")
+    engine = cls(name, spec, experiment_dir)
+    engine.initialize(params)
+    logger.info("engine %s (%s) initialized", name, spec["type"])
+    return engine
 
 
 def load_transceivers(config: dict[str, Any], experiment_dir: Path) -> list[Transceiver]:

@@ -149,6 +149,16 @@ class Backend:
         return wait_until(lambda: (r := self.record(sim_id))["logs_uploaded"] and r,
                           timeout, f"sim {sim_id}'s logs to be uploaded")
 
+    def frozen_sim_time(self, sim_id: str, reads: int = 10) -> float:
+        """Read sim_time over >= 0.2 s; assert it does not move and return it."""
+        first = self.status(sim_id)["sim_time"]
+        deadline = time.monotonic() + 0.2
+        seen = []
+        while len(seen) < reads or time.monotonic() < deadline:
+            seen.append(self.status(sim_id)["sim_time"])
+        assert set(seen) == {first}, f"sim_time moved while paused: {sorted(set(seen))[:5]}"
+        return first
+
     # -- processes --------------------------------------------------------------
 
     def simserver_pids(self) -> set[int]:
@@ -198,6 +208,14 @@ class Backend:
 
 
 # -- experiments used across the tests -----------------------------------------
+
+def example_files(name: str) -> dict[str, bytes]:
+    """The files of ``examples/<name>`` (path -> content), ready for ``Backend.upload``."""
+    folder = ROOT / "examples" / name
+    return {str(path.relative_to(folder)): path.read_bytes()
+            for path in sorted(folder.rglob("*"))
+            if path.is_file() and "__pycache__" not in path.parts}
+
 
 COUNTER_ENGINE = '''
 class Counter:

@@ -8,17 +8,6 @@ from tests.support import Backend, loop_experiment, wait_until
 SLOW = {"step_sleep": 0.001}
 
 
-def frozen_sim_time(backend: Backend, sim_id: str, reads: int = 10) -> float:
-    """Read sim_time over >= 0.2 s; assert it does not move and return it."""
-    first = backend.status(sim_id)["sim_time"]
-    deadline = time.monotonic() + 0.2
-    seen = []
-    while len(seen) < reads or time.monotonic() < deadline:
-        seen.append(backend.status(sim_id)["sim_time"])
-    assert set(seen) == {first}, f"sim_time moved while paused: {sorted(set(seen))[:5]}"
-    return first
-
-
 def test_full_flow_initialize_start_pause_resume_complete(backend: Backend) -> None:
     assert backend.upload("flow", loop_experiment(sim_time=400.0)).status_code == 201
     names = [e["name"] for e in backend.get("/v1/experiments").json()["experiments"]]
@@ -36,7 +25,7 @@ def test_full_flow_initialize_start_pause_resume_complete(backend: Backend) -> N
 
     assert backend.set_state(sim_id, "paused").json() == {"state": "paused"}
     backend.wait_server_state(sim_id, "paused")
-    paused_at = frozen_sim_time(backend, sim_id)
+    paused_at = backend.frozen_sim_time(sim_id)
     assert 0 < paused_at < 400
 
     assert backend.set_state(sim_id, "started").json() == {"state": "started"}

@@ -65,3 +65,30 @@ def experiment(tmp_path: Path) -> Iterator[Path]:
 def _loaded_from(module: Any, folder: Path) -> bool:
     places = [getattr(module, "__file__", None) or "", *getattr(module, "__path__", [])]
     return any(str(place).startswith(f"{folder}{os.sep}") for place in places)
+
+
+@pytest.fixture
+def nest_kernel(experiment: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Build kernels from an experiment.json dict in ``experiment``, with its files.
+
+    Call it as ``nest_kernel(config, files, params)``. The experiment folder is the working
+    directory, as in a simulation server (NEST writes its recorder files there), and every
+    kernel built is shut down afterwards, so NEST is free for the next test.
+    """
+    from simserver.kernel import build_kernel
+
+    monkeypatch.chdir(experiment)
+    built: list[Any] = []
+
+    def build(config: dict[str, Any], files: dict[str, str] | None = None,
+              params: dict[str, Any] | None = None) -> Any:
+        write_files(experiment, files or {})
+        kernel = build_kernel(config, experiment, params or {})
+        built.append(kernel)
+        return kernel
+
+    try:
+        yield build
+    finally:
+        for kernel in built:
+            kernel.shutdown()
