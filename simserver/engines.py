@@ -31,6 +31,14 @@ class Engine:
     def initialize(self, params: dict[str, Any]) -> None:
         """Build the engine's model at t = 0."""
 
+    def check_timestep(self, timestep: float) -> None:
+        """Refuse a kernel timestep this engine cannot step by (at initialize, not
+        at the first step).
+
+        Raises:
+            ExperimentError: the timestep does not suit the engine.
+        """
+
     def step(self, t: float, dt: float) -> None:
         """Advance the model from ``t`` to ``t + dt`` (ms)."""
         raise NotImplementedError

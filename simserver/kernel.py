@@ -75,7 +75,7 @@ def parse_timestep(config: dict[str, Any]) -> float:
 
 
 def build_engines(config: dict[str, Any], experiment_dir: Path,
-                  params: dict[str, Any]) -> dict[str, Engine]:
+                  params: dict[str, Any], timestep: float = 1.0) -> dict[str, Engine]:
     """Construct and initialize the engines ``experiment.json`` names.
 
     Raises:
@@ -89,6 +89,7 @@ def build_engines(config: dict[str, Any], experiment_dir: Path,
     try:
         for name, spec in specs.items():
             engines[name] = build_engine(name, spec, experiment_dir, params)
+            engines[name].check_timestep(timestep)
     except BaseException:
         # The engines already built hold resources (NEST's one kernel per process).
         Kernel(engines, [], 1.0).shutdown()
@@ -146,7 +147,7 @@ def build_kernel(config: dict[str, Any], experiment_dir: Path,
         ExperimentError, KernelError: see :func:`build_engines`.
     """
     timestep = parse_timestep(config)
-    engines = build_engines(config, experiment_dir, params)
+    engines = build_engines(config, experiment_dir, params, timestep)
     try:
         transceivers = load_transceivers(config, experiment_dir)
     except BaseException:

@@ -182,6 +182,13 @@ class NestEngine(Engine):
 
     # -- stepping ----------------------------------------------------------------
 
+    def check_timestep(self, timestep: float) -> None:
+        resolution = self.nest.resolution
+        steps = timestep / resolution
+        if abs(steps - round(steps)) > 1e-9 * max(1.0, steps) or round(steps) < 1:
+            raise ExperimentError(f"engine {self.name!r}: the timestep {timestep:g} ms is not "
+                                  f"a multiple of NEST's resolution {resolution:g} ms")
+
     def step(self, t: float, dt: float) -> None:
         if not self._prepared:
             self._prepare(dt)

@@ -330,6 +330,14 @@ def test_bad_engine_configs_are_experiment_errors(nest_kernel: Callable, engine:
     assert message in str(refused.value)
 
 
+@pytest.mark.parametrize("timestep", [0.25, 0.05])
+def test_a_timestep_off_the_resolution_is_refused_at_initialize(nest_kernel: Callable,
+                                                                  timestep: float) -> None:
+    with pytest.raises(ExperimentError, match=f"the timestep {timestep:g} ms is not a "
+                                              "multiple of NEST's resolution 0.1 ms"):
+        nest_kernel(nest_config("net_dt.py", timestep), {"net_dt.py": DRIVEN})
+
+
 def test_nest_refusing_a_kernel_setting(nest_kernel: Callable) -> None:
     with pytest.raises(KernelError, match=r"NEST refused the kernel settings .*BadProperty: "
                                           r"RNG seed must be in"):
