@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from backend.config import Config
+from storage import StorageError
 
 logger = logging.getLogger("backend")
 
@@ -32,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds before SIGTERM, then SIGKILL (SIMBACKEND_STOP_GRACE)")
     serve.add_argument("--start-timeout", type=float, help="SIMBACKEND_START_TIMEOUT")
     serve.add_argument("--upload-retry", type=float, help="SIMBACKEND_UPLOAD_RETRY")
+    serve.add_argument("--storage-connect-timeout", type=float,
+                       help="seconds to connect to S3 (SIMBACKEND_STORAGE_CONNECT_TIMEOUT)")
+    serve.add_argument("--storage-read-timeout", type=float,
+                       help="seconds to wait for S3's next byte (SIMBACKEND_STORAGE_READ_TIMEOUT)")
+    serve.add_argument("--storage-retries", type=int,
+                       help="retries of a failed S3 request (SIMBACKEND_STORAGE_RETRIES)")
     serve.add_argument("--log-level", help="SIMBACKEND_LOG_LEVEL (default INFO)")
     return parser
 
@@ -53,7 +60,16 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("transitions").setLevel(logging.WARNING)
-    app = create_app(config)
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials in ..."
+    try:
+        app = create_app(config)
+    except StorageError as exc:  # an unusable storage URL: nothing to serve
+        print(f"simbackend: {exc}", file=sys.stderr)
+        return 2
+    problem = app.extensions["simbackend"].storage_problem
+    if problem:
+        print(f"simbackend: {problem}; /ready answers 503 until it is fixed", file=sys.stderr,
+              flush=True)
     server = waitress.create_server(app, host=config.host, port=config.port,
                                     threads=config.threads, ident="simbackend",
                                     clear_untrusted_proxy_headers=True)

@@ -16,6 +16,9 @@ from storage.local import LocalStorage
 from storage.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, RETRIES, S3Storage
 
 __all__ = [
+    "CONNECT_TIMEOUT",
+    "READ_TIMEOUT",
+    "RETRIES",
     "InvalidKey",
     "LocalStorage",
     "ObjectInfo",

@@ -250,6 +250,11 @@ class Backend:
         return wait_until(lambda: (r := self.record(sim_id))["logs_uploaded"] and r,
                           timeout, f"sim {sim_id}'s logs to be uploaded")
 
+    def wait_run_dir_removed(self, sim_id: str, timeout: float = 10.0) -> None:
+        """Wait for the run dir to go: it is removed just after ``logs_uploaded`` turns true."""
+        run_dir = self.data_dir / "runs" / sim_id
+        wait_until(lambda: not run_dir.exists(), timeout, f"{run_dir} to be removed")
+
     # -- processes --------------------------------------------------------------
 
     def simserver_pids(self) -> set[int]:
