@@ -29,7 +29,7 @@ MIB = 1024 * 1024
 # the server, and retries after the first attempt. Short enough that an outage
 # shows in seconds, not minutes; the backend makes them configurable.
 CONNECT_TIMEOUT = 5.0
-READ_TIMEOUT = 10.0
+READ_TIMEOUT = 5.0
 RETRIES = 3
 # Pooled connections per client: parallel folder transfers times multipart threads
 # must not open and drop a connection per request.

@@ -230,7 +230,7 @@ def test_standard_configuration_finds_the_endpoint(s3_env: str, s3_bucket: str, 
 def test_default_client_has_bounded_timeouts_and_retries(s3_env: str) -> None:
     storage = S3Storage("bucket")
     config = storage.client.meta.config
-    assert (config.connect_timeout, config.read_timeout) == (5, 10)
+    assert (config.connect_timeout, config.read_timeout) == (5, 5)
     assert config.retries == {"mode": "standard", "total_max_attempts": 4}  # 3 retries
     assert config.max_pool_connections >= storage.transfer_workers
     # The readiness probe makes one attempt, so it answers within one timeout.
