@@ -37,7 +37,7 @@ import psutil
 
 import benchmarks.common  # noqa: F401  (puts the repository on sys.path)
 from storage import S3Storage
-from tests.support import MotoServer, aws_env, boto3_client, free_port, wait_until
+from tests.support import MotoServer, aws_env, boto3_client, free_port, terminate
 
 BUCKET = "bench"
 ONE_WAY_DELAY = 0.010
@@ -56,12 +56,7 @@ def latency_proxy(target: str, delay: float) -> Iterator[str]:
         assert proc.stdout.readline().strip() == "ready", "the proxy did not start"
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 5)
 
 
 def s3_storage(endpoint: str) -> S3Storage:
@@ -117,11 +112,11 @@ def measure(endpoint: str, work: Path, log: Path, rounds: int, server: psutil.Pr
     figures = dict(zip(("fetch_ours", "fetch_seq", "fetch_cpu"), compare(
         lambda: storage.download_prefix("experiments/big", down),
         lambda: fetch_sequentially(client, down),
-        rounds, lambda: shutil.rmtree(down, ignore_errors=True), server)))
+        rounds, lambda: shutil.rmtree(down, ignore_errors=True), server), strict=True))
     figures |= dict(zip(("up_ours", "up_raw", "up_cpu"), compare(
         lambda: storage.upload_dir(log.parent, "simulations/bench/logs"),
         lambda: client.upload_file(str(log), BUCKET, "raw/simulation.log"),
-        rounds, lambda: None, server)))
+        rounds, lambda: None, server), strict=True))
     return figures
 
 

@@ -51,6 +51,16 @@ def make_archive(files: dict[str, str | bytes], top: str = "") -> bytes:
     return buf.getvalue()
 
 
+def terminate(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM `proc`, and SIGKILL it if it is still there after `grace` s."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
@@ -138,12 +148,7 @@ class MotoServer:
         if self.proc is None or self.proc.poll() is not None:
             return
         os.kill(self.proc.pid, signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, 5)
 
 
 class Backend:
@@ -278,12 +283,7 @@ class Backend:
         """Stop the backend (SIGTERM, then SIGKILL); simservers outlive it by design."""
         self._remember_children()
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc, 10)
         self.http.close()
 
     def kill9(self) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -27,13 +28,12 @@ def bucket_keys(s3_client: Any, bucket: str, prefix: str) -> dict[str, int]:
     return {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
 
 
-def test_experiments_runs_and_reviews_live_in_the_bucket(
+def test_experiments_live_in_the_bucket_whoever_put_them_there(
         make_backend: Callable[..., Backend], s3_server: str, s3_client: Any,
         s3_bucket: str) -> None:
     backend = s3_backend(make_backend, s3_server, s3_bucket)
     assert backend.get("/").json()["storage"] == f"s3://{s3_bucket}/{PREFIX}"
     assert backend.get("/ready").json()["status"] == "ready"
-
     assert backend.upload("flow", loop_experiment(sim_time=200.0)).status_code == 201
     assert f"{PREFIX}/experiments/flow/main.py" in bucket_keys(s3_client, s3_bucket, PREFIX)
     # An experiment put into the bucket by another tool shows up and runs.
@@ -44,42 +44,43 @@ def test_experiments_runs_and_reviews_live_in_the_bucket(
     assert set(listed) == {"flow", "direct"} and listed["direct"]["main_script"] == "main.py"
     assert {f["path"] for f in backend.get("/v1/experiments/direct").json()["files"]} == \
         {"experiment.json", "counter.py", "main.py"}
+    sim_id = backend.create("direct", state="started")["id"]
+    assert backend.wait_state(sim_id, "completed", timeout=30)["error"] is None
+    backend.wait_uploaded(sim_id)
+    assert backend.get(f"/v1/simulations/{sim_id}/results/count.txt").text == "30"
+    assert backend.delete("/v1/experiments/direct").status_code == 204
+    assert bucket_keys(s3_client, s3_bucket, f"{PREFIX}/experiments/direct/") == {}
 
+
+def test_runs_are_reviewed_from_the_bucket_once_the_run_dir_is_gone(
+        make_backend: Callable[..., Backend], s3_server: str, s3_client: Any,
+        s3_bucket: str) -> None:
+    backend = s3_backend(make_backend, s3_server, s3_bucket)
+    backend.upload("flow", loop_experiment(sim_time=200.0))
     sim_id = backend.create("flow", params={"step_sleep": 0.001}, state="started")["id"]
-    direct = backend.create("direct", state="started")["id"]
-    for sid in (sim_id, direct):
-        assert backend.wait_state(sid, "completed", timeout=30)["error"] is None
-        assert backend.wait_uploaded(sid)["logs_uploaded"] is True
-        backend.wait_run_dir_removed(sid)
-
-    stored = bucket_keys(s3_client, s3_bucket, f"{PREFIX}/simulations/{sim_id}/")
+    assert backend.wait_state(sim_id, "completed", timeout=30)["error"] is None
+    assert backend.wait_uploaded(sim_id)["logs_uploaded"] is True
+    backend.wait_run_dir_removed(sim_id)
     base = f"{PREFIX}/simulations/{sim_id}"
+    stored = bucket_keys(s3_client, s3_bucket, f"{base}/")
     assert {f"{base}/record.json", f"{base}/logs/stdout.log", f"{base}/logs/simulation.log",
             f"{base}/results/count.txt"} <= set(stored)
     record = json.loads(s3_client.get_object(Bucket=s3_bucket, Key=f"{base}/record.json")
                         ["Body"].read())
     assert record["state"] == "completed" and record["logs_uploaded"] is True
 
-    # Review from the bucket: the run dir is gone.
-    logs = {f["name"]: f["size"] for f in backend.get(f"/v1/simulations/{sim_id}/logs").json()["logs"]}
+    api = f"/v1/simulations/{sim_id}"
+    logs = {f["name"]: f["size"] for f in backend.get(f"{api}/logs").json()["logs"]}
     assert logs["stdout.log"] == stored[f"{base}/logs/stdout.log"]
-    stdout = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text
+    stdout = backend.get(f"{api}/logs/stdout.log").text
     assert stdout.startswith("script starting\n") and "script ending 200" in stdout
-    part = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log", params={"offset": 7, "limit": 8})
-    assert part.text == "starting"
-    assert backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log",
-                       params={"offset": 10 ** 6}).text == ""
-    assert "reached the timeout at t=200.0 ms" in \
-        backend.get(f"/v1/simulations/{sim_id}/logs/simulation.log").text
-    assert backend.get(f"/v1/simulations/{sim_id}/results").json()["results"] == \
-        [{"name": "count.txt", "size": 3}]
-    assert backend.get(f"/v1/simulations/{sim_id}/results/count.txt").text == "200"
-    assert backend.get(f"/v1/simulations/{direct}/results/count.txt").text == "30"
-
-    assert backend.delete(f"/v1/simulations/{sim_id}").status_code == 204
+    assert backend.get(f"{api}/logs/stdout.log", params={"offset": 7, "limit": 8}).text == "starting"
+    assert backend.get(f"{api}/logs/stdout.log", params={"offset": 10 ** 6}).text == ""
+    assert "reached the timeout at t=200.0 ms" in backend.get(f"{api}/logs/simulation.log").text
+    assert backend.get(f"{api}/results").json()["results"] == [{"name": "count.txt", "size": 3}]
+    assert backend.get(f"{api}/results/count.txt").text == "200"
+    assert backend.delete(api).status_code == 204
     assert bucket_keys(s3_client, s3_bucket, f"{base}/") == {}
-    assert backend.delete("/v1/experiments/direct").status_code == 204
-    assert bucket_keys(s3_client, s3_bucket, f"{PREFIX}/experiments/direct/") == {}
 
 
 BIG_LOG_SCRIPT = '''

@@ -3,7 +3,8 @@ running simulation, so every request to it hangs, then thawed (SIGCONT)."""
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from tests.support import Backend, MotoServer, loop_experiment, wait_until
 
