@@ -67,10 +67,6 @@ class Uploader:
         if not sup.record.logs_uploaded:
             self._schedule(sup, self.retry_delay)
 
-    def _done(self, sim_id: str) -> None:
-        with self._cond:
-            self._active.discard(sim_id)
-
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -95,6 +91,10 @@ class Uploader:
         with self._cond:
             self._pending[sup.sim_id] = (sup, time.monotonic() + delay, delay)
             self._cond.notify_all()
+
+    def _done(self, sim_id: str) -> None:
+        with self._cond:
+            self._active.discard(sim_id)
 
     def _retry_loop(self) -> None:
         while True:
