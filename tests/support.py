@@ -292,10 +292,21 @@ class Backend:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
+    def _orphans(self) -> set[int]:
+        """Simulation servers of this data dir that no snapshot caught: spawned between
+        the last look at the backend's children and its end, before writing server.json."""
+        runs = str(self.data_dir / "runs") + os.sep
+        found = set()
+        for proc in psutil.process_iter(["cmdline"]):
+            args = proc.info["cmdline"] or []
+            if "simserver" in args and any(a.startswith(runs) for a in args):
+                found.add(proc.pid)
+        return found
+
     def cleanup(self) -> None:
         """Stop the backend and every simulation server it started, by PID."""
         self.stop()
-        for pid in self.children:
+        for pid in self.children | self._orphans():
             try:
                 proc = psutil.Process(pid)
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()
