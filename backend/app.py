@@ -49,6 +49,8 @@ class Services:
     storage: Storage
     manager: SimulationManager
     experiments: ExperimentStore
+    #: Why storage was unusable at start-up (one line), None if it was fine.
+    storage_problem: str | None = None
 
 
 class JsonApi(Api):
@@ -59,17 +61,22 @@ class JsonApi(Api):
 
 
 def build_services(config: Config) -> Services:
-    """Open storage and the registry, seed the examples, recover running simulations."""
+    """Open storage and the registry, seed the examples, recover running simulations.
+
+    Unusable storage (missing bucket, refused credentials, unreachable) is logged
+    and remembered, not raised: the backend serves, ``/ready`` says why it is not.
+
+    Raises:
+        StorageError: if ``config.storage`` is not a storage URL.
+    """
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(config.storage)
-    try:
-        storage.check()
-    except StorageError as exc:
-        logger.error("storage %s is not usable: %s", storage.describe(), exc)
+    storage = open_storage(config.storage, connect_timeout=config.storage_connect_timeout,
+                           read_timeout=config.storage_read_timeout, retries=config.storage_retries)
+    problem = _storage_problem(storage)
     runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),
                       launcher=Launcher(), uploader=Uploader(storage, config.upload_retry))
     store = ExperimentStore(storage, config.data_dir / "tmp", config.max_archive_bytes)
-    if config.examples_dir:
+    if config.examples_dir and problem is None:
         try:
             added = seed_examples(store, Path(config.examples_dir))
             if added:
@@ -79,7 +86,19 @@ def build_services(config: Config) -> Services:
     manager = SimulationManager(runtime, store)
     manager.load()
     Watchdog(manager.running, config.watchdog_interval).start()
-    return Services(config=config, storage=storage, manager=manager, experiments=store)
+    return Services(config=config, storage=storage, manager=manager, experiments=store,
+                    storage_problem=problem)
+
+
+def _storage_problem(storage: Storage) -> str | None:
+    """Probe `storage` once; return why it is unusable, in one logged line, or None."""
+    try:
+        storage.check()
+    except StorageError as exc:
+        problem = " ".join(f"storage is not usable: {exc}".split())  # exc names the storage
+        logger.error("%s", problem)
+        return problem
+    return None
 
 
 def create_app(config: Config | None = None) -> Flask:

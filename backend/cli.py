@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from backend.config import Config
+from storage import StorageError
 
 logger = logging.getLogger("backend")
 
@@ -31,6 +32,9 @@ _HELP = {
     "max_running": "most simulations holding a process at once (0: no cap)",
     "watchdog_interval": "seconds between limit checks",
     "upload_retry": "seconds before the first retry of a failed upload (doubling)",
+    "storage_connect_timeout": "seconds to connect to S3",
+    "storage_read_timeout": "seconds to wait for S3's next byte",
+    "storage_retries": "retries of a failed S3 request",
     "max_archive_bytes": "largest experiment archive accepted",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
@@ -68,7 +72,16 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("transitions").setLevel(logging.WARNING)
-    app = create_app(config)
+    logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials in ..."
+    try:
+        app = create_app(config)
+    except StorageError as exc:  # an unusable storage URL: nothing to serve
+        print(f"simbackend: {exc}", file=sys.stderr)
+        return 2
+    problem = app.extensions["simbackend"].storage_problem
+    if problem:
+        print(f"simbackend: {problem}; /ready answers 503 until it is fixed", file=sys.stderr,
+              flush=True)
     server = waitress.create_server(app, host=config.host, port=config.port,
                                     threads=config.threads, ident="simbackend",
                                     clear_untrusted_proxy_headers=True)

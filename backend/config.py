@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from storage import CONNECT_TIMEOUT, READ_TIMEOUT, RETRIES
+
 
 def default_data_dir() -> Path:
     """A per-user data folder (``$XDG_DATA_HOME/simbackend``)."""
@@ -47,6 +49,12 @@ class Config:
     watchdog_interval: float = 0.2
     #: Seconds between retries of a failed upload (doubling up to 5 minutes).
     upload_retry: float = 5.0
+    #: Seconds to connect to S3, seconds to wait for its next byte, and retries of
+    #: each request (with backoff): together they bound how long an S3 outage takes
+    #: to notice, in every call including uploads and the readiness probe.
+    storage_connect_timeout: float = CONNECT_TIMEOUT
+    storage_read_timeout: float = READ_TIMEOUT
+    storage_retries: int = RETRIES
     #: Largest experiment archive accepted, in bytes.
     max_archive_bytes: int = 512 * 1024 * 1024
     log_level: str = "INFO"
@@ -55,6 +63,11 @@ class Config:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         if not self.storage:
             self.storage = (self.data_dir / "storage").as_uri()
+        if self.storage_connect_timeout <= 0 or self.storage_read_timeout <= 0:
+            raise ValueError("SIMBACKEND_STORAGE_CONNECT_TIMEOUT and SIMBACKEND_STORAGE_READ_TIMEOUT "
+                             "must be positive")
+        if self.storage_retries < 0:
+            raise ValueError("SIMBACKEND_STORAGE_RETRIES must not be negative")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:

@@ -23,7 +23,7 @@ from backend.supervisor import Runtime, SimulationSupervisor
 from backend.uploader import simulation_prefix
 from lifecycle import ACTIVE_STATES, SimState, UnknownState, parse_state
 from lifecycle.messages import LOGS_DIR, RESULTS_DIR
-from storage import InvalidKey, ObjectNotFound, validate_key
+from storage import InvalidKey, ObjectNotFound, StorageError, validate_key
 
 logger = logging.getLogger(__name__)
 
@@ -180,10 +180,17 @@ class SimulationManager:
         if not sup.lifecycle.is_terminal:
             raise Conflict(f"simulation {sim_id} is {sup.record.state}; stop it first",
                            code="not_terminal")
-        if not (sup.done.is_set() or sup.record.logs_uploaded):
+        # Once the logs are uploaded only the run dir's removal is left: wait for it.
+        if not sup.done.is_set() and not (sup.record.logs_uploaded and sup.done.wait(5.0)):
             raise Conflict(f"simulation {sim_id} is still being wound up", code="busy")
-        self.rt.uploader.forget(sim_id)
-        self.rt.storage.delete_prefix(simulation_prefix(sim_id))
+        if not self.rt.uploader.cancel(sim_id):
+            raise Conflict(f"simulation {sim_id}'s upload is being retried right now",
+                           code="busy")
+        try:
+            self.rt.storage.delete_prefix(simulation_prefix(sim_id))
+        except StorageError:
+            self.rt.uploader.resume(sup)  # not deleted: keep trying to upload it
+            raise
         shutil.rmtree(sup.run_dir, ignore_errors=True)
         with self._lock:
             self._sims.pop(sim_id, None)

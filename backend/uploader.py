@@ -35,6 +35,7 @@ class Uploader:
         self.storage = storage
         self.retry_delay = retry_delay
         self._pending: dict[str, tuple[SimulationSupervisor, float, float]] = {}
+        self._active: set[str] = set()  # uploading right now
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._retry_loop, name="upload-retry",
@@ -45,23 +46,26 @@ class Uploader:
         """Upload now; on failure, schedule retries and return False."""
         if sup.record.logs_uploaded:
             return True
-        try:
-            self._upload(sup)
-            return True
-        except (StorageError, OSError) as exc:
-            logger.warning("upload failed: sim %s: %s; retrying in %g s", sup.sim_id, exc,
-                           self.retry_delay)
-            self._schedule(sup, self.retry_delay)
-            return False
-
-    def forget(self, sim_id: str) -> None:
-        """Stop retrying the upload of a simulation that is being deleted."""
         with self._cond:
-            self._pending.pop(sim_id, None)
+            self._active.add(sup.sim_id)
+        return self._attempt(sup, self.retry_delay)
 
     def pending(self) -> list[str]:
         with self._cond:
             return list(self._pending)
+
+    def cancel(self, sim_id: str) -> bool:
+        """Drop the retries of `sim_id` (it is being deleted); False if it is uploading now."""
+        with self._cond:
+            if sim_id in self._active:
+                return False
+            self._pending.pop(sim_id, None)
+            return True
+
+    def resume(self, sup: SimulationSupervisor) -> None:
+        """Retry `sup` again after a :meth:`cancel`, unless its upload is done."""
+        if not sup.record.logs_uploaded:
+            self._schedule(sup, self.retry_delay)
 
     def close(self) -> None:
         with self._cond:
@@ -88,6 +92,10 @@ class Uploader:
             self._pending[sup.sim_id] = (sup, time.monotonic() + delay, delay)
             self._cond.notify_all()
 
+    def _done(self, sim_id: str) -> None:
+        with self._cond:
+            self._active.discard(sim_id)
+
     def _retry_loop(self) -> None:
         while True:
             with self._cond:
@@ -101,11 +109,22 @@ class Uploader:
                     return
                 for sup, _, _ in due:
                     del self._pending[sup.sim_id]
+                    self._active.add(sup.sim_id)
             for sup, _, delay in due:
-                try:
-                    self._upload(sup)
-                except (StorageError, OSError) as exc:
-                    delay = min(delay * 2, _MAX_DELAY)
-                    logger.warning("upload failed again: sim %s: %s; retrying in %g s",
-                                   sup.sim_id, exc, delay)
-                    self._schedule(sup, delay)
+                self._attempt(sup, min(delay * 2, _MAX_DELAY))
+
+    def _attempt(self, sup: SimulationSupervisor, next_delay: float) -> bool:
+        """Upload `sup` (marked active by the caller); on any failure try again after
+        `next_delay` s and return False. Never raises: the retrier must live on."""
+        try:
+            self._upload(sup)
+            return True
+        except Exception as exc:
+            if not isinstance(exc, (StorageError, OSError)):
+                logger.exception("upload failed unexpectedly: sim %s", sup.sim_id)
+            logger.warning("upload failed: sim %s: %s; retrying in %g s", sup.sim_id, exc,
+                           next_delay)
+            self._schedule(sup, next_delay)
+            return False
+        finally:
+            self._done(sup.sim_id)

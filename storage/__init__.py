@@ -13,9 +13,12 @@ from storage.base import ObjectInfo, Storage
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 from storage.keys import join_key, validate_key, validate_prefix
 from storage.local import LocalStorage
-from storage.s3 import S3Storage
+from storage.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, RETRIES, S3Storage
 
 __all__ = [
+    "CONNECT_TIMEOUT",
+    "READ_TIMEOUT",
+    "RETRIES",
     "InvalidKey",
     "LocalStorage",
     "ObjectInfo",
@@ -31,12 +34,21 @@ __all__ = [
 ]
 
 
-def open_storage(url: str) -> Storage:
+def open_storage(
+    url: str,
+    *,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float = READ_TIMEOUT,
+    retries: int = RETRIES,
+) -> Storage:
     """Return the storage a URL names: ``file:///abs/path`` or ``s3://bucket[/prefix]``.
+
+    The timeouts (seconds) and retries apply to every S3 request; a folder ignores them.
 
     Raises:
         StorageError: for any other URL (relative file path, host, query, no bucket).
         InvalidKey: if the S3 prefix is not a valid prefix.
+        ValueError: for a non-positive timeout or negative retries.
     """
     parts = urlsplit(url)
     if parts.query or parts.fragment:
@@ -44,7 +56,13 @@ def open_storage(url: str) -> Storage:
     if parts.scheme == "file" and parts.netloc in ("", "localhost") and parts.path.startswith("/"):
         return LocalStorage(Path(unquote(parts.path)))
     if parts.scheme == "s3" and parts.netloc:
-        return S3Storage(parts.netloc, unquote(parts.path.removeprefix("/")))
+        return S3Storage(
+            parts.netloc,
+            unquote(parts.path.removeprefix("/")),
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries=retries,
+        )
     raise StorageError(
         f"unsupported storage URL {url!r}: expected file:///absolute/path or s3://bucket[/prefix]"
     )

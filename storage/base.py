@@ -53,6 +53,9 @@ class Storage(abc.ABC):
     All methods are safe to call from many threads.
     """
 
+    #: Threads of :meth:`upload_dir` and :meth:`download_prefix` unless told otherwise.
+    transfer_workers = 8
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"
 
@@ -176,7 +179,7 @@ class Storage(abc.ABC):
         logger.info("deleted: %d objects under %s/%s", len(infos), self.describe(), folder)
         return len(infos)
 
-    def upload_dir(self, local_dir: Path, prefix: str, *, workers: int = 8) -> builtins.list[ObjectInfo]:
+    def upload_dir(self, local_dir: Path, prefix: str, *, workers: int | None = None) -> builtins.list[ObjectInfo]:
         """Upload every regular file below `local_dir` to `prefix` + its relative path.
 
         Symlinks are skipped. Objects already under `prefix` are kept. After the
@@ -189,7 +192,7 @@ class Storage(abc.ABC):
             StorageUnavailable: if the storage cannot be reached.
         """
         folder = validate_prefix(prefix)
-        _check_workers(workers)
+        workers = self._workers(workers)
         files = _local_files(Path(local_dir), folder)
         _run_parallel([partial(self.upload_file, path, key) for key, (path, _) in files.items()], workers)
         stored = {info.key: info.size for info in self.list(folder)}
@@ -201,7 +204,7 @@ class Storage(abc.ABC):
         logger.info("uploaded: %d files from %s to %s/%s", len(files), local_dir, self.describe(), folder)
         return [ObjectInfo(key, stored[key]) for key in sorted(files)]
 
-    def download_prefix(self, prefix: str, local_dir: Path, *, workers: int = 8) -> builtins.list[ObjectInfo]:
+    def download_prefix(self, prefix: str, local_dir: Path, *, workers: int | None = None) -> builtins.list[ObjectInfo]:
         """Download every object under `prefix` to `local_dir` / its key less the prefix.
 
         Each file is written atomically and its size checked against the listing.
@@ -213,7 +216,7 @@ class Storage(abc.ABC):
             StorageUnavailable: if the storage cannot be reached.
         """
         folder = validate_prefix(prefix)
-        _check_workers(workers)
+        workers = self._workers(workers)
         local_dir = Path(local_dir)
         infos = self.list(folder)
         targets = {info.key: _local_target(local_dir, info.key[len(folder):]) for info in infos}
@@ -225,6 +228,17 @@ class Storage(abc.ABC):
             )
         logger.info("downloaded: %d files from %s/%s to %s", len(infos), self.describe(), folder, local_dir)
         return infos
+
+    def _workers(self, workers: int | None) -> int:
+        """Return `workers`, or :attr:`transfer_workers` for None.
+
+        Raises:
+            ValueError: if `workers` is below 1.
+        """
+        workers = self.transfer_workers if workers is None else workers
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        return workers
 
 
 def _local_files(local_dir: Path, folder: str) -> dict[str, tuple[Path, int]]:
@@ -260,10 +274,6 @@ def _local_target(local_dir: Path, relative: str) -> Path:
     return target
 
 
-def _check_workers(workers: int) -> None:
-    """Raises: ValueError if `workers` is below 1."""
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
 
 
 def _run_parallel(calls: list[Callable[[], object]], workers: int) -> None:

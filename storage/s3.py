@@ -10,6 +10,7 @@ import builtins  # `list` is a method of S3Storage, so annotations in the class 
 import contextlib
 import io
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,31 +25,74 @@ from storage.streams import exact_size
 logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+# Defaults for every S3 request: seconds to connect, seconds without a byte from
+# the server, and retries after the first attempt. Short enough that an outage
+# shows in seconds, not minutes; the backend makes them configurable.
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 5.0
+RETRIES = 3
+# Pooled connections per client: parallel folder transfers times multipart threads
+# must not open and drop a connection per request.
+_POOL_CONNECTIONS = 32
+_COPY_CHUNK = MIB
 # One DeleteObjects request takes at most this many keys.
 _DELETE_BATCH = 1000
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
 _DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 
 
-def default_client() -> Any:
-    """Return an S3 client with bounded timeouts and standard retries.
+def default_client(
+    connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT, retries: int = RETRIES
+) -> Any:
+    """Return an S3 client with bounded timeouts and `retries` retries (standard backoff).
 
     A fresh session per client, because boto3's default session is not thread-safe.
+
+    Raises:
+        ValueError: if a timeout is not positive or `retries` is negative.
     """
     import boto3
     from botocore.config import Config
 
-    config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 5, "mode": "standard"})
+    if connect_timeout <= 0 or read_timeout <= 0 or retries < 0:
+        raise ValueError(
+            f"S3 timeouts must be positive and retries not negative: connect_timeout={connect_timeout}, "
+            f"read_timeout={read_timeout}, retries={retries}"
+        )
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"total_max_attempts": retries + 1, "mode": "standard"},
+        max_pool_connections=_POOL_CONNECTIONS,
+    )
     return boto3.session.Session().client("s3", config=config)
 
 
 class S3Storage(Storage):
     """Objects stored in `bucket`, the key ``a/b`` at ``<prefix>/a/b``.
 
-    `client` is a boto3 S3 client; by default one from :func:`default_client`.
+    `client` is a boto3 S3 client; by default one from :func:`default_client`
+    with the given timeouts and retries. :meth:`check` then uses a second client
+    without retries, so a readiness probe answers within one timeout.
+
+    Raises:
+        StorageError: if boto3 is missing or the bucket name is invalid.
+        ValueError: for a non-positive timeout or negative retries.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", *, client: Any = None) -> None:
+    # Fetching is latency-bound: more requests in flight hide more round trips.
+    transfer_workers = 16
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: Any = None,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        retries: int = RETRIES,
+    ) -> None:
         try:
             from boto3.exceptions import S3UploadFailedError
             from boto3.s3.transfer import TransferConfig
@@ -60,8 +104,17 @@ class S3Storage(Storage):
             raise StorageError(f"invalid S3 bucket name {bucket!r}")
         self.bucket = bucket
         self.prefix = validate_prefix(prefix)
-        self.client = client if client is not None else default_client()
-        self._transfer = TransferConfig(multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB)
+        if client is None:
+            client = default_client(connect_timeout, read_timeout, retries)
+            self._probe_client = default_client(connect_timeout, read_timeout, 0)
+        else:
+            self._probe_client = client
+        self.client = client
+        # Parts of 8 MiB, 10 in flight: boto3's defaults, pinned to the classic
+        # (pure Python) transfer client so every request keeps the client's timeouts.
+        self._transfer = TransferConfig(
+            multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, preferred_transfer_client="classic"
+        )
         self._botocore_errors = exceptions
         self._upload_failed = S3UploadFailedError
 
@@ -75,7 +128,7 @@ class S3Storage(Storage):
             StorageUnavailable: if the endpoint, the bucket or the credentials fail.
         """
         with self._errors(None):
-            self.client.head_bucket(Bucket=self.bucket)
+            self._probe_client.head_bucket(Bucket=self.bucket)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         folder = validate_prefix(prefix)
@@ -131,9 +184,12 @@ class S3Storage(Storage):
         logger.debug("uploaded: %s to %s/%s", path, self.describe(), key)
 
     def download_file(self, key: str, path: Path) -> None:
+        """Stream one GET of the object into `path` (no HeadObject first, unlike boto3's download)."""
         validate_key(key)
         with self._errors(key), atomic_write(Path(path)) as target:
-            self.client.download_fileobj(self.bucket, self.prefix + key, target, Config=self._transfer)
+            body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+            with contextlib.closing(body):
+                shutil.copyfileobj(body, target, _COPY_CHUNK)
         logger.debug("downloaded: %s/%s to %s", self.describe(), key, path)
 
     def delete(self, key: str) -> None:
@@ -205,9 +261,10 @@ class S3Storage(Storage):
         except errors.BotoCoreError as exc:
             raise StorageError(f"S3 failed for {self.describe()}: {exc}") from exc
         except self._upload_failed as exc:
-            # boto3's upload_file wraps the ClientError it met.
-            if isinstance(exc.__cause__, errors.ClientError):
-                raise self._client_error(exc.__cause__, key) from exc
+            # boto3's upload_file wraps the ClientError it met (as the context, not the cause).
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, errors.ClientError):
+                raise self._client_error(cause, key) from exc
             raise StorageError(f"upload to {self.describe()} failed: {exc}") from exc
 
     def _client_error(self, exc: Any, key: str | None) -> StorageError:

@@ -1,14 +1,17 @@
-"""Test support: polling with deadlines, a real backend process, experiment archives."""
+"""Test support: polling with deadlines, a real backend process, a real S3 server
+(moto) that can be frozen, experiment archives."""
 from __future__ import annotations
 
 import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,6 +20,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_INTERVAL = 0.01
+S3_SERVER_START_SECONDS = 30
+# Loopback requests must not go through a proxy configured in the environment.
+_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0,
@@ -43,6 +49,106 @@ def make_archive(files: dict[str, str | bytes], top: str = "") -> bytes:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def terminate(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM `proc`, and SIGKILL it if it is still there after `grace` s."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    """boto3's standard variables pointing at `endpoint` with test credentials; the
+    developer's ``~/.aws`` and instance metadata are kept out."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+            "NO_PROXY": "127.0.0.1,localhost", "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def boto3_client(endpoint: str) -> Any:
+    """A plain boto3 S3 client for `endpoint` with the test credentials."""
+    import boto3
+
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, aws_access_key_id="testing",
+        aws_secret_access_key="testing", region_name="us-east-1")
+
+
+class MotoServer:
+    """A moto S3 server (``python -m moto.server``) in its own process on a loopback port.
+
+    ``freeze``/``thaw`` send SIGSTOP/SIGCONT and wait until the kernel shows the new
+    state: a frozen server still accepts connections (the kernel queues them) but never
+    answers, like an S3 endpoint that hangs. ``stop`` thaws before it terminates.
+    """
+
+    def __init__(self, log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.endpoint = ""
+
+    def start(self) -> MotoServer:
+        port = free_port()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.endpoint = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: self._serving(port), S3_SERVER_START_SECONDS, "moto to serve")
+        except AssertionError:
+            self.stop()
+            raise AssertionError(f"moto did not start:\n{self.log_path.read_text()}") from None
+        return self
+
+    def _serving(self, port: int) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"moto exited {self.proc.returncode}:\n{self.log_path.read_text()}")
+        try:
+            with _NO_PROXY_OPENER.open(f"{self.endpoint}/moto-api/", timeout=1):
+                pass
+        except OSError:
+            return False
+        # The port was free a moment ago: make sure it is this process that answers.
+        return any(c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in psutil.Process(self.proc.pid).net_connections("tcp"))
+
+    def aws_env(self) -> dict[str, str]:
+        return aws_env(self.endpoint)
+
+    def client(self) -> Any:
+        return boto3_client(self.endpoint)
+
+    def _status(self) -> str:
+        return psutil.Process(self.proc.pid).status()
+
+    def freeze(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        wait_until(lambda: self._status() == psutil.STATUS_STOPPED, 5, "moto to freeze")
+
+    def thaw(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+        wait_until(lambda: self._status() != psutil.STATUS_STOPPED, 5, "moto to thaw")
+
+    def stop(self) -> None:
+        """Thaw (a stopped process cannot act on SIGTERM), terminate, then kill, by PID."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGCONT)
+        terminate(self.proc, 5)
 
 
 class Backend:
@@ -159,6 +265,11 @@ class Backend:
         assert set(seen) == {first}, f"sim_time moved while paused: {sorted(set(seen))[:5]}"
         return first
 
+    def wait_run_dir_removed(self, sim_id: str, timeout: float = 10.0) -> None:
+        """Wait for the run dir to go: it is removed just after ``logs_uploaded`` turns true."""
+        run_dir = self.data_dir / "runs" / sim_id
+        wait_until(lambda: not run_dir.exists(), timeout, f"{run_dir} to be removed")
+
     # -- processes --------------------------------------------------------------
 
     def simserver_pids(self) -> set[int]:
@@ -182,12 +293,7 @@ class Backend:
         """Stop the backend (SIGTERM, then SIGKILL); simservers outlive it by design."""
         self._remember_children()
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            terminate(self.proc, 10)
         self.http.close()
 
     def kill9(self) -> None:
@@ -196,10 +302,21 @@ class Backend:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
+    def _orphans(self) -> set[int]:
+        """Simulation servers of this data dir that no snapshot caught: spawned between
+        the last look at the backend's children and its end, before writing server.json."""
+        runs = str(self.data_dir / "runs") + os.sep
+        found = set()
+        for proc in psutil.process_iter(["cmdline"]):
+            args = proc.info["cmdline"] or []
+            if "simserver" in args and any(a.startswith(runs) for a in args):
+                found.add(proc.pid)
+        return found
+
     def cleanup(self) -> None:
         """Stop the backend and every simulation server it started, by PID."""
         self.stop()
-        for pid in self.children:
+        for pid in self.children | self._orphans():
             try:
                 proc = psutil.Process(pid)
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()

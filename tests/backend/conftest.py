@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -24,3 +24,19 @@ def loop(backend: Backend) -> str:
     response = backend.upload("loop", loop_experiment(sim_time=1e9))
     assert response.status_code == 201, response.text
     return "loop"
+
+
+@pytest.fixture
+def make_backend(tmp_path: Path) -> Iterator[Callable[..., Backend]]:
+    """Return ``make(env=, args=)``: a Backend (not started) with its own data dir;
+    every one made is stopped, with all it started, at teardown."""
+    made: list[Backend] = []
+
+    def make(*, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Backend:
+        backend = Backend(tmp_path / f"data{len(made)}", env=env, args=args)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.cleanup()

@@ -55,3 +55,24 @@ def test_examples_are_seeded_once(tmp_path: Path) -> None:
     app2 = create_app(Config(data_dir=tmp_path, examples_dir=str(examples)))
     files = app2.test_client().get("/v1/experiments/hello").json["files"]
     assert "extra.txt" in {f["path"] for f in files}
+
+
+def test_storage_settings_reach_the_s3_client(tmp_path: Path, s3_env: str, s3_bucket: str) -> None:
+    env = {"SIMBACKEND_DATA_DIR": str(tmp_path), "SIMBACKEND_STORAGE": f"s3://{s3_bucket}/p",
+           "SIMBACKEND_STORAGE_CONNECT_TIMEOUT": "0.5", "SIMBACKEND_STORAGE_READ_TIMEOUT": "2",
+           "SIMBACKEND_STORAGE_RETRIES": "1"}
+    app = create_app(Config.from_env(env, examples_dir=""))
+    services = app.extensions["simbackend"]
+    assert services.storage_problem is None
+    config = services.storage.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (0.5, 2)
+    assert config.retries["total_max_attempts"] == 2
+    assert app.test_client().get("/ready").status_code == 200
+
+
+@pytest.mark.parametrize("name,value", [("STORAGE_CONNECT_TIMEOUT", "0"),
+                                        ("STORAGE_READ_TIMEOUT", "-1"),
+                                        ("STORAGE_RETRIES", "-1"), ("STORAGE_RETRIES", "1.5")])
+def test_bad_storage_settings_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"SIMBACKEND_{name}"):
+        Config.from_env({f"SIMBACKEND_{name}": value})

@@ -34,7 +34,7 @@ def test_full_flow_initialize_start_pause_resume_complete(backend: Backend) -> N
     record = backend.wait_uploaded(sim_id)
     assert record["exit_code"] == 0
     assert record["status"]["sim_time"] == 400.0
-    assert not (backend.data_dir / "runs" / sim_id).exists()
+    backend.wait_run_dir_removed(sim_id)  # removed just after logs_uploaded turns true
 
     # Review after the run dir is gone: from storage.
     logs = {f["name"] for f in backend.get(f"/v1/simulations/{sim_id}/logs").json()["logs"]}

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import io
+import math
+import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +22,10 @@ from storage import (
     S3Storage,
     StorageError,
     StorageUnavailable,
+    open_storage,
 )
+from storage.s3 import MIB
+from tests.support import MotoServer
 
 
 def fast_failing_client(endpoint: str, **client_options: Any) -> Any:
@@ -134,7 +140,7 @@ def test_big_uploads_use_multipart(
     assert prefixed.stat("big").size == 8 * 1024 * 1024 + 1
 
 
-INVALID = ["", "/abs", "a/../b", "a//b", "a\\b", "a\x00b", "a/"]
+INVALID = ["", "/abs", "/", "..", "../x", "a/../b", "a/..", "a//b", "a\\b", "a\x00b", "a\nb", "a\x1fb", "a\x7fb", "a/"]
 
 
 @pytest.mark.parametrize("key", INVALID)
@@ -187,11 +193,18 @@ def test_closed_port_is_unavailable(unreachable: S3Storage, tmp_path: Path) -> N
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_bucket_is_unavailable(s3_server: str) -> None:
+def test_missing_bucket_is_unavailable(s3_server: str, tmp_path: Path) -> None:
     storage = S3Storage("no-such-bucket", client=fast_failing_client(s3_server))
     with pytest.raises(StorageUnavailable, match="'no-such-bucket' does not exist"):
         storage.check()
-    for call in [storage.list, lambda: storage.read_bytes("k"), lambda: storage.put_bytes("k", b"x")]:
+    (tmp_path / "f").write_bytes(b"x")
+    for call in [
+        storage.list,
+        lambda: storage.read_bytes("k"),
+        lambda: storage.put_bytes("k", b"x"),
+        lambda: storage.upload_file(tmp_path / "f", "k"),  # boto3 wraps this one's error
+        lambda: storage.upload_dir(tmp_path, "p"),
+    ]:
         with pytest.raises(StorageUnavailable, match="does not exist"):
             call()
 
@@ -215,10 +228,27 @@ def test_standard_configuration_finds_the_endpoint(s3_env: str, s3_bucket: str, 
 
 
 def test_default_client_has_bounded_timeouts_and_retries(s3_env: str) -> None:
-    config = S3Storage("bucket").client.meta.config
-    assert (config.connect_timeout, config.read_timeout) == (5, 30)
-    # botocore counts max_attempts as retries: 5 retries make 6 attempts in all.
-    assert config.retries == {"mode": "standard", "total_max_attempts": 6}
+    storage = S3Storage("bucket")
+    config = storage.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (5, 5)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 4}  # 3 retries
+    assert config.max_pool_connections >= storage.transfer_workers
+    # The readiness probe makes one attempt, so it answers within one timeout.
+    assert storage._probe_client.meta.config.retries["total_max_attempts"] == 1
+
+
+def test_open_storage_passes_timeouts_and_retries(s3_env: str) -> None:
+    storage = open_storage("s3://bucket/p", connect_timeout=0.5, read_timeout=2, retries=0)
+    config = storage.client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (0.5, 2)
+    assert config.retries["total_max_attempts"] == 1
+    assert open_storage("file:///srv/x", connect_timeout=0.5).describe() == "file:///srv/x"
+
+
+@pytest.mark.parametrize("options", [{"connect_timeout": 0}, {"read_timeout": -1}, {"retries": -1}])
+def test_bad_timeouts_are_refused(s3_env: str, options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="timeouts must be positive"):
+        S3Storage("bucket", **options)
 
 
 def test_object_not_found_names_the_key(prefixed: S3Storage) -> None:
@@ -231,3 +261,97 @@ def test_object_not_found_names_the_key(prefixed: S3Storage) -> None:
 def test_bad_bucket_names(bucket: str, s3_client: Any) -> None:
     with pytest.raises(StorageError, match="bucket"):
         S3Storage(bucket, client=s3_client)
+
+
+def test_download_prefix_is_one_listing_and_parallel_single_gets(
+    prefixed: S3Storage, s3_client: Any, record_requests: Callable, tmp_path: Path
+) -> None:
+    for number in range(40):
+        prefixed.put_bytes(f"exp/f{number:02d}.py", b"x" * number)
+    threads: set[str] = set()
+
+    def note_thread(**_: Any) -> None:
+        threads.add(threading.current_thread().name)
+
+    sent = record_requests(s3_client)
+    s3_client.meta.events.register("before-send.s3.GetObject", note_thread)
+    try:
+        infos = prefixed.download_prefix("exp", tmp_path / "down")
+    finally:
+        s3_client.meta.events.unregister("before-send.s3.GetObject", note_thread)
+    assert [name for name, _ in sent] == ["ListObjectsV2"] + ["GetObject"] * 40  # no HeadObject
+    assert len(infos) == 40 and (tmp_path / "down" / "f39.py").read_bytes() == b"x" * 39
+    assert len(threads) > 1, "the downloads ran on one thread"
+
+
+def test_a_100_mb_log_uploads_in_parts(
+    prefixed: S3Storage, s3_client: Any, record_requests: Callable, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    block, size = os.urandom(MIB), 100 * MIB + 12345
+    with open(logs / "simulation.log", "wb") as log:
+        for _ in range(100):
+            log.write(block)
+        log.write(block[:12345])
+    (logs / "stdout.log").write_text("small\n")
+    sent = record_requests(s3_client)
+    try:
+        infos = prefixed.upload_dir(logs, "simulations/s1/logs")
+        assert infos == [ObjectInfo("simulations/s1/logs/simulation.log", size),
+                         ObjectInfo("simulations/s1/logs/stdout.log", 6)]
+        parts = math.ceil(size / (8 * MIB))
+        operations = [name for name, _ in sent]
+        assert operations.count("UploadPart") == parts == 13
+        assert operations.count("CompleteMultipartUpload") == 1 and operations.count("PutObject") == 1
+        big = s3_client.head_object(Bucket=prefixed.bucket, Key="deploy/one/simulations/s1/logs/simulation.log")
+        assert big["ETag"].strip('"').endswith(f"-{parts}")  # S3 marks multipart objects so
+        assert big["ContentLength"] == size
+        assert prefixed.read_bytes("simulations/s1/logs/simulation.log", size - 20000, 10) == block[12345 - 20000:][:10]
+    finally:
+        prefixed.delete_prefix("simulations")  # the session's server keeps objects in memory
+
+
+def test_refused_credentials_are_unavailable(tmp_path: Path) -> None:
+    # moto checks signatures once this many requests went through unauthenticated.
+    server = MotoServer(tmp_path / "moto.log", env={"INITIAL_NO_AUTH_ACTION_COUNT": "1"}).start()
+    try:
+        server.client().create_bucket(Bucket="locked")
+        storage = S3Storage("locked", client=fast_failing_client(server.endpoint))
+        for call in [storage.check, storage.list, lambda: storage.put_bytes("k", b"x")]:
+            with pytest.raises(StorageUnavailable, match="denied"):
+                call()
+    finally:
+        server.stop()
+
+
+def test_a_hanging_server_fails_within_the_timeouts_and_recovers(
+    own_s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in own_s3_server.aws_env().items():
+        monkeypatch.setenv(name, value)
+    own_s3_server.client().create_bucket(Bucket="hangs")
+    storage = S3Storage("hangs", "p", connect_timeout=1, read_timeout=1, retries=1)
+    storage.put_bytes("before", b"1")
+    (tmp_path / "big").write_bytes(b"x" * (9 * MIB))
+    own_s3_server.freeze()
+    started = time.monotonic()
+    with pytest.raises(StorageUnavailable, match="cannot reach S3"):
+        storage.check()
+    assert time.monotonic() - started < 2.5  # one attempt: the probe does not retry
+    for call in [
+        storage.list,
+        lambda: storage.read_bytes("before"),
+        lambda: storage.put_bytes("k", b"x"),
+        lambda: storage.upload_file(tmp_path / "big", "big"),
+        lambda: storage.download_prefix("", tmp_path / "down"),
+    ]:
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable, match="cannot reach S3"):
+            call()
+        assert time.monotonic() - started < 15  # two attempts of ~1 s, plus backoff
+    own_s3_server.thaw()
+    storage.check()
+    storage.upload_file(tmp_path / "big", "big")
+    assert storage.stat("big").size == 9 * MIB
+    assert storage.read_bytes("before") == b"1"
