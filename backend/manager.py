@@ -22,7 +22,6 @@ from backend.registry import DuplicateSimulation, SimulationRecord
 from backend.supervisor import Runtime, SimulationSupervisor
 from backend.uploader import simulation_prefix
 from lifecycle import ACTIVE_STATES, SimState, UnknownState, parse_state
-from lifecycle.messages import LOGS_DIR, RESULTS_DIR
 from storage import InvalidKey, ObjectNotFound, StorageError, validate_key
 
 logger = logging.getLogger(__name__)
