@@ -48,13 +48,17 @@ class SimulationManager:
     def load(self) -> None:
         """Load every record; re-adopt or reconcile the ones that were running; clean
         up what no record owns."""
+        relaunch = []
         for record in self.rt.registry.load_all():
             sup = SimulationSupervisor(record, self.rt)
             self._sims[record.id] = sup
             state = SimState(record.state)
             if state in ACTIVE_STATES or (state.is_terminal and not record.logs_uploaded):
-                sup.recover()
+                if sup.recover():
+                    relaunch.append(sup)
         self._clean_orphans()
+        for sup in relaunch:
+            sup.relaunch()
 
     def _clean_orphans(self) -> None:
         """Kill simulation servers and remove run dirs that no record owns."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import secrets
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -425,8 +426,13 @@ class SimulationSupervisor:
 
     # -- after a backend restart ----------------------------------------------
 
-    def recover(self) -> None:
-        """Re-adopt a live simulation server, or learn how a dead one ended."""
+    def recover(self) -> bool:
+        """Re-adopt a live simulation server, or learn how a dead one ended.
+
+        Returns True when the simulation never got as far as a server writing down
+        its state (the backend went down while launching it): it is launched anew
+        by :meth:`relaunch`, once the caller has cleaned up orphans.
+        """
         data = read_json(self.run_dir / SERVER_FILE)
         if data:
             info = ServerInfo.from_dict(data)
@@ -443,11 +449,25 @@ class SimulationSupervisor:
                     self._submit("stop")
                 else:
                     self._submit("reconcile")
-                return
+                return False
         if not self.lifecycle.is_terminal:
+            if read_json(self.run_dir / STATUS_FILE) is None:
+                return True
             self._submit("exited", Exit(None, None))
         elif not self.record.logs_uploaded:
             self._submit("noop")
+        return False
+
+    def relaunch(self) -> None:
+        """Launch again a simulation whose launch a backend restart cut short."""
+        logger.info("relaunching: sim %s (its launch was cut short by a restart)", self.sim_id)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.record.status = {}
+        self._submit("launch")
+        if self.lifecycle.state != SimState.INITIALIZED:
+            self._submit("command", "start")
+            if self.lifecycle.state == SimState.PAUSED:
+                self._submit("command", "pause")
 
 
 def _tail(path: Path, lines: int) -> str:

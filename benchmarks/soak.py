@@ -1,5 +1,7 @@
 """Soak: 20 simulations under random pause/resume/stop, with a backend kill -9 mid-way.
 
+A stopped (or completed) simulation is replaced by a new one, so 20 run all along.
+
     python -m benchmarks.soak [--duration 180] [--sims 20] [--seed 1]
 
 Four client threads drive five simulations each with random operations; four of the
@@ -32,6 +34,7 @@ class Driver:
     def __init__(self, backend: Backend, sims: list[str], rng: random.Random) -> None:
         self.backend, self.sims, self.rng = backend, sims, rng
         self.expected = {s: "started" for s in sims}
+        self.created = 0
         self.latencies: list[float] = []
         self.server_errors: list[str] = []
         self.unreachable = 0
@@ -39,11 +42,12 @@ class Driver:
 
     def step(self) -> None:
         live = [s for s in self.sims if self.expected[s] in ("started", "paused")]
-        if not live:
+        if len(live) < len(self.sims):
+            self.replace(live)
             return
         sim = self.rng.choice(live)
         current = self.expected[sim]
-        target = "stopped" if self.rng.random() < 0.03 else \
+        target = "stopped" if self.rng.random() < 0.05 else \
             ("paused" if current == "started" else "started")
         session = requests.Session()
         began = time.perf_counter()
@@ -61,6 +65,23 @@ class Driver:
             self.expected[sim] = target
         elif response.status_code == 409:
             self.expected[sim] = "completed"  # it ended on its own before the request
+
+    def replace(self, live: list[str]) -> None:
+        """Start a new simulation in the place of one that ended."""
+        experiment = "short" if self.rng.random() < 0.2 else "soak"
+        try:
+            response = requests.post(f"{self.backend.url}/v1/simulations", timeout=10, json={
+                "experiment": experiment, "params": SLOW, "state": "started"})
+        except requests.RequestException:
+            self.unreachable += 1
+            return
+        if response.status_code >= 500:
+            self.server_errors.append(f"POST: {response.status_code} {response.text}")
+        elif response.status_code == 201:
+            sim = response.json()["id"]
+            self.sims = live + [sim]
+            self.expected[sim] = "started"
+            self.created += 1
 
     def run(self, until: float, paused: threading.Event) -> None:
         while time.monotonic() < until:
@@ -121,23 +142,24 @@ def main() -> None:
                 if state in ("started", "paused"):
                     response = backend.set_state(sim, "stopped")
                     d.expected[sim] = "stopped" if response.status_code == 200 else "completed"
-        records = {s: backend.wait_uploaded(s, timeout=120) for s in sims}
+        expected = {s: st for d in drivers for s, st in d.expected.items()}
+        records = {s: backend.wait_uploaded(s, timeout=120) for s in expected}
         tracebacks = backend.log().count("Traceback")
 
-    expected = {s: st for d in drivers for s, st in d.expected.items()}
-    wrong = {s: (records[s]["state"], expected[s]) for s in sims
+    wrong = {s: (records[s]["state"], expected[s]) for s in expected
              if records[s]["state"] != expected[s]}
     latencies = [x for d in drivers for x in d.latencies]
     errors = [e for d in drivers for e in d.server_errors]
     ops = sum(d.ops for d in drivers)
-    print(f"soak: {len(sims)} simulations, {elapsed:.0f} s, backend killed -9 and restarted "
-          f"in {restart_seconds:.2f} s mid-way")
+    print(f"soak: {len(sims)} simulations at a time, {len(expected)} in all, {elapsed:.0f} s, "
+          f"backend killed -9 and restarted in {restart_seconds:.2f} s mid-way")
     print(f"operations: {ops} accepted or refused ({ops / elapsed:.1f} ops/s), "
           f"{sum(d.unreachable for d in drivers)} refused while the backend was down")
     print(summary("PUT state (control) latency", latencies))
     print(f"5xx answers: {len(errors)}; tracebacks in the backend log: {tracebacks}")
-    print(f"final states: {statistics.multimode([r['state'] for r in records.values()])} "
-          f"most common; all terminal as implied: {not wrong}; all logs uploaded: "
+    ends = {state: sum(1 for r in records.values() if r["state"] == state)
+            for state in ("stopped", "completed", "failed")}
+    print(f"final states: {ends}; all terminal as implied: {not wrong}; all logs uploaded: "
           f"{all(r['logs_uploaded'] for r in records.values())}")
     for label, (b, servers) in (("start", mem_before), ("middle", mem_middle),
                                 ("end", mem_end)):

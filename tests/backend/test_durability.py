@@ -220,3 +220,23 @@ def test_orphans_are_cleaned_up_at_start(backend: Backend, loop: str) -> None:
     assert not stray.exists()
     assert not (backend.data_dir / "runs" / sim_id).exists()
     assert "killing orphan" in backend.log()
+
+
+def test_launch_cut_short_by_a_restart_is_launched_again(backend: Backend, loop: str) -> None:
+    # The backend accepted "started" and died before any simulation server existed:
+    # fake that state in the registry while the backend is down.
+    template = backend.create(loop)
+    backend.kill9()
+    record = {**template, "id": "cut-short", "state": "started"}
+    with sqlite3.connect(backend.data_dir / "simbackend.sqlite3") as db:
+        db.execute("INSERT INTO simulations VALUES (?, ?, ?, ?, ?)",
+                   ("cut-short", loop, "started", record["created_at"], json.dumps(record)))
+    (backend.data_dir / "runs" / "cut-short" / "logs").mkdir(parents=True)  # half-made
+    restart(backend)
+    assert backend.record("cut-short")["state"] == "started"
+    backend.wait_server_state("cut-short", "started")
+    advancing(backend, "cut-short")
+    backend.set_state("cut-short", "stopped")
+    record = backend.wait_uploaded("cut-short")
+    assert record["state"] == "stopped" and record["error"] is None
+    assert "relaunching: sim cut-short" in backend.log()
