@@ -27,7 +27,7 @@ from backend.registry import Registry, SimulationRecord, utc_now
 from lifecycle import BackendSimulationLifecycle, InvalidTransition, SimState
 from lifecycle.messages import (
     EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR, RUN_CONFIG_FILE, SERVER_FILE, STATUS_FILE,
-    STDERR_LOG, RunConfig, ServerInfo, read_json, write_json_atomic,
+    STDERR_LOG, RunConfig, ServerInfo, read_json, token_digest, write_json_atomic,
 )
 from storage import Storage, StorageError
 
@@ -170,10 +170,10 @@ class SimulationSupervisor:
             self._fail({"type": "experiment_not_found",
                         "message": f"experiment {self.record.experiment!r} is not in storage"})
             return
-        self._write_run_config()
+        token = secrets.token_urlsafe(32)
+        self._write_run_config(token)
         if self._stop_requested.is_set():
             return
-        token = secrets.token_urlsafe(32)
         deadline = time.monotonic() + self.limits.start_timeout
         self.process = self.rt.launcher.spawn(self.sim_id, self.run_dir, token,
                                               on_exit=lambda exit: self._submit("exited", exit))
@@ -197,7 +197,7 @@ class SimulationSupervisor:
                              memory_bytes=None if memory is None else int(memory * 2**20),
                              start_timeout=limits.get("start_timeout") or 0.0)
 
-    def _write_run_config(self) -> None:
+    def _write_run_config(self, token: str) -> None:
         """Resolve the limits and tell the simulation server what to run."""
         try:
             experiment = read_json(self.run_dir / EXPERIMENT_DIR / "experiment.json")
@@ -211,7 +211,8 @@ class SimulationSupervisor:
             timeout["real_time"] = self.limits.real_time
         config = RunConfig(sim_id=self.sim_id, experiment=self.record.experiment,
                            main_script=self.record.main_script, params=self.record.params,
-                           timeout=timeout, limits=self.limits.to_dict())
+                           timeout=timeout, limits=self.limits.to_dict(),
+                           token_sha256=token_digest(token))
         write_json_atomic(self.run_dir / RUN_CONFIG_FILE, config.to_dict())
 
     def _wait_for_server(self, token: str, deadline: float) -> ServerInfo | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import threading
 import time
@@ -108,6 +109,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=180.0)
     parser.add_argument("--sims", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep", help="copy the backend's data dir here at the end")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with running_backend() as backend:
@@ -145,8 +147,10 @@ def main() -> None:
         expected = {s: st for d in drivers for s, st in d.expected.items()}
         records = {s: backend.wait_uploaded(s, timeout=120) for s in expected}
         tracebacks = backend.log().count("Traceback")
+        if args.keep:
+            shutil.copytree(backend.data_dir, args.keep, dirs_exist_ok=True)
 
-    wrong = {s: (records[s]["state"], expected[s]) for s in expected
+    wrong = {s: (records[s]["state"], expected[s], records[s]["error"]) for s in expected
              if records[s]["state"] != expected[s]}
     latencies = [x for d in drivers for x in d.latencies]
     errors = [e for d in drivers for e in d.server_errors]

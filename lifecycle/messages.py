@@ -6,6 +6,7 @@ here, once, so neither side imports the other.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -50,6 +51,9 @@ class RunConfig:
     timeout: dict[str, float] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
     host: str = "127.0.0.1"
+    #: ``token_digest`` of the launch's control token: a simulation server whose
+    #: token does not match belongs to another launch of this run dir and must leave.
+    token_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +86,11 @@ class ServerInfo:
     def from_dict(cls, data: dict[str, Any]) -> ServerInfo:
         return cls(pid=int(data["pid"]), create_time=float(data["create_time"]),
                    host=str(data["host"]), port=int(data["port"]), token=str(data["token"]))
+
+
+def token_digest(token: str) -> str:
+    """What ``run.json`` records of a launch's control token (never the token)."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:

@@ -6,6 +6,7 @@ working directory and its stdout/stderr going to the run's logs.
 """
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
@@ -22,9 +23,9 @@ import psutil
 
 from lifecycle import InvalidTransition, SimState, SimulationServerLifecycle
 from lifecycle.messages import (
-    EXIT_FAILED, EXIT_OK, EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR, RUN_CONFIG_FILE,
+    EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR, RUN_CONFIG_FILE,
     SERVER_FILE, SIMULATION_LOG, STATUS_FILE, RunConfig, ServerInfo, read_json,
-    write_json_atomic,
+    token_digest, write_json_atomic,
 )
 from simserver import script
 from simserver.control import ControlServer
@@ -260,7 +261,26 @@ def configure_logging(run_dir: Path) -> None:
     logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
+def belongs_to_this_launch(run_dir: Path, token: str) -> bool:
+    """True if ``run.json`` names this process's token.
+
+    A simulation server started by a backend that died before it could adopt it
+    may come up after a new backend has launched the run again in the same
+    directory; it must then leave without writing anything.
+    """
+    try:
+        config = read_json(run_dir / RUN_CONFIG_FILE)
+    except ValueError:
+        return False
+    recorded = config.get("token_sha256", "") if isinstance(config, dict) else ""
+    return hmac.compare_digest(recorded, token_digest(token))
+
+
 def main(run_dir: Path, token: str) -> int:
+    if not belongs_to_this_launch(run_dir, token):
+        print(f"simserver: {run_dir} belongs to another launch; leaving it alone",
+              file=sys.stderr)
+        return EXIT_USAGE
     # Control requests must not wait long for the GIL while a script computes.
     sys.setswitchinterval(0.0005)
     for stream in (sys.stdout, sys.stderr):

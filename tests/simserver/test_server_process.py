@@ -26,12 +26,15 @@ from lifecycle.messages import (
     EXIT_OK,
     EXPERIMENT_DIR,
     LOGS_DIR,
+    RUN_CONFIG_FILE,
     SERVER_FILE,
     STATUS_FILE,
     STDERR_LOG,
     STDOUT_LOG,
     TOKEN_ENV,
     read_json,
+    token_digest,
+    write_json_atomic,
 )
 from tests.simserver.conftest import make_run_dir
 from tests.support import ROOT, loop_experiment, wait_until
@@ -49,6 +52,9 @@ class SimServer:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.token = secrets.token_urlsafe(24)
+        config = read_json(run_dir / RUN_CONFIG_FILE)
+        write_json_atomic(run_dir / RUN_CONFIG_FILE,
+                          {**config, "token_sha256": token_digest(self.token)})
         env = {**os.environ, TOKEN_ENV: self.token, "PYTHONPATH": str(ROOT)}
         logs = run_dir / LOGS_DIR
         with open(logs / STDOUT_LOG, "ab") as out, open(logs / STDERR_LOG, "ab") as err:
@@ -286,3 +292,18 @@ def test_a_model_without_step_fails_the_simulation(spawn: Callable[..., SimServe
     final = server.final_status()
     assert (final["state"], final["exit_code"]) == ("failed", EXIT_FAILED)
     assert final["error"]["type"] == "kernel_error"
+
+
+def test_a_server_of_another_launch_leaves_without_writing(tmp_path: Path) -> None:
+    run_dir = make_run_dir(tmp_path, loop_experiment())
+    write_json_atomic(run_dir / RUN_CONFIG_FILE,   # relaunched meanwhile: another token
+                      {**read_json(run_dir / RUN_CONFIG_FILE),
+                       "token_sha256": token_digest("the new launch's token")})
+    result = subprocess.run(
+        [sys.executable, "-m", "simserver", "--run-dir", str(run_dir)],
+        env={**os.environ, TOKEN_ENV: "the old launch's token", "PYTHONPATH": str(ROOT)},
+        cwd=run_dir / EXPERIMENT_DIR, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "belongs to another launch" in result.stderr
+    assert not (run_dir / SERVER_FILE).exists() and not (run_dir / STATUS_FILE).exists()
+    assert not (run_dir / LOGS_DIR / "simulation.log").exists()
