@@ -180,7 +180,7 @@ class SimulationManager:
             Conflict: it is not in a terminal state, or its upload is still going on.
         """
         sup = self.get(sim_id)
-        if not sup.lifecycle.is_terminal:
+        if not sup.is_terminal:
             raise Conflict(f"simulation {sim_id} is {sup.record.state}; stop it first",
                            code="not_terminal")
         # Once the logs are uploaded only the run dir's removal is left: wait for it.

@@ -33,6 +33,9 @@ from storage import Storage, StorageError
 
 logger = logging.getLogger(__name__)
 
+# Guards the lazy construction of lifecycles.
+_BUILDING = threading.Lock()
+
 _STATUS_KEYS = ("sim_time", "steps", "timestep", "real_time", "timeout")
 _STDERR_TAIL_LINES = 20
 
@@ -68,9 +71,28 @@ class SimulationSupervisor:
         self._limit_hit = False
         self._running_since: float | None = None
         self._ran = 0.0                     # seconds started, before _running_since
-        self.lifecycle = BackendSimulationLifecycle(record.id, self, SimState(record.state))
-        if self.lifecycle.is_terminal:
+        self._lifecycle: BackendSimulationLifecycle | None = None
+        self._worker_lock = threading.Lock()
+        self._save_lock = threading.Lock()
+        if self.is_terminal:
             self.done.set()
+
+    @property
+    def lifecycle(self) -> BackendSimulationLifecycle:
+        """The state machine, built on first use: a finished simulation needs none
+        (it would cost ~20 kB for each of thousands of records)."""
+        machine = self._lifecycle
+        if machine is None:
+            with _BUILDING:
+                if self._lifecycle is None:
+                    self._lifecycle = BackendSimulationLifecycle(self.record.id, self,
+                                                                 SimState(self.record.state))
+                machine = self._lifecycle
+        return machine
+
+    @property
+    def is_terminal(self) -> bool:
+        return SimState(self.record.state).is_terminal
 
     @property
     def sim_id(self) -> str:
@@ -108,7 +130,7 @@ class SimulationSupervisor:
     # -- shared helpers --------------------------------------------------------
 
     def save(self) -> None:
-        with self.lifecycle.lock:
+        with self._save_lock:
             self.record.updated_at = utc_now()
             self.rt.registry.save(self.record)
 
@@ -130,7 +152,7 @@ class SimulationSupervisor:
 
     def _submit(self, kind: str, arg: Any = None) -> None:
         self._queue.put((kind, arg))
-        with self.lifecycle.lock:
+        with self._worker_lock:
             if self._worker is None:
                 self.done.clear()
                 self._worker = threading.Thread(target=self._work, name=f"sim-{self.sim_id}",
@@ -419,10 +441,13 @@ class SimulationSupervisor:
     def _finalize(self) -> None:
         if self.client is not None:
             self.client.close()
+            self.client = None
         self.save()
-        with self.lifecycle.lock:
+        with self._worker_lock:
             self._worker = None
         self.rt.uploader.upload(self)
+        # Terminal is final: the machine can be rebuilt from the record if ever needed.
+        self._lifecycle = None
         self.done.set()
 
     # -- after a backend restart ----------------------------------------------

@@ -128,7 +128,9 @@ class SimulationServer:
         try:
             code = self._initialize()
             self._go.wait()
-            if self.lifecycle.state == SimState.STARTED:
+            # Started, or paused already (a pause may land before this thread wakes):
+            # either way the script runs; run_loop holds it while paused.
+            if not self.lifecycle.is_terminal:
                 self._execute(code)
         except SimulationStopped:
             self._end_as(SimState.STOPPED)

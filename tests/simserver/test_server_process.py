@@ -212,6 +212,19 @@ def test_start_pause_resume(server: SimServer) -> None:
     advancing(server, beyond=paused_at)
 
 
+def test_a_pause_right_after_start_holds_the_script_instead_of_ending_it(
+        server: SimServer) -> None:
+    # The soak found this: the main thread woke for "start", saw "paused" and ended.
+    for _ in range(5):
+        assert server.command("start" if server.status()["state"] == "initialized"
+                              else "resume").json() == {"state": "started"}
+        assert server.command("pause").json() == {"state": "paused"}
+    assert server.proc.poll() is None
+    assert server.command("resume").json() == {"state": "started"}
+    advancing(server)
+    assert server.proc.poll() is None
+
+
 def test_events_are_numbered_and_resume_after_a_sequence_number(server: SimServer) -> None:
     first = server.get("/events?after=0").json()["events"]
     assert [(e["seq"], e["state"]) for e in first] == [(1, "initialized")]
