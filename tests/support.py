@@ -247,6 +247,14 @@ class Backend:
 
         return wait_until(reached, timeout, f"sim {sim_id} to reach {states}")
 
+    def wait_advancing(self, sim_id: str, beyond: float | None = None,
+                       timeout: float = 20.0) -> float:
+        """Wait until sim_time passes ``beyond`` (default: where it stands now)."""
+        if beyond is None:
+            beyond = self.status(sim_id)["sim_time"]
+        return wait_until(lambda: (t := self.status(sim_id)["sim_time"]) > beyond and t,
+                          timeout, f"sim {sim_id}'s sim_time to pass {beyond}")
+
     def wait_server_state(self, sim_id: str, state: str, timeout: float = 20.0) -> dict:
         return wait_until(lambda: (s := self.status(sim_id))["server_state"] == state and s,
                           timeout, f"sim {sim_id}'s server to be {state}")

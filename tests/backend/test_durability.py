@@ -23,11 +23,6 @@ def server_pid(backend: Backend, sim_id: str) -> int:
                       "server.json")
 
 
-def advancing(backend: Backend, sim_id: str) -> bool:
-    before = backend.status(sim_id)["sim_time"]
-    return wait_until(lambda: backend.status(sim_id)["sim_time"] > before, 10, "sim time to move")
-
-
 def restart(backend: Backend) -> None:
     backend.http = requests.Session()
     backend.start()
@@ -38,11 +33,11 @@ def test_kill9_backend_then_restart_readopts_and_reconciles(backend: Backend, lo
     running = [backend.create(loop, params=SLOW, state="started")["id"] for _ in range(3)]
     paused = running[2]
     for sim_id in running:
-        advancing(backend, sim_id)
+        backend.wait_advancing(sim_id)
     backend.set_state(paused, "paused")
     backend.wait_server_state(paused, "paused")
     ending = backend.create("short", params=SLOW, state="started")["id"]
-    advancing(backend, ending)
+    backend.wait_advancing(ending)
     pids = {s: server_pid(backend, s) for s in running + [ending]}
 
     backend.kill9()
@@ -55,7 +50,7 @@ def test_kill9_backend_then_restart_readopts_and_reconciles(backend: Backend, lo
 
     for sim_id in running[:2]:
         assert backend.record(sim_id)["state"] == "started"
-        advancing(backend, sim_id)
+        backend.wait_advancing(sim_id)
         assert backend.status(sim_id)["server_state"] == "started"
     assert backend.record(paused)["state"] == "paused"
     record = backend.wait_uploaded(ending)
@@ -66,7 +61,7 @@ def test_kill9_backend_then_restart_readopts_and_reconciles(backend: Backend, lo
     backend.set_state(running[0], "paused")
     backend.wait_server_state(running[0], "paused")
     backend.set_state(paused, "started")
-    advancing(backend, paused)
+    backend.wait_advancing(paused)
     for sim_id in running:
         backend.set_state(sim_id, "stopped")
     for sim_id in running:
@@ -79,7 +74,7 @@ def test_kill9_backend_then_restart_readopts_and_reconciles(backend: Backend, lo
 def test_crash_while_backend_down_is_reported_after_restart(backend: Backend, loop: str) -> None:
     sim_id = backend.create(loop, params=SLOW, state="started")["id"]
     pid = server_pid(backend, sim_id)
-    advancing(backend, sim_id)
+    backend.wait_advancing(sim_id)
     backend.kill9()
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not psutil.pid_exists(pid) or
@@ -235,7 +230,7 @@ def test_launch_cut_short_by_a_restart_is_launched_again(backend: Backend, loop:
     restart(backend)
     assert backend.record("cut-short")["state"] == "started"
     backend.wait_server_state("cut-short", "started")
-    advancing(backend, "cut-short")
+    backend.wait_advancing("cut-short")
     backend.set_state("cut-short", "stopped")
     record = backend.wait_uploaded("cut-short")
     assert record["state"] == "stopped" and record["error"] is None

@@ -21,7 +21,7 @@ def test_full_flow_initialize_start_pause_resume_complete(backend: Backend) -> N
     assert status["sim_time"] == 0.0
 
     assert backend.set_state(sim_id, "started").json() == {"state": "started"}
-    wait_until(lambda: backend.status(sim_id)["sim_time"] > 20, 10, "sim time to advance")
+    backend.wait_advancing(sim_id, beyond=20)
 
     assert backend.set_state(sim_id, "paused").json() == {"state": "paused"}
     backend.wait_server_state(sim_id, "paused")
@@ -91,7 +91,7 @@ def test_real_time_timeout_completes(backend: Backend, loop: str) -> None:
 
 def test_stop_while_paused_is_fast(backend: Backend, loop: str) -> None:
     sim_id = backend.create(loop, params=SLOW, state="started")["id"]
-    wait_until(lambda: backend.status(sim_id)["sim_time"] > 5, 10, "sim time to advance")
+    backend.wait_advancing(sim_id, beyond=5)
     backend.set_state(sim_id, "paused")
     backend.wait_server_state(sim_id, "paused")
     began = time.monotonic()
@@ -108,7 +108,7 @@ def test_stop_while_paused_is_fast(backend: Backend, loop: str) -> None:
 
 def test_stop_while_started(backend: Backend, loop: str) -> None:
     sim_id = backend.create(loop, params=SLOW, state="started")["id"]
-    wait_until(lambda: backend.status(sim_id)["sim_time"] > 5, 10, "sim time to advance")
+    backend.wait_advancing(sim_id, beyond=5)
     backend.set_state(sim_id, "stopped")
     record = backend.wait_uploaded(sim_id)
     assert record["state"] == "stopped"
@@ -192,8 +192,7 @@ def test_two_simulations_run_at_once_without_interfering(backend: Backend) -> No
     backend.set_state(a, "paused")
     backend.wait_server_state(a, "paused")
     # b keeps going while a is paused.
-    b_before = backend.status(b)["sim_time"]
-    wait_until(lambda: backend.status(b)["sim_time"] > b_before + 20, 10, "b to advance")
+    backend.wait_advancing(b, beyond=backend.status(b)["sim_time"] + 20)
     backend.set_state(a, "started")
     for sim_id, scale in ((a, 1), (b, 7)):
         backend.wait_state(sim_id, "completed", timeout=30)

@@ -25,7 +25,7 @@ def run_until_frozen(backend: Backend, moto: MotoServer) -> str:
     """Start a run, freeze S3 while it runs, let it end by its real-time timeout."""
     sim_id = backend.create("loop", params={"step_sleep": 0.001}, timeout={"real_time": 1.0},
                             state="started")["id"]
-    wait_until(lambda: backend.status(sim_id)["sim_time"] > 5, 20, "the run to advance")
+    backend.wait_advancing(sim_id, beyond=5)
     moto.freeze()
     assert backend.wait_state(sim_id, "completed", timeout=30)["error"] is None
     wait_for_failed_upload(backend, sim_id)
