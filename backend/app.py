@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,11 @@ from flask_restful import Api
 from backend import errors
 from backend.config import Config
 from backend.experiments import ExperimentStore, seed_examples
-from backend.launcher import Launcher
+from backend.launchers import LocalLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
 from backend.resources import experiments, files, service, simulations
-from backend.supervisor import Runtime
+from backend.services import Runtime, Services
 from backend.uploader import Uploader
 from backend.watchdog import Watchdog
 from storage import Storage, StorageError, open_storage
@@ -41,18 +40,6 @@ ROUTES = [
 ]
 
 
-@dataclass
-class Services:
-    """What the resources are built with."""
-
-    config: Config
-    storage: Storage
-    manager: SimulationManager
-    experiments: ExperimentStore
-    #: Why storage was unusable at start-up (one line), None if it was fine.
-    storage_problem: str | None = None
-
-
 class JsonApi(Api):
     """Flask-RESTful, but every error goes through :mod:`backend.errors`."""
 
@@ -74,7 +61,7 @@ def build_services(config: Config) -> Services:
                            read_timeout=config.storage_read_timeout, retries=config.storage_retries)
     problem = _storage_problem(storage)
     runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),
-                      launcher=Launcher(), uploader=Uploader(storage, config.upload_retry))
+                      launcher=LocalLauncher(), uploader=Uploader(storage, config.upload_retry))
     store = ExperimentStore(storage, config.data_dir / "tmp", config.max_archive_bytes)
     if config.examples_dir and problem is None:
         try:
@@ -85,9 +72,10 @@ def build_services(config: Config) -> Services:
             logger.error("could not seed the examples: %s", exc)
     manager = SimulationManager(runtime, store)
     manager.load()
-    Watchdog(manager.running, config.watchdog_interval).start()
-    return Services(config=config, storage=storage, manager=manager, experiments=store,
-                    storage_problem=problem)
+    watchdog = Watchdog(manager.running, config.watchdog_interval)
+    watchdog.start()
+    return Services(config=config, storage=storage, runtime=runtime, manager=manager,
+                    experiments=store, watchdog=watchdog, storage_problem=problem)
 
 
 def _storage_problem(storage: Storage) -> str | None:
@@ -102,7 +90,10 @@ def _storage_problem(storage: Storage) -> str | None:
 
 
 def create_app(config: Config | None = None) -> Flask:
-    """Build the backend's WSGI application (nothing binds or starts at import)."""
+    """Build the backend's WSGI application (nothing binds or starts at import).
+
+    ``app.extensions["simbackend"].close()`` stops the threads it started.
+    """
     services = build_services(config or Config.from_env())
     app = Flask("simbackend")
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_archive_bytes

@@ -1,12 +1,16 @@
 """The backend's client of a simulation server's control API."""
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Any
 
 import requests
 
 from lifecycle.messages import ServerInfo
+
+# Sessions kept for status reads; more concurrent reads open short-lived extra ones.
+_STATUS_POOL = 4
 
 
 class ControlError(Exception):
@@ -20,25 +24,36 @@ class ControlError(Exception):
 class ControlClient:
     """Talks to one simulation server over keep-alive connections.
 
-    Commands and status share one session (under a lock); the event stream's
-    long polls use their own, so a poll never holds up a command.
+    Commands, status reads and the event stream's long polls each use their own
+    connections, so a status read (on any request thread) never delays a pause,
+    and a long poll never holds up either.
     """
 
     def __init__(self, info: ServerInfo) -> None:
         self.info = info
         self._headers = {"Authorization": f"Bearer {info.token}"}
-        self._session = requests.Session()
+        self._command_session = requests.Session()
+        self._command_lock = threading.Lock()
         self._events_session = requests.Session()
-        self._lock = threading.Lock()
+        self._status_sessions: queue.LifoQueue[requests.Session] = queue.LifoQueue()
 
     def status(self, timeout: float = 2.0) -> dict[str, Any]:
-        with self._lock:
-            return self._call(self._session, "GET", "/status", timeout=timeout)
+        try:
+            session = self._status_sessions.get_nowait()
+        except queue.Empty:
+            session = requests.Session()
+        try:
+            return self._call(session, "GET", "/status", timeout=timeout)
+        finally:
+            if self._status_sessions.qsize() < _STATUS_POOL:
+                self._status_sessions.put(session)
+            else:
+                session.close()
 
     def command(self, name: str, timeout: float = 5.0) -> dict[str, Any]:
-        with self._lock:
-            return self._call(self._session, "POST", "/command", json={"command": name},
-                              timeout=timeout)
+        with self._command_lock:
+            return self._call(self._command_session, "POST", "/command",
+                              json={"command": name}, timeout=timeout)
 
     def events(self, after: int, wait: float = 20.0) -> list[dict[str, Any]]:
         reply = self._call(self._events_session, "GET", "/events",
@@ -46,8 +61,13 @@ class ControlClient:
         return reply["events"]
 
     def close(self) -> None:
-        self._session.close()
+        self._command_session.close()
         self._events_session.close()
+        while True:
+            try:
+                self._status_sessions.get_nowait().close()
+            except queue.Empty:
+                return
 
     def _call(self, session: requests.Session, method: str, path: str,
               **kwargs: Any) -> dict[str, Any]:

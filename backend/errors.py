@@ -1,8 +1,9 @@
-"""Every error the API can answer, and the one place exceptions become HTTP.
+"""The one place exceptions become HTTP.
 
-Each package raises its own exceptions; :func:`register` maps them to
-``{"error": {"code", "message"}}`` with the right status. Tracebacks are logged,
-never sent.
+Each package raises its own exceptions; :data:`STATUSES` maps each class to a
+status (the first matching class wins, so the specific come first) and
+:func:`handle` answers ``{"error": {"code", "message", ...}}``. Tracebacks are
+logged, never sent.
 """
 from __future__ import annotations
 
@@ -13,62 +14,25 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from backend.exceptions import (
+    BackendError, CapacityReached, Conflict, InvalidRequest, NotFound, UnsupportedMediaType,
+)
 from lifecycle import InvalidTransition, UnknownState
+from lifecycle.errors import InvalidExperiment
 from storage import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
-
-class APIError(Exception):
-    """An error with its HTTP status and machine-readable code."""
-
-    status = 500
-    code = "internal_error"
-
-    def __init__(self, message: str, *, code: str | None = None, **extra: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        if code:
-            self.code = code
-        self.extra = extra
-
-
-class BadRequest(APIError):
-    status, code = 400, "bad_request"
-
-
-class NotFound(APIError):
-    status, code = 404, "not_found"
-
-
-class Conflict(APIError):
-    status, code = 409, "conflict"
-
-
-class TooManyRequests(APIError):
-    status, code = 429, "too_many_requests"
-
-
-class ServiceUnavailable(APIError):
-    status, code = 503, "unavailable"
-
-
-class SimulationNotFound(NotFound):
-    code = "simulation_not_found"
-
-
-class ExperimentNotFound(NotFound):
-    code = "experiment_not_found"
-
-
-class InvalidArchive(BadRequest):
-    code = "invalid_archive"
-
-
-# Exceptions of the other packages, by class (most specific first).
-_MAPPED: list[tuple[type[Exception], int, str]] = [
+#: Exception class -> (status, code). ``None`` keeps the exception's own ``code``.
+STATUSES: list[tuple[type[Exception], int, str | None]] = [
+    (UnsupportedMediaType, 415, None),
+    (InvalidRequest, 400, None),
+    (NotFound, 404, None),
+    (Conflict, 409, None),
+    (CapacityReached, 429, None),
     (UnknownState, 400, "invalid_state"),
     (InvalidTransition, 409, "invalid_transition"),
+    (InvalidExperiment, 400, "invalid_experiment"),
     (InvalidKey, 400, "invalid_key"),
     (ObjectNotFound, 404, "not_found"),
     (StorageUnavailable, 503, "storage_unavailable"),
@@ -88,18 +52,18 @@ def _slug(name: str) -> str:
 
 def handle(exc: Exception) -> Response:
     """Turn any exception into the API's JSON error."""
-    if isinstance(exc, APIError):
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
     if isinstance(exc, HTTPException):
         response = error_response(exc.code or 500, _slug(exc.name), exc.description or exc.name)
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
-    for cls, status, code in _MAPPED:
+    for cls, status, code in STATUSES:
         if isinstance(exc, cls):
             if status >= 500:
                 logger.warning("%s: %s", code, exc)
-            return error_response(status, code, str(exc))
+            if isinstance(exc, BackendError):
+                return error_response(status, code or exc.code, exc.message, **exc.details)
+            return error_response(status, code or "error", str(exc))
     logger.exception("unhandled error")
     return error_response(500, "internal_error", "the server failed to handle the request; "
                                                  "details are in its log")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from backend.archive import EXPERIMENT_FILE, check_config, unpack_experiment, validate_name
-from backend.errors import ExperimentNotFound, InvalidArchive
+from backend.exceptions import ExperimentNotFound, InvalidArchive
 from storage import ObjectInfo, ObjectNotFound, Storage
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class ExperimentStore:
         """Store the experiment in a ``.tar.gz`` stream; True if it is new.
 
         Raises:
-            BadRequest: bad name; InvalidArchive: bad archive (nothing is stored).
+            InvalidName: bad name; InvalidArchive: bad archive (nothing is stored).
         """
         prefix = experiment_prefix(name)
         self.scratch_dir.mkdir(parents=True, exist_ok=True)

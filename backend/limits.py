@@ -1,15 +1,14 @@
 """The limits of one simulation, resolved from POST, experiment.json and config."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from backend.config import Config
-from backend.errors import BadRequest
+from lifecycle import experiment
+from lifecycle.errors import InvalidExperiment
 
-#: Keys of ``limits`` in POST and experiment.json.
-LIMIT_KEYS = {"memory_mb", "start_timeout"}
+MIB = 2**20
 
 
 @dataclass(frozen=True)
@@ -22,52 +21,45 @@ class Limits:
 
     def to_dict(self) -> dict[str, Any]:
         return {"real_time": self.real_time,
-                "memory_mb": None if self.memory_bytes is None else self.memory_bytes / 2**20,
+                "memory_mb": None if self.memory_bytes is None else self.memory_bytes / MIB,
                 "start_timeout": self.start_timeout}
 
-
-def check_positive(name: str, value: Any, code: str) -> float:
-    """Return ``value`` if it is a positive finite number.
-
-    Raises:
-        BadRequest: with ``code``, naming ``name``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
-        raise BadRequest(f"{name} must be a positive number", code=code)
-    return float(value)
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], default_start_timeout: float) -> Limits:
+        """The limits a run was launched with (``run.json``'s ``limits``)."""
+        memory = data.get("memory_mb")
+        return cls(real_time=data.get("real_time"),
+                   memory_bytes=None if memory is None else int(memory * MIB),
+                   start_timeout=data.get("start_timeout") or default_start_timeout)
 
 
-def check_limits(limits: Any) -> dict[str, float]:
-    """Validate a ``limits`` object from POST.
-
-    Raises:
-        BadRequest: ``invalid_limits``.
-    """
-    if not isinstance(limits, dict) or set(limits) - LIMIT_KEYS:
-        raise BadRequest("'limits' must be an object with 'memory_mb' and/or 'start_timeout'",
-                         code="invalid_limits")
-    return {k: check_positive(f"limits.{k}", v, "invalid_limits") for k, v in limits.items()}
+def _lenient(read: Any, config: dict[str, Any]) -> dict[str, float]:
+    """A section of experiment.json, or {} if it is malformed: the simulation server
+    refuses it with a clear error at initialize."""
+    try:
+        return read(config)
+    except InvalidExperiment:
+        return {}
 
 
-def _first(*values: Any) -> float | None:
+def _first(*values: float | None) -> float | None:
     for value in values:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        if value:
             return float(value)
     return None
 
 
-def resolve(config: Config, experiment: dict[str, Any], timeout: dict[str, Any],
-            limits: dict[str, Any]) -> Limits:
+def resolve(config: Config, experiment_config: dict[str, Any], timeout: dict[str, float],
+            limits: dict[str, float]) -> Limits:
     """POST values win over experiment.json's, which win over the backend's defaults."""
-    exp_timeout = experiment.get("timeout") if isinstance(experiment.get("timeout"), dict) else {}
-    exp_limits = experiment.get("limits") if isinstance(experiment.get("limits"), dict) else {}
+    exp_timeout = _lenient(experiment.timeout, experiment_config)
+    exp_limits = _lenient(experiment.limits, experiment_config)
     memory_mb = _first(limits.get("memory_mb"), exp_limits.get("memory_mb"),
                        config.memory_limit_mb)
     return Limits(
         real_time=_first(timeout.get("real_time"), exp_timeout.get("real_time"),
                          config.real_time_limit),
-        memory_bytes=None if memory_mb is None else int(memory_mb * 2**20),
+        memory_bytes=None if memory_mb is None else int(memory_mb * MIB),
         start_timeout=_first(limits.get("start_timeout"), exp_limits.get("start_timeout"),
                              config.start_timeout) or config.start_timeout,
     )

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from backend.exceptions import DuplicateSimulation
 from lifecycle import SimState
 
 
@@ -19,12 +20,16 @@ def utc_now() -> str:
 
 @dataclass
 class SimulationRecord:
-    """What the API reports of a simulation, and what is persisted."""
+    """What the API reports of a simulation, and what is persisted.
+
+    Once created, a record is changed only by its supervisor's worker (see
+    :mod:`backend.supervisor`); everyone else reads the snapshots it publishes.
+    """
 
     id: str
     experiment: str
     main_script: str
-    state: str = SimState.CREATED.value
+    state: SimState = SimState.CREATED
     created_at: str = field(default_factory=utc_now)
     updated_at: str = ""
     ended_at: str | None = None
@@ -39,17 +44,17 @@ class SimulationRecord:
 
     def __post_init__(self) -> None:
         self.updated_at = self.updated_at or self.created_at
+        self.state = SimState(self.state)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as JSON-ready data (the state by its wire name)."""
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimulationRecord:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
-
-class DuplicateSimulation(Exception):
-    """A simulation with that id exists already."""
 
 
 class Registry:
@@ -75,7 +80,7 @@ class Registry:
         try:
             self._write("INSERT INTO simulations VALUES (?, ?, ?, ?, ?)", record)
         except sqlite3.IntegrityError:
-            raise DuplicateSimulation(record.id) from None
+            raise DuplicateSimulation(f"a simulation with id {record.id!r} exists") from None
 
     def save(self, record: SimulationRecord) -> None:
         self._write("INSERT OR REPLACE INTO simulations VALUES (?, ?, ?, ?, ?)", record)
@@ -96,7 +101,8 @@ class Registry:
             self._db.close()
 
     def _write(self, sql: str, record: SimulationRecord) -> None:
-        row = (record.id, record.experiment, record.state, record.created_at,
-               json.dumps(record.to_dict(), separators=(",", ":")))
+        data = record.to_dict()
+        row = (record.id, record.experiment, data["state"], record.created_at,
+               json.dumps(data, separators=(",", ":")))
         with self._lock:
             self._db.execute(sql, row)

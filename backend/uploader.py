@@ -1,23 +1,22 @@
 """Uploading a finished simulation's logs, results and record to storage.
 
-A run directory is removed only after its upload was verified. A failed upload
-is retried in the background with doubling delays, for as long as it takes;
-nothing is lost while storage is down.
+The uploader only moves files: the supervisor that asked marks the record uploaded
+and removes the run directory (see :class:`UploadJob`), so a run directory goes only
+after a verified upload. A failed upload is retried in the background with doubling
+delays, for as long as it takes; nothing is lost while storage is down.
 """
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 import threading
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 from lifecycle.messages import LOGS_DIR, RESULTS_DIR
 from storage import Storage, StorageError
-
-if TYPE_CHECKING:
-    from backend.supervisor import SimulationSupervisor
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +27,24 @@ def simulation_prefix(sim_id: str) -> str:
     return f"simulations/{sim_id}/"
 
 
+@dataclass(frozen=True)
+class UploadJob:
+    """One simulation to upload: its run dir, the record to store beside its files,
+    and what to call once the upload is verified (on the uploading thread)."""
+
+    sim_id: str
+    run_dir: Path
+    record: Callable[[], dict[str, Any]]
+    on_uploaded: Callable[[], None]
+
+
 class Uploader:
     """Uploads finished simulations; keeps retrying the ones that failed."""
 
     def __init__(self, storage: Storage, retry_delay: float) -> None:
         self.storage = storage
         self.retry_delay = retry_delay
-        self._pending: dict[str, tuple[SimulationSupervisor, float, float]] = {}
+        self._pending: dict[str, tuple[UploadJob, float, float]] = {}
         self._active: set[str] = set()  # uploading right now
         self._cond = threading.Condition()
         self._closed = False
@@ -42,17 +52,11 @@ class Uploader:
                                         daemon=True)
         self._thread.start()
 
-    def upload(self, sup: SimulationSupervisor) -> bool:
+    def upload(self, job: UploadJob) -> bool:
         """Upload now; on failure, schedule retries and return False."""
-        if sup.record.logs_uploaded:
-            return True
         with self._cond:
-            self._active.add(sup.sim_id)
-        return self._attempt(sup, self.retry_delay)
-
-    def pending(self) -> list[str]:
-        with self._cond:
-            return list(self._pending)
+            self._active.add(job.sim_id)
+        return self._attempt(job, self.retry_delay)
 
     def cancel(self, sim_id: str) -> bool:
         """Drop the retries of `sim_id` (it is being deleted); False if it is uploading now."""
@@ -62,39 +66,32 @@ class Uploader:
             self._pending.pop(sim_id, None)
             return True
 
-    def resume(self, sup: SimulationSupervisor) -> None:
-        """Retry `sup` again after a :meth:`cancel`, unless its upload is done."""
-        if not sup.record.logs_uploaded:
-            self._schedule(sup, self.retry_delay)
+    def resume(self, job: UploadJob) -> None:
+        """Retry `job` again after a :meth:`cancel`."""
+        self._schedule(job, self.retry_delay)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop retrying (pending uploads are picked up again by the next start)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._thread.join(timeout)
 
-    def _upload(self, sup: SimulationSupervisor) -> None:
-        record, run_dir = sup.record, sup.run_dir
-        prefix = simulation_prefix(record.id)
+    def _transfer(self, job: UploadJob) -> None:
+        prefix = simulation_prefix(job.sim_id)
         count = 0
         for sub in (LOGS_DIR, RESULTS_DIR):
-            if (run_dir / sub).is_dir():
-                count += len(self.storage.upload_dir(run_dir / sub, f"{prefix}{sub}/"))
-        final = {**record.to_dict(), "logs_uploaded": True}
+            if (job.run_dir / sub).is_dir():
+                count += len(self.storage.upload_dir(job.run_dir / sub, f"{prefix}{sub}/"))
+        final = {**job.record(), "logs_uploaded": True}
         self.storage.put_bytes(f"{prefix}record.json", json.dumps(final, indent=1).encode())
-        record.logs_uploaded = True
-        sup.save()
-        shutil.rmtree(run_dir, ignore_errors=True)
-        logger.info("uploaded: sim %s (%d files) to %s", record.id, count,
+        logger.info("uploaded: sim %s (%d files) to %s", job.sim_id, count,
                     self.storage.describe())
 
-    def _schedule(self, sup: SimulationSupervisor, delay: float) -> None:
+    def _schedule(self, job: UploadJob, delay: float) -> None:
         with self._cond:
-            self._pending[sup.sim_id] = (sup, time.monotonic() + delay, delay)
+            self._pending[job.sim_id] = (job, time.monotonic() + delay, delay)
             self._cond.notify_all()
-
-    def _done(self, sim_id: str) -> None:
-        with self._cond:
-            self._active.discard(sim_id)
 
     def _retry_loop(self) -> None:
         while True:
@@ -107,24 +104,26 @@ class Uploader:
                     self._cond.wait(None if nxt is None else max(0.0, nxt - time.monotonic()))
                 if self._closed:
                     return
-                for sup, _, _ in due:
-                    del self._pending[sup.sim_id]
-                    self._active.add(sup.sim_id)
-            for sup, _, delay in due:
-                self._attempt(sup, min(delay * 2, _MAX_DELAY))
+                for job, _, _ in due:
+                    del self._pending[job.sim_id]
+                    self._active.add(job.sim_id)
+            for job, _, delay in due:
+                self._attempt(job, min(delay * 2, _MAX_DELAY))
 
-    def _attempt(self, sup: SimulationSupervisor, next_delay: float) -> bool:
-        """Upload `sup` (marked active by the caller); on any failure try again after
+    def _attempt(self, job: UploadJob, next_delay: float) -> bool:
+        """Upload `job` (marked active by the caller); on any failure try again after
         `next_delay` s and return False. Never raises: the retrier must live on."""
         try:
-            self._upload(sup)
-            return True
+            self._transfer(job)
         except Exception as exc:
             if not isinstance(exc, (StorageError, OSError)):
-                logger.exception("upload failed unexpectedly: sim %s", sup.sim_id)
-            logger.warning("upload failed: sim %s: %s; retrying in %g s", sup.sim_id, exc,
+                logger.exception("upload failed unexpectedly: sim %s", job.sim_id)
+            logger.warning("upload failed: sim %s: %s; retrying in %g s", job.sim_id, exc,
                            next_delay)
-            self._schedule(sup, next_delay)
+            self._schedule(job, next_delay)
             return False
         finally:
-            self._done(sup.sim_id)
+            with self._cond:
+                self._active.discard(job.sim_id)
+        job.on_uploaded()
+        return True

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Iterable
-
-from backend.supervisor import SimulationSupervisor
+from typing import Callable, Iterable, Protocol
 
 logger = logging.getLogger(__name__)
+
+
+class Watched(Protocol):
+    sim_id: str
+
+    def check_limits(self) -> None: ...
 
 
 class Watchdog:
     """One thread for all simulations: memory (RSS of the process tree) and the
     real-time limit of scripts that do not call ``run_loop``."""
 
-    def __init__(self, running: Callable[[], Iterable[SimulationSupervisor]],
-                 interval: float) -> None:
+    def __init__(self, running: Callable[[], Iterable[Watched]], interval: float) -> None:
         self._running = running
         self._interval = interval
         self._stopped = threading.Event()
@@ -24,8 +27,10 @@ class Watchdog:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def _watch(self) -> None:
         while not self._stopped.wait(self._interval):

@@ -30,7 +30,7 @@ from benchmarks.control_latency import pause_resume, report, stop_start
 from simserver.engines import load_module
 from simserver.kernel import build_kernel
 from simserver.runloop import RunLoop
-from simserver.server import read_experiment
+from lifecycle.experiment import read_experiment
 from tests.support import ROOT, example_files, wait_until
 
 BRUNEL = ROOT / "examples" / "brunel"

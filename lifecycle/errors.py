@@ -18,3 +18,7 @@ class InvalidTransition(LifecycleError):
 
 class UnknownState(LifecycleError, ValueError):
     """The name given is not a state, or not one an operator may request."""
+
+
+class InvalidExperiment(LifecycleError, ValueError):
+    """An ``experiment.json`` (or a value of it) that cannot be run."""

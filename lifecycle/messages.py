@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lifecycle.states import SimState
 
 #: Files in a run directory ``<data_dir>/runs/<sim_id>/``.
 RUN_CONFIG_FILE = "run.json"        # written by the backend before spawning
@@ -31,8 +31,25 @@ STDERR_LOG = "stderr.log"
 #: (never the command line: that is world-readable in ``ps``).
 TOKEN_ENV = "SIMSERVER_TOKEN"
 
-#: Commands the control API takes (``POST /command``).
-COMMANDS = ("start", "resume", "pause", "stop")
+#: Commands the control API takes (``POST /command``) and the state each leads to.
+COMMAND_TARGETS: dict[str, SimState] = {
+    "start": SimState.STARTED, "resume": SimState.STARTED,
+    "pause": SimState.PAUSED, "stop": SimState.STOPPED,
+}
+
+
+def next_command(server: SimState | None, wanted: SimState) -> str | None:
+    """The command that brings a simulation server in ``server`` state one edge closer
+    to the state the backend's lifecycle is in (``wanted``); None when there is none.
+
+    A run paused before its server was ready is started, then paused: the server's
+    lifecycle has no edge from initialized to paused.
+    """
+    if wanted == SimState.STARTED:
+        return {SimState.INITIALIZED: "start", SimState.PAUSED: "resume"}.get(server)
+    if wanted == SimState.PAUSED:
+        return {SimState.INITIALIZED: "start", SimState.STARTED: "pause"}.get(server)
+    return None
 
 #: Exit codes of ``python -m simserver``.
 EXIT_OK = 0          # completed or stopped
@@ -91,28 +108,6 @@ class ServerInfo:
 def token_digest(token: str) -> str:
     """What ``run.json`` records of a launch's control token (never the token)."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any, mode: int = 0o644) -> None:
-    """Write ``data`` as JSON to ``path`` so readers see the old or the new file, whole.
-
-    The file is written beside its target, flushed to disk and renamed over it.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def read_json(path: Path) -> Any | None:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any, Callable
 
+from lifecycle import experiment
+from lifecycle.errors import InvalidExperiment
 from simserver.engines import ENGINE_TYPES, Engine, engine_class, load_module
 from simserver.errors import ExperimentError, KernelError
 from simserver.script import is_transceiver
@@ -67,11 +68,10 @@ def parse_timestep(config: dict[str, Any]) -> float:
     Raises:
         ExperimentError: not a positive finite number.
     """
-    value = config.get("timestep", 1.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
-        raise ExperimentError(f"'timestep' must be a positive number of ms, not {value!r}")
-    return float(value)
+    try:
+        return experiment.timestep(config)
+    except InvalidExperiment as exc:
+        raise ExperimentError(str(exc)) from None
 
 
 def build_engines(config: dict[str, Any], experiment_dir: Path,

@@ -15,13 +15,14 @@ engine (see ``ENGINE_TYPES``), so python-only simulations never load it.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
+from lifecycle.errors import InvalidExperiment
+from lifecycle.experiment import optional_positive
 from simserver.engines import Engine, load_module
 from simserver.errors import ExperimentError, KernelError
 from simserver.spikes import (
@@ -47,24 +48,6 @@ def import_nest() -> Any:
 
     logger.info("imported: NEST %s in %.2f s", nest.__version__, time.monotonic() - began)
     return nest
-
-
-def _positive(name: str, config: dict[str, Any], key: str, default: Any,
-              kind: type) -> Any:
-    """Read a positive number of the engine config (``None`` when absent and no default).
-
-    Raises:
-        ExperimentError: not a positive ``kind`` (an int is a fine float).
-    """
-    value = config.get(key, default)
-    if value is None:
-        return None
-    accepted = (int, float) if kind is float else int
-    if isinstance(value, bool) or not isinstance(value, accepted) \
-            or not math.isfinite(value) or value <= 0:
-        raise ExperimentError(f"engine {name!r}: {key!r} must be a positive "
-                              f"{kind.__name__}, not {value!r}")
-    return kind(value)
 
 
 class NestEngine(Engine):
@@ -113,9 +96,15 @@ class NestEngine(Engine):
 
     def _kernel_settings(self) -> dict[str, Any]:
         """The kernel attributes the config asks for (NEST's default seed if none)."""
-        settings = {"rng_seed": _positive(self.name, self.config, "seed", None, int),
-                    "local_num_threads": _positive(self.name, self.config, "threads", 1, int),
-                    "resolution": _positive(self.name, self.config, "resolution", 0.1, float)}
+        defaults = {"seed": None, "threads": 1, "resolution": 0.1}
+        config = {key: self.config.get(key, default) for key, default in defaults.items()}
+        try:
+            settings = {
+                "rng_seed": optional_positive(config, "seed", integer=True),
+                "local_num_threads": optional_positive(config, "threads", integer=True),
+                "resolution": optional_positive(config, "resolution")}
+        except InvalidExperiment as exc:
+            raise ExperimentError(f"engine {self.name!r}: {exc}") from None
         return {key: value for key, value in settings.items() if value is not None}
 
     def _claim_kernel(self) -> None:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from lifecycle.clock import RunningTime
 from simserver.errors import SimulationStopped, SimulationTimeout
 from simserver.kernel import Kernel
 
@@ -38,8 +39,7 @@ class RunLoop:
         self._cond = threading.Condition()
         self._held = True            # until the first start
         self._stopping = False
-        self._running_since: float | None = None
-        self._real_elapsed = 0.0     # seconds spent started, before _running_since
+        self._running = RunningTime(clock)
         self._pace_origin = (0.0, 0.0)
 
     # -- commands (any thread) ------------------------------------------------
@@ -47,9 +47,8 @@ class RunLoop:
     def release(self) -> None:
         """Let the loop advance (start, resume)."""
         with self._cond:
-            now = self._clock()
+            now = self._running.run()
             self._held = False
-            self._running_since = now
             self._pace_origin = (now, self.kernel.time)
             self._cond.notify_all()
 
@@ -57,14 +56,14 @@ class RunLoop:
         """Make the loop block before its next step (pause)."""
         with self._cond:
             self._held = True
-            self._bank_real_time()
+            self._running.hold()
             self._cond.notify_all()
 
     def request_stop(self) -> None:
         """Make the loop raise ``SimulationStopped`` at once, even when blocked."""
         with self._cond:
             self._stopping = True
-            self._bank_real_time()
+            self._running.hold()
             self._cond.notify_all()
 
     @property
@@ -73,8 +72,7 @@ class RunLoop:
 
     def real_time(self) -> float:
         """Wall-clock seconds spent started (paused time does not count)."""
-        since = self._running_since
-        return self._real_elapsed + (self._clock() - since if since is not None else 0.0)
+        return self._running.elapsed()
 
     # -- the script's side ----------------------------------------------------
 
@@ -118,11 +116,6 @@ class RunLoop:
                     return
                 self._cond.wait(delay)
         self.wait_if_paused()
-
-    def _bank_real_time(self) -> None:
-        if self._running_since is not None:
-            self._real_elapsed += self._clock() - self._running_since
-            self._running_since = None
 
 
 class Simulation:

@@ -7,9 +7,7 @@ working directory and its stdout/stderr going to the run's logs.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -21,11 +19,13 @@ from typing import Any
 
 import psutil
 
-from lifecycle import InvalidTransition, SimState, SimulationServerLifecycle
+from lifecycle import InvalidTransition, SimState, SimulationServerLifecycle, experiment
+from lifecycle.errors import InvalidExperiment
+from lifecycle.experiment import optional_positive, read_experiment
 from lifecycle.messages import (
-    EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR, RUN_CONFIG_FILE,
-    SERVER_FILE, SIMULATION_LOG, STATUS_FILE, RunConfig, ServerInfo, read_json,
-    token_digest, write_json_atomic,
+    COMMAND_TARGETS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR,
+    RUN_CONFIG_FILE, SERVER_FILE, SIMULATION_LOG, STATUS_FILE, RunConfig, ServerInfo, read_json,
+    token_digest,
 )
 from simserver import script
 from simserver.control import ControlServer
@@ -34,11 +34,10 @@ from simserver.events import EventLog
 from simserver.kernel import Kernel, build_kernel
 from simserver.runloop import RunLoop, Simulation
 from simserver.runner import ScriptError, compile_script, run_script
+from storage.atomic import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-_COMMAND_TARGETS = {"start": SimState.STARTED, "resume": SimState.STARTED,
-                    "pause": SimState.PAUSED, "stop": SimState.STOPPED}
 # How often status.json is refreshed while the kernel advances.
 _STATUS_INTERVAL = 1.0
 
@@ -88,12 +87,16 @@ class SimulationServer:
             ValueError: unknown command.
             InvalidTransition: the lifecycle refuses it.
         """
-        target = _COMMAND_TARGETS.get(name) if isinstance(name, str) else None
+        target = COMMAND_TARGETS.get(name) if isinstance(name, str) else None
         if target is None:
-            raise ValueError(f"unknown command {name!r}; commands: {', '.join(_COMMAND_TARGETS)}")
+            raise ValueError(f"unknown command {name!r}; commands: {', '.join(COMMAND_TARGETS)}")
         if target == SimState.STARTED and self.lifecycle.state == SimState.CREATED:
             raise InvalidTransition(SimState.CREATED, target, "still initializing")
-        return {"state": self.lifecycle.request(target).value}
+        with self.lifecycle.lock:
+            state = self.lifecycle.request(target)
+            # The event of this change is numbered already: a follower can tell
+            # older events from this reply.
+            return {"state": state.value, "seq": self.events.last_seq}
 
     def status(self) -> dict[str, Any]:
         kernel, loop = self.kernel, self.loop
@@ -126,14 +129,21 @@ class SimulationServer:
         write_json_atomic(self.run_dir / SERVER_FILE, info.to_dict(), mode=0o600)
         logger.info("listening: %s", info.url)
         try:
-            code = self._initialize()
-            self._go.wait()
-            # Started, or paused already (a pause may land before this thread wakes):
-            # either way the script runs; run_loop holds it while paused.
-            if not self.lifecycle.is_terminal:
-                self._execute(code)
+            try:
+                code = self._initialize()
+                self._go.wait()
+                # Started, or paused already (a pause may land before this thread wakes):
+                # either way the script runs; run_loop holds it while paused.
+                if not self.lifecycle.is_terminal:
+                    self._execute(code)
+            finally:
+                # From here on results are being saved: a SIGTERM now would cut a file
+                # in half. It stays pending; the backend's SIGKILL bounds the wait.
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         except SimulationStopped:
             self._end_as(SimState.STOPPED)
+        except InvalidExperiment as exc:
+            self._fail(ExperimentError(str(exc)))
         except (SimServerError, ScriptError) as exc:
             self._fail(exc)
         except Exception as exc:  # a bug here, or a broken engine: fail, say why
@@ -150,11 +160,7 @@ class SimulationServer:
         code = compile_script(self.experiment_dir, main_script)
         params = {**self.experiment.get("params", {}), **self.config.params}
         self.kernel = build_kernel(self.experiment, self.experiment_dir, params)
-        timeout = self.experiment.get("timeout", {})
-        if not isinstance(timeout, dict):
-            raise ExperimentError("'timeout' must be an object with 'sim_time' (ms) and/or "
-                                  "'real_time' (s)")
-        timeout = {**timeout, **self.config.timeout}
+        timeout = {**experiment.timeout(self.experiment), **self.config.timeout}
         self.loop = RunLoop(self.kernel,
                             sim_timeout=optional_positive(timeout, "sim_time", "timeout.sim_time"),
                             real_timeout=optional_positive(timeout, "real_time",
@@ -211,38 +217,6 @@ class SimulationServer:
         while not self.lifecycle.is_terminal:
             time.sleep(_STATUS_INTERVAL)
             self.write_status()
-
-
-def optional_positive(data: dict[str, Any], key: str, name: str) -> float | None:
-    """``data[key]`` as a positive number, or None when absent or null.
-
-    Raises:
-        ExperimentError: present but not a positive finite number.
-    """
-    value = data.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
-        raise ExperimentError(f"'{name}' must be a positive number, not {value!r}")
-    return float(value)
-
-
-def read_experiment(experiment_dir: Path) -> dict[str, Any]:
-    """Read and check ``experiment.json``.
-
-    Raises:
-        ExperimentError: missing, not JSON, or not an object.
-    """
-    try:
-        data = json.loads((experiment_dir / "experiment.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ExperimentError("the experiment has no experiment.json") from None
-    except ValueError as exc:
-        raise ExperimentError(f"experiment.json is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ExperimentError("experiment.json must hold a JSON object")
-    return data
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from storage.atomic import atomic_write, write_json_atomic
 from storage.base import ObjectInfo, Storage
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 from storage.keys import join_key, validate_key, validate_prefix
@@ -27,10 +28,12 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageUnavailable",
+    "atomic_write",
     "join_key",
     "open_storage",
     "validate_key",
     "validate_prefix",
+    "write_json_atomic",
 ]
 
 

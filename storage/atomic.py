@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from storage.keys import TEMP_PREFIX
 
@@ -14,18 +15,21 @@ _TEMP_ATTEMPTS = 3
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[BinaryIO]:
+def atomic_write(path: Path, mode: int | None = None) -> Iterator[BinaryIO]:
     """Yield a file that replaces `path` (creating parent folders) when the block ends.
 
     The data goes to a temp file beside `path`, is flushed and fsynced, then
     renamed over `path`; if the block raises, the temp file is removed and
-    `path` is left as it was.
+    `path` is left as it was. ``mode`` sets the file's permissions (else the temp
+    file's 0600).
 
     Raises:
         OSError: if the folder cannot be created or the file written.
     """
     fd, temp_name = _create_temp(path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as file:
             yield file
             file.flush()
@@ -52,3 +56,13 @@ def _create_temp(directory: Path) -> tuple[int, str]:
             if attempt == _TEMP_ATTEMPTS:
                 raise
             attempt += 1
+
+
+def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
+    """Write ``data`` as compact JSON to ``path``; readers see the old or the new file, whole.
+
+    Raises:
+        OSError: the folder cannot be created or the file written.
+    """
+    with atomic_write(Path(path), mode) as file:
+        file.write(json.dumps(data, separators=(",", ":")).encode())

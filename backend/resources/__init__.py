@@ -10,34 +10,50 @@ from typing import Any
 
 from flask import request
 
-from backend.errors import BadRequest
+from backend.exceptions import InvalidRequest
+from lifecycle import SimState, UnknownState, parse_state
 
 
 def json_body() -> Any:
     """The request's JSON body.
 
     Raises:
-        BadRequest: ``bad_json`` when the body is missing or malformed.
+        InvalidRequest: ``bad_json`` when the body is missing or malformed.
     """
     data = request.get_data(cache=True)
     if not data.strip():
-        raise BadRequest("a JSON body is required", code="bad_json")
+        raise InvalidRequest("a JSON body is required", code="bad_json")
     try:
         return json.loads(data)
     except ValueError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", code="bad_json") from None
+        raise InvalidRequest(f"the body is not valid JSON: {exc}", code="bad_json") from None
 
 
 def int_arg(name: str, default: int | None = None) -> int | None:
     """A non-negative integer query argument.
 
     Raises:
-        BadRequest: the argument is not a non-negative integer.
+        InvalidRequest: the argument is not a non-negative integer.
     """
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
     if not raw.isdigit() or len(raw) > 18:
-        raise BadRequest(f"query argument {name!r} must be a non-negative integer "
+        raise InvalidRequest(f"query argument {name!r} must be a non-negative integer "
                          "below 10**18", code="invalid_argument")
     return int(raw)
+
+
+def state_arg(name: str) -> SimState | None:
+    """A query argument naming a state.
+
+    Raises:
+        UnknownState: it names no state.
+    """
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    try:
+        return parse_state(raw)
+    except ValueError as exc:
+        raise UnknownState(str(exc)) from None

@@ -9,28 +9,24 @@ from flask import request
 from flask_restful import Resource
 
 from backend.archive import validate_name
-from backend.errors import APIError
-from backend.experiments import ExperimentStore
+from backend.exceptions import UnsupportedMediaType
+from backend.services import Services
 
 _ARCHIVE_TYPES = {"application/gzip", "application/x-gzip", "application/x-tar+gzip",
                   "application/octet-stream"}
 
 
-class UnsupportedMediaType(APIError):
-    status, code = 415, "unsupported_media_type"
-
-
 class ExperimentList(Resource):
-    def __init__(self, services: Any) -> None:
-        self.store: ExperimentStore = services.experiments
+    def __init__(self, services: Services) -> None:
+        self.store = services.experiments
 
     def get(self) -> dict[str, Any]:
         return {"experiments": self.store.list()}
 
 
 class Experiment(Resource):
-    def __init__(self, services: Any) -> None:
-        self.store: ExperimentStore = services.experiments
+    def __init__(self, services: Services) -> None:
+        self.store = services.experiments
 
     def get(self, name: str) -> dict[str, Any]:
         return self.store.describe(validate_name(name))

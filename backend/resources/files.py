@@ -7,8 +7,8 @@ from typing import Any, BinaryIO, Iterator
 from flask import Response
 from flask_restful import Resource
 
-from backend.manager import SimulationManager
 from backend.resources import int_arg
+from backend.services import Services
 from lifecycle.messages import LOGS_DIR, RESULTS_DIR
 
 
@@ -30,8 +30,8 @@ class _FileList(Resource):
     kind = ""
     key = ""
 
-    def __init__(self, services: Any) -> None:
-        self.manager: SimulationManager = services.manager
+    def __init__(self, services: Services) -> None:
+        self.manager = services.manager
 
     def get(self, sim_id: str) -> dict[str, Any]:
         return {self.key: self.manager.list_files(sim_id, self.kind)}
@@ -40,8 +40,8 @@ class _FileList(Resource):
 class _File(Resource):
     kind = ""
 
-    def __init__(self, services: Any) -> None:
-        self.manager: SimulationManager = services.manager
+    def __init__(self, services: Services) -> None:
+        self.manager = services.manager
 
     def get(self, sim_id: str, name: str) -> Response:
         offset, limit = int_arg("offset", 0), int_arg("limit")

@@ -1,9 +1,7 @@
 """``/``, ``/health``, ``/ready``: what this service is and whether it can work."""
 from __future__ import annotations
 
-import os
 import platform
-import sys
 from importlib import metadata
 from typing import Any
 
@@ -11,6 +9,7 @@ from flask_restful import Resource
 
 from backend.errors import error_response
 from backend.openapi import build_spec
+from backend.services import Services
 from storage import StorageError
 
 
@@ -22,7 +21,7 @@ def package_version(name: str) -> str | None:
 
 
 class Root(Resource):
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     def get(self) -> dict[str, Any]:
@@ -34,7 +33,7 @@ class Root(Resource):
 
 
 class OpenAPI(Resource):
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     def get(self) -> dict[str, Any]:
@@ -42,7 +41,7 @@ class OpenAPI(Resource):
 
 
 class Health(Resource):
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     def get(self) -> dict[str, Any]:
@@ -52,7 +51,7 @@ class Health(Resource):
 class Ready(Resource):
     """Ready when storage answers and a simulation server could be spawned."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
 
     def get(self) -> Any:
@@ -61,19 +60,11 @@ class Ready(Resource):
             self.services.storage.check()
         except StorageError as exc:
             checks["storage"] = str(exc)
-        runs = self.services.config.runs_dir
-        if not (os.access(sys.executable, os.X_OK) and _writable(runs)):
-            checks["spawn"] = f"cannot run {sys.executable} in {runs}"
+        problem = self.services.runtime.launcher.problem(self.services.config.runs_dir)
+        if problem:
+            checks["spawn"] = problem
         failing = {k: v for k, v in checks.items() if v != "ok"}
         if failing:
             message = "; ".join(f"{k}: {v}" for k, v in failing.items())
             return error_response(503, "not_ready", message, checks=checks)
         return {"status": "ready", "checks": checks}
-
-
-def _writable(folder: Any) -> bool:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(folder, os.W_OK)

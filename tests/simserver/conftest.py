@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from storage.atomic import write_json_atomic
 from lifecycle.messages import (
     EXPERIMENT_DIR,
     LOGS_DIR,
     RUN_CONFIG_FILE,
     RunConfig,
-    write_json_atomic,
 )
 
 

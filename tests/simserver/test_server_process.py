@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import requests
 
+from storage.atomic import write_json_atomic
 from lifecycle.messages import (
     EXIT_FAILED,
     EXIT_OK,
@@ -34,7 +35,6 @@ from lifecycle.messages import (
     TOKEN_ENV,
     read_json,
     token_digest,
-    write_json_atomic,
 )
 from tests.simserver.conftest import make_run_dir
 from tests.support import ROOT, loop_experiment, wait_until

@@ -1,0 +1,129 @@
+"""Launching one simulation: fetch the experiment, write ``run.json``, spawn the
+server through the launcher, wait until its control API listens and it is built.
+
+It runs on a thread of its own so the simulation's mailbox stays free for
+requests meanwhile; every step it takes is reported to the supervisor's mailbox.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from backend.launchers import LaunchSpec
+from backend.limits import Limits, resolve
+from lifecycle.errors import InvalidExperiment
+from lifecycle.experiment import read_experiment
+from lifecycle.messages import (
+    EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR, RUN_CONFIG_FILE, RunConfig, ServerInfo, token_digest,
+)
+from storage import StorageError, write_json_atomic
+
+if TYPE_CHECKING:
+    from backend.supervisor import SimulationSupervisor
+
+logger = logging.getLogger(__name__)
+
+_POLL = 0.01
+
+
+class Launch(threading.Thread):
+    """One launch of a simulation server for ``sup``."""
+
+    def __init__(self, sup: SimulationSupervisor) -> None:
+        super().__init__(name=f"launch-{sup.sim_id}", daemon=True)
+        self.sup = sup
+        self.rt = sup.rt
+        self.run_dir = sup.run_dir
+        self.limits: Limits | None = None
+
+    def run(self) -> None:
+        try:
+            self._launch()
+        except Exception as exc:
+            logger.exception("sim %s: launch failed", self.sup.sim_id)
+            self._fail({"type": "backend_error", "message": f"launch failed: {exc}"})
+        finally:
+            self.sup.mailbox.post(self.sup.launch_ended)
+
+    def _fail(self, error: dict[str, Any]) -> None:
+        self.sup.mailbox.post(self.sup.fail, error)
+
+    def _stopped(self) -> bool:
+        return self.sup.stop_requested.is_set()
+
+    def _launch(self) -> None:
+        record = self.sup.snapshot
+        if self._stopped() or not self._fetch(record["experiment"]):
+            return
+        token = secrets.token_urlsafe(32)
+        limits = self.limits = self._write_run_config(record, token)
+        if self._stopped():
+            return
+        deadline = time.monotonic() + limits.start_timeout
+        handle = self.rt.launcher.spawn(
+            LaunchSpec(self.sup.sim_id, self.run_dir, token, limits.to_dict()),
+            on_exit=self.sup.exit_callback)
+        self.sup.mailbox.post(self.sup.spawned, handle, limits)
+        info = self._wait_listening(handle, token, deadline)
+        if info is None:
+            return
+        self.sup.mailbox.post(self.sup.listening, info)
+        while not self.sup.ready.wait(0.05):
+            if self._stopped() or handle.exited.is_set():
+                return
+            if time.monotonic() > deadline:
+                self._start_timed_out()
+                return
+
+    def _fetch(self, experiment: str) -> bool:
+        for sub in (EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR):
+            (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            files = self.rt.storage.download_prefix(f"experiments/{experiment}/",
+                                                    self.run_dir / EXPERIMENT_DIR)
+        except StorageError as exc:
+            self._fail({"type": "storage_error",
+                        "message": f"could not fetch experiment {experiment!r}: {exc}"})
+            return False
+        if not files:
+            self._fail({"type": "experiment_not_found",
+                        "message": f"experiment {experiment!r} is not in storage"})
+            return False
+        return True
+
+    def _write_run_config(self, record: dict[str, Any], token: str) -> Limits:
+        """Resolve the limits and tell the simulation server what to run."""
+        try:
+            config = read_experiment(self.run_dir / EXPERIMENT_DIR)
+        except InvalidExperiment:
+            config = {}  # the simulation server reports what is wrong with it
+        limits = resolve(self.rt.config, config, record["timeout"], record["limits"])
+        timeout = dict(record["timeout"])
+        if limits.real_time is not None:
+            timeout["real_time"] = limits.real_time
+        run = RunConfig(sim_id=self.sup.sim_id, experiment=record["experiment"],
+                        main_script=record["main_script"], params=record["params"],
+                        timeout=timeout, limits=limits.to_dict(),
+                        token_sha256=token_digest(token))
+        write_json_atomic(self.run_dir / RUN_CONFIG_FILE, run.to_dict())
+        return limits
+
+    def _wait_listening(self, handle: Any, token: str, deadline: float) -> ServerInfo | None:
+        """Poll for the server's address; None if it died, a stop came, or time ran out."""
+        while True:
+            info = self.rt.launcher.server_info(self.run_dir)
+            if info is not None and info.token == token:
+                return info
+            if handle.exited.wait(_POLL) or self._stopped():
+                return None
+            if time.monotonic() > deadline:
+                self._start_timed_out()
+                return None
+
+    def _start_timed_out(self) -> None:
+        self._fail({"type": "start_timeout",
+                    "message": f"the simulation server was not ready within "
+                               f"{self.limits.start_timeout:g} s"})

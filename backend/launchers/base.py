@@ -1,0 +1,148 @@
+"""The launcher seam: where and how simulation-server processes run.
+
+Everything the backend does to a simulation server as a process goes through a
+:class:`Launcher` and the :class:`ServerHandle` it returns: spawn, find the address
+of its control API, learn that it exited and how, stop it with escalation, clean up
+what it left, adopt it again after a backend restart. Nothing outside this package
+assumes the server is a local pid: a launcher may run it locally, take it from a
+pool of warm processes, or submit it to a batch system.
+"""
+from __future__ import annotations
+
+import abc
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from lifecycle.messages import SERVER_FILE, ServerInfo, read_json
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a server ended: ``code`` for an exit, ``signal`` when killed by one.
+
+    Both None when nobody can tell (an adopted process is not our child). A
+    launcher that knows more (a batch system's verdict) says so in ``reason`` and
+    a typed ``error_type``.
+    """
+
+    code: int | None
+    signal: int | None
+    reason: str | None = None
+    error_type: str | None = None
+
+    @property
+    def signal_name(self) -> str | None:
+        if self.signal is None:
+            return None
+        try:
+            return signal.Signals(self.signal).name
+        except ValueError:
+            return f"signal {self.signal}"
+
+    def describe(self) -> str:
+        if self.reason:
+            return self.reason
+        if self.signal is not None:
+            return f"killed by {self.signal_name}"
+        if self.code is not None:
+            return f"exit code {self.code}"
+        return "exit status unknown"
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    """What a launcher needs to start one simulation server."""
+
+    sim_id: str
+    run_dir: Path
+    #: The control token; handed over out of band (environment), never on a command line.
+    token: str
+    #: The run's resolved limits (``backend.limits.Limits.to_dict()``).
+    limits: dict[str, Any]
+
+
+#: Called once with the handle and its exit, on a thread of the launcher's.
+ExitCallback = Callable[["ServerHandle", Exit], None]
+
+
+class ServerHandle(abc.ABC):
+    """One launched simulation server, wherever it runs.
+
+    ``exited`` is set, and the ``on_exit`` callback given to the launcher called
+    once, when the server is gone for good.
+    """
+
+    def __init__(self, sim_id: str, on_exit: ExitCallback) -> None:
+        self.sim_id = sim_id
+        self.exit: Exit | None = None
+        self.exited = threading.Event()
+        self._on_exit = on_exit
+
+    def _ended(self, exit: Exit) -> None:
+        """Record how the server ended and tell the supervisor (once)."""
+        if self.exited.is_set():
+            return
+        self.exit = exit
+        self.exited.set()
+        self._on_exit(self, exit)
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where it runs, for logs and errors: ``pid 123``, ``slurm job 45``."""
+
+    @abc.abstractmethod
+    def resources(self) -> dict[str, float]:
+        """``cpu_percent`` (since the last call) and ``rss_bytes`` of all it runs."""
+
+
+class Launcher(abc.ABC):
+    """Starts simulation servers and ends them, escalating when they do not obey."""
+
+    #: The name ``--launcher`` selects it by.
+    name = ""
+
+    @abc.abstractmethod
+    def spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> ServerHandle:
+        """Start ``python -m simserver`` for a prepared run directory.
+
+        Raises:
+            OSError: it could not be started.
+        """
+
+    @abc.abstractmethod
+    def adopt(self, sim_id: str, run_dir: Path, on_exit: ExitCallback) -> ServerHandle | None:
+        """Attach to a live server an earlier backend started; None if it is gone.
+
+        Must never mistake another process (a recycled pid) for it.
+        """
+
+    def server_info(self, run_dir: Path) -> ServerInfo | None:
+        """How to reach the server's control API, once it listens (``server.json``)."""
+        try:
+            data = read_json(run_dir / SERVER_FILE)
+        except ValueError:
+            return None  # being written (not atomically, by a foreign writer)
+        return ServerInfo.from_dict(data) if data else None
+
+    @abc.abstractmethod
+    def terminate(self, handle: ServerHandle, grace: float) -> None:
+        """Ask the server and all it started to end (SIGTERM or the like); force it
+        (SIGKILL) after ``grace`` seconds. Returns once it is gone."""
+
+    @abc.abstractmethod
+    def kill_leftovers(self, handle: ServerHandle) -> None:
+        """Kill whatever the script left behind once the server itself is gone."""
+
+    @abc.abstractmethod
+    def clean_orphans(self, runs_dir: Path, owned: dict[str, ServerHandle]) -> None:
+        """Kill servers of run dirs under ``runs_dir`` that no handle in ``owned`` is."""
+
+    def problem(self, runs_dir: Path) -> str | None:
+        """Why no server could be launched now (readiness), or None."""
+        return None
+
+    def close(self) -> None:
+        """Release what the launcher holds (threads, pools); servers live on."""

@@ -1,0 +1,215 @@
+"""The local launcher: simulation servers as child processes of this host.
+
+Spawn in a session of its own, reap in one thread per process, stop with SIGTERM
+then SIGKILL to the whole process group and tree, measure resources. OS calls go
+through :class:`ProcessOps`, so unit tests can record them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+import lifecycle
+from backend.launchers.base import Exit, ExitCallback, Launcher, LaunchSpec, ServerHandle
+from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG, TOKEN_ENV
+
+logger = logging.getLogger(__name__)
+
+# simserver sits beside lifecycle in the distribution; the child must find both.
+_CODE_ROOT = str(Path(lifecycle.__file__).resolve().parent.parent)
+# How long a SIGKILLed process tree gets to disappear before we stop waiting.
+_KILL_WAIT = 5.0
+
+
+class ProcessOps:
+    """The OS seam of the local launcher: spawning, signalling, waiting."""
+
+    clock = staticmethod(time.monotonic)
+
+    def spawn(self, argv: list[str], *, cwd: Path, env: dict[str, str],
+              stdout: Path, stderr: Path) -> subprocess.Popen:
+        with open(stdout, "ab") as out, open(stderr, "ab") as err:
+            return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=err, start_new_session=True,
+                                    close_fds=True)
+
+    def signal_group(self, pgid: int, sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def signal_process(self, proc: psutil.Process, sig: int) -> None:
+        try:
+            proc.send_signal(sig)
+        except psutil.Error:
+            pass
+
+    def wait_procs(self, procs: list[psutil.Process], timeout: float) -> None:
+        psutil.wait_procs(procs, timeout=timeout)
+
+
+class LocalServer(ServerHandle):
+    """A simulation-server process on this host, spawned by us or adopted.
+
+    One reaper thread waits for it and reports its :class:`Exit`.
+    """
+
+    def __init__(self, sim_id: str, ps: psutil.Process, popen: subprocess.Popen | None,
+                 on_exit: ExitCallback) -> None:
+        super().__init__(sim_id, on_exit)
+        self.pid = ps.pid
+        self.ps = ps
+        self.popen = popen
+        self._measured: dict[int, psutil.Process] = {ps.pid: ps}
+        threading.Thread(target=self._reap, name=f"reap-{sim_id}", daemon=True).start()
+
+    def describe(self) -> str:
+        return f"pid {self.pid}"
+
+    def _reap(self) -> None:
+        if self.popen is not None:
+            code = self.popen.wait()
+            exit = Exit(code, None) if code >= 0 else Exit(None, -code)
+        else:
+            try:
+                code = self.ps.wait()
+            except psutil.Error:
+                code = None
+            exit = Exit(code, None)
+        logger.info("exited: sim %s (pid %d) %s", self.sim_id, self.pid, exit.describe())
+        self._ended(exit)
+
+    def tree(self) -> list[psutil.Process]:
+        """The process and every descendant still alive."""
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def resources(self) -> dict[str, float]:
+        cpu, rss = 0.0, 0
+        for proc in self.tree():
+            proc = self._measured.setdefault(proc.pid, proc)
+            try:
+                cpu += proc.cpu_percent(None)
+                rss += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return {"cpu_percent": round(cpu, 1), "rss_bytes": rss}
+
+
+class LocalLauncher(Launcher):
+    """Runs each simulation server as a child process of the backend."""
+
+    name = "local"
+
+    def __init__(self, ops: ProcessOps | None = None) -> None:
+        self.ops = ops or ProcessOps()
+
+    def spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> LocalServer:
+        env = dict(os.environ)
+        env[TOKEN_ENV] = spec.token
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_CODE_ROOT, env.get("PYTHONPATH", "")) if p)
+        logs = spec.run_dir / LOGS_DIR
+        popen = self.ops.spawn(
+            [sys.executable, "-m", "simserver", "--run-dir", str(spec.run_dir)],
+            cwd=spec.run_dir / EXPERIMENT_DIR, env=env,
+            stdout=logs / STDOUT_LOG, stderr=logs / STDERR_LOG)
+        logger.info("spawned: sim %s (pid %d)", spec.sim_id, popen.pid)
+        return LocalServer(spec.sim_id, psutil.Process(popen.pid), popen, on_exit)
+
+    def adopt(self, sim_id: str, run_dir: Path, on_exit: ExitCallback) -> LocalServer | None:
+        """Attach to the process ``server.json`` names, if it is alive and is the same
+        process (its create time matches), so a recycled pid is never mistaken for it."""
+        info = self.server_info(run_dir)
+        if info is None:
+            return None
+        try:
+            ps = psutil.Process(info.pid)
+            if abs(ps.create_time() - info.create_time) > 0.01 or not ps.is_running():
+                return None
+        except psutil.Error:
+            return None
+        logger.info("adopted: sim %s (pid %d)", sim_id, info.pid)
+        return LocalServer(sim_id, ps, None, on_exit)
+
+    def terminate(self, handle: ServerHandle, grace: float) -> None:
+        """SIGTERM the process group and tree; SIGKILL what is left after ``grace`` s."""
+        proc = _local(handle)
+        tree = proc.tree()
+        if not proc.exited.is_set():
+            self.ops.signal_group(proc.pid, signal.SIGTERM)
+            for child in tree[1:]:
+                self.ops.signal_process(child, signal.SIGTERM)
+            if not proc.exited.wait(grace):
+                logger.warning("killing sim %s (pid %d) with SIGKILL", proc.sim_id, proc.pid)
+        self._kill(proc, tree)
+
+    def kill_leftovers(self, handle: ServerHandle) -> None:
+        proc = _local(handle)
+        self._kill(proc, proc.tree())
+
+    def clean_orphans(self, runs_dir: Path, owned: dict[str, ServerHandle]) -> None:
+        for sim_id, proc in _find_servers(runs_dir).items():
+            handle = owned.get(sim_id)
+            if isinstance(handle, LocalServer) and handle.pid == proc.pid:
+                continue
+            logger.warning("killing orphan: sim %s (pid %d)", sim_id, proc.pid)
+            try:
+                tree = [proc, *proc.children(recursive=True)]
+                own_group = os.getpgid(proc.pid) == proc.pid
+            except (psutil.Error, ProcessLookupError):
+                continue
+            if own_group:
+                self.ops.signal_group(proc.pid, signal.SIGKILL)
+            for member in tree:
+                self.ops.signal_process(member, signal.SIGKILL)
+            self.ops.wait_procs(tree, _KILL_WAIT)
+
+    def problem(self, runs_dir: Path) -> str | None:
+        try:
+            runs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+        if not (os.access(sys.executable, os.X_OK) and os.access(runs_dir, os.W_OK)):
+            return f"cannot run {Path(sys.executable).name} in the runs folder"
+        return None
+
+    def _kill(self, proc: LocalServer, tree: list[psutil.Process]) -> None:
+        self.ops.signal_group(proc.pid, signal.SIGKILL)
+        for member in tree:
+            self.ops.signal_process(member, signal.SIGKILL)
+        self.ops.wait_procs(tree[1:], _KILL_WAIT)
+        proc.exited.wait(_KILL_WAIT)
+
+
+def _local(handle: ServerHandle) -> LocalServer:
+    if not isinstance(handle, LocalServer):
+        raise TypeError(f"the local launcher cannot act on {handle.describe()}")
+    return handle
+
+
+def _find_servers(runs_dir: Path) -> dict[str, psutil.Process]:
+    """Simulation-server processes of run directories under ``runs_dir``, by sim id."""
+    found: dict[str, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info.get("cmdline") or []
+        if "simserver" not in argv or "--run-dir" not in argv:
+            continue
+        try:
+            run_dir = Path(argv[argv.index("--run-dir") + 1])
+        except IndexError:
+            continue
+        if run_dir.parent == runs_dir:
+            found[run_dir.name] = proc
+    return found

@@ -1,0 +1,91 @@
+"""Restart recovery: what a starting backend does with the simulations it finds.
+
+For every simulation that held a server or still owes an upload: re-adopt its live
+server (checked by the launcher and by the control token), or learn how it ended
+from ``status.json``, or launch it again if a restart cut its launch short. Servers
+and run directories that no record owns are killed and removed.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterable
+from enum import Enum
+
+from backend.control_client import ControlClient, ControlError
+from backend.launchers import Exit
+from backend.services import Runtime
+from backend.supervisor import SimulationSupervisor
+from lifecycle import ACTIVE_STATES
+from lifecycle.messages import STATUS_FILE, ServerInfo, read_json
+
+logger = logging.getLogger(__name__)
+
+
+class Recovery(Enum):
+    """What became of one simulation at start-up."""
+
+    NOTHING = "nothing"          # finished and uploaded
+    ADOPTED = "adopted"          # its server lives on; followed again
+    ENDED = "ended"              # its server is gone; decided from status.json
+    RELAUNCH = "relaunch"        # the launch was cut short: launch again
+    WIND_UP = "wind_up"          # finished, upload still due
+
+
+def recover_all(runtime: Runtime, sups: Iterable[SimulationSupervisor]) -> dict[str, Recovery]:
+    """Recover every simulation, then clean up what no record owns."""
+    sups = list(sups)
+    outcomes = {sup.sim_id: recover(runtime, sup) for sup in sups}
+    owned = {sup.sim_id: sup.server for sup in sups if sup.server is not None}
+    runtime.launcher.clean_orphans(runtime.config.runs_dir, owned)
+    _remove_orphan_run_dirs(runtime, {sup.sim_id for sup in sups})
+    for sup in sups:
+        if outcomes[sup.sim_id] is Recovery.RELAUNCH:
+            sup.mailbox.post(sup.relaunch)
+    return outcomes
+
+
+def recover(runtime: Runtime, sup: SimulationSupervisor) -> Recovery:
+    """Decide what to do with one simulation; the work is posted to its mailbox."""
+    state, uploaded = sup.state, sup.snapshot["logs_uploaded"]
+    if state not in ACTIVE_STATES and (uploaded or not state.is_terminal):
+        return Recovery.NOTHING
+    info = runtime.launcher.server_info(sup.run_dir)
+    handle = runtime.launcher.adopt(sup.sim_id, sup.run_dir, sup.exit_callback) \
+        if info is not None and _answers_to(info, sup.sim_id) else None
+    if handle is not None:
+        sup.server = handle  # seen by the orphan sweep; the mailbox takes it from here
+        sup.mailbox.post(sup.adopt, handle, info)
+        return Recovery.ADOPTED
+    if state.is_terminal:
+        sup.mailbox.post(sup.wind_up)
+        return Recovery.WIND_UP
+    if read_json(sup.run_dir / STATUS_FILE) is None:
+        return Recovery.RELAUNCH
+    sup.mailbox.post(sup.exit_callback, None, Exit(None, None))
+    return Recovery.ENDED
+
+
+def _answers_to(info: ServerInfo, sim_id: str) -> bool:
+    """False if the process refuses the recorded token (it is not the one we started)."""
+    client = ControlClient(info)
+    try:
+        client.status(timeout=2.0)
+    except ControlError as exc:
+        if exc.status == 401:
+            logger.error("sim %s: pid %d refuses the recorded token; not adopting it",
+                         sim_id, info.pid)
+            return False
+    finally:
+        client.close()
+    return True
+
+
+def _remove_orphan_run_dirs(runtime: Runtime, known: set[str]) -> None:
+    runs = runtime.config.runs_dir
+    if not runs.is_dir():
+        return
+    for run_dir in runs.iterdir():
+        if run_dir.name not in known:
+            logger.warning("removing orphan run dir %s", run_dir)
+            shutil.rmtree(run_dir, ignore_errors=True)

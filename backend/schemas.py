@@ -1,0 +1,105 @@
+"""Request bodies, checked at the edge: what the resources hand the manager.
+
+Each parser takes decoded JSON and returns a typed value or raises
+:class:`~backend.exceptions.InvalidRequest` naming the offending field.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from backend.exceptions import InvalidRequest
+from lifecycle import SimState, UnknownState, experiment, parse_state
+from lifecycle.errors import InvalidExperiment
+from storage import InvalidKey, validate_key
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_POST_FIELDS = {"experiment", "id", "main_script", "timeout", "params", "state", "limits"}
+#: States a simulation may be asked to reach when it is created.
+CREATE_STATES = (SimState.INITIALIZED, SimState.STARTED)
+
+
+@dataclass(frozen=True)
+class NewSimulation:
+    """A checked ``POST /v1/simulations`` body."""
+
+    experiment: str
+    id: str | None = None
+    main_script: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    timeout: dict[str, float] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)
+    state: SimState | None = None
+
+
+def new_simulation(body: Any) -> NewSimulation:
+    """Check a ``POST /v1/simulations`` body.
+
+    Raises:
+        InvalidRequest: with a code and a message naming the offending field.
+        UnknownState: ``state`` is not one a simulation may be created in.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    unknown = set(body) - _POST_FIELDS
+    if unknown:
+        raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}",
+                             code="unknown_field")
+    if not isinstance(body.get("experiment"), str) or not body["experiment"]:
+        raise InvalidRequest("'experiment' (a name) is required", code="missing_field")
+    sim_id = body.get("id")
+    if "id" in body and (not isinstance(sim_id, str) or not ID_PATTERN.fullmatch(sim_id)):
+        raise InvalidRequest("'id' must be 1-64 letters, digits, '.', '_' or '-', starting "
+                             "with a letter or digit", code="invalid_id")
+    main_script = body.get("main_script")
+    if "main_script" in body:
+        try:
+            validate_key(main_script if isinstance(main_script, str) else "")
+        except InvalidKey:
+            raise InvalidRequest("'main_script' must be a relative path inside the experiment",
+                                 code="invalid_main_script") from None
+    params = body.get("params", {})
+    if not isinstance(params, dict):
+        raise InvalidRequest("'params' must be a JSON object", code="invalid_params")
+    return NewSimulation(
+        experiment=body["experiment"], id=sim_id, main_script=main_script, params=params,
+        timeout=_section(body, "timeout", experiment.timeout, "invalid_timeout"),
+        limits=_section(body, "limits", experiment.limits, "invalid_limits"),
+        state=_create_state(body.get("state")))
+
+
+def _section(body: dict[str, Any], key: str, check: Any, code: str) -> dict[str, float]:
+    if key in body and not isinstance(body[key], dict):
+        raise InvalidRequest(f"'{key}' must be an object", code=code)
+    try:
+        return check({key: body.get(key)})
+    except InvalidExperiment as exc:
+        raise InvalidRequest(str(exc), code=code) from None
+
+
+def _create_state(value: Any) -> SimState | None:
+    if value is None:
+        return None
+    try:
+        state = parse_state(value)
+    except ValueError:
+        state = None
+    if state not in CREATE_STATES:
+        raise UnknownState("'state' may be 'initialized' or 'started' at creation")
+    return state
+
+
+def requested_state(body: Any) -> SimState:
+    """The target of ``PUT .../state``: ``{"state": "<name>"}``.
+
+    Raises:
+        UnknownState: not a string naming a state.
+    """
+    target = body.get("state") if isinstance(body, dict) else None
+    if not isinstance(target, str):
+        raise UnknownState("'state' must be a string naming a state")
+    try:
+        return parse_state(target)
+    except ValueError as exc:
+        raise UnknownState(str(exc)) from None
