@@ -17,4 +17,5 @@ serve: install
 	$(BIN)/simbackend serve
 
 test: install
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)

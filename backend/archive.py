@@ -69,7 +69,8 @@ def _member_path(member: tarfile.TarInfo) -> str | None:
         raise InvalidArchive(f"{member.name!r}: {exc}") from None
 
 
-def _read_members(stream: BinaryIO, max_bytes: int) -> tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]:
+def _read_members(stream: BinaryIO, max_bytes: int,
+                  ) -> tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]:
     try:
         tar = tarfile.open(fileobj=stream, mode="r:gz")
         members = tar.getmembers()

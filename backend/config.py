@@ -64,8 +64,8 @@ class Config:
         if not self.storage:
             self.storage = (self.data_dir / "storage").as_uri()
         if self.storage_connect_timeout <= 0 or self.storage_read_timeout <= 0:
-            raise ValueError("SIMBACKEND_STORAGE_CONNECT_TIMEOUT and SIMBACKEND_STORAGE_READ_TIMEOUT "
-                             "must be positive")
+            raise ValueError("SIMBACKEND_STORAGE_CONNECT_TIMEOUT and "
+                             "SIMBACKEND_STORAGE_READ_TIMEOUT must be positive")
         if self.storage_retries < 0:
             raise ValueError("SIMBACKEND_STORAGE_RETRIES must not be negative")
 

@@ -96,10 +96,6 @@ class Registry:
         for (data,) in rows:
             yield SimulationRecord.from_dict(json.loads(data))
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
     def _write(self, sql: str, record: SimulationRecord) -> None:
         data = record.to_dict()
         row = (record.id, record.experiment, data["state"], record.created_at,

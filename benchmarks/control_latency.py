@@ -23,7 +23,7 @@ def pause_resume(backend: Backend, experiment: str, trials: int,
     ``fields`` go into the POST (``params``, ``timeout``).
     """
     sim = backend.create(experiment, state="started", **fields)["id"]
-    wait(lambda: backend.status(sim)["sim_time"] > 0, 120)
+    wait(lambda sim=sim: backend.status(sim)["sim_time"] > 0, 120)
     found: dict[str, list[float]] = {"pause_put": [], "pause": [], "resume": []}
     for _ in range(trials):
         began = time.monotonic()
@@ -46,14 +46,14 @@ def stop_start(backend: Backend, experiment: str, trials: int,
     for _ in range(trials):
         began = time.monotonic()
         sim = backend.create(experiment, state="started", **fields)["id"]
-        found["first_step"].append(wait(lambda: backend.status(sim)["sim_time"] > 0, 120)
+        found["first_step"].append(wait(lambda sim=sim: backend.status(sim)["sim_time"] > 0, 120)
                                    - began)
         began = time.monotonic()
         backend.set_state(sim, "stopped")
-        found["stop_ack"].append(wait(lambda: backend.status(sim)["server_state"] == "stopped")
-                                 - began)
-        found["stop_exit"].append(wait(lambda: backend.record(sim)["exit_code"] is not None)
-                                  - began)
+        found["stop_ack"].append(
+            wait(lambda sim=sim: backend.status(sim)["server_state"] == "stopped") - began)
+        found["stop_exit"].append(
+            wait(lambda sim=sim: backend.record(sim)["exit_code"] is not None) - began)
     return found
 
 

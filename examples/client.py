@@ -55,7 +55,9 @@ def main() -> int:
 
     state = lambda s: http.put(f"{url}/v1/simulations/{sim_id}/state", json={"state": s})  # noqa: E731
     time.sleep(0.5)
-    print("pause:", state("paused").json(), http.get(f"{url}/v1/simulations/{sim_id}/status").json()["sim_time"], "ms")
+    paused = state("paused").json()
+    print("pause:", paused, http.get(f"{url}/v1/simulations/{sim_id}/status").json()["sim_time"],
+          "ms")
     print("resume:", state("started").json())
 
     record = wait_for(http, url, sim_id, {"completed", "stopped", "failed"})

@@ -1,9 +1,9 @@
 """The transition table: data, not code.
 
 Each entry is one edge of the lifecycle in the form ``transitions.Machine`` takes.
-``operator`` marks the edges a ``PUT .../state`` may take; the others are fired
-by the system (the simulation server reporting how the script ended, or the
-supervisor seeing the process die).
+:data:`OPERATOR_TRIGGERS` names the edges a ``PUT .../state`` may take; the others
+are fired by the system (the simulation server reporting how the script ended, or
+the supervisor seeing the process die).
 """
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 Routes (JSON; every request carries ``Authorization: Bearer <token>``):
 
 - ``GET /status``: the live status.
-- ``POST /command`` ``{"command": "start"|"resume"|"pause"|"stop"}``: obey; 409 if
-  the lifecycle refuses.
+- ``POST /command`` ``{"command": "start"|"resume"|"pause"|"stop"}``: obey and answer
+  ``{"state", "seq"}`` (``seq``: the number of the event this change appended, so the
+  backend can tell older events from the reply); 409 if the lifecycle refuses.
 - ``GET /events?after=N&wait=S``: events numbered above N, long-polling up to S s.
 """
 from __future__ import annotations

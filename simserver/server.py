@@ -138,8 +138,10 @@ class SimulationServer:
                     self._execute(code)
             finally:
                 # From here on results are being saved: a SIGTERM now would cut a file
-                # in half. It stays pending; the backend's SIGKILL bounds the wait.
-                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+                # in half, so it no longer interrupts (the backend's SIGKILL bounds the
+                # wait). Masking would not do: the kernel delivers the signal to any
+                # thread that does not block it, and Python runs the handler here.
+                signal.signal(signal.SIGTERM, _finish_first)
         except SimulationStopped:
             self._end_as(SimState.STOPPED)
         except InvalidExperiment as exc:
@@ -224,6 +226,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     # run_loop; the script unwinds through its finally blocks and results are saved.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SimulationStopped("terminated by SIGTERM")
+
+
+def _finish_first(signum: int, frame: Any) -> None:
+    logger.warning("SIGTERM while saving the results: finishing the save first")
 
 
 def configure_logging(run_dir: Path) -> None:

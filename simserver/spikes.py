@@ -103,7 +103,7 @@ def plot_raster(spikes: dict[str, Spikes], path: Path, t_end: float, title: str)
     fig = Figure(figsize=(10, 1.5 + 2 * len(spikes)), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(spikes), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, (name, (times, senders)) in zip(axes, spikes.items()):
+    for ax, (name, (times, senders)) in zip(axes, spikes.items(), strict=True):
         ax.plot(times, senders, "|", markersize=3, color="black", rasterized=True)
         ax.set_ylabel(f"{name}\nsender id")
         ax.set_title(f"{name}: {len(times)} spikes", loc="left", fontsize="small")

@@ -5,6 +5,7 @@ put_stream, delete); the base derives the rest — byte helpers, file transfers,
 prefix deletion and the parallel, verified folder transfers — and subclasses
 override those only to be faster.
 """
+
 from __future__ import annotations
 
 import abc
@@ -179,7 +180,9 @@ class Storage(abc.ABC):
         logger.info("deleted: %d objects under %s/%s", len(infos), self.describe(), folder)
         return len(infos)
 
-    def upload_dir(self, local_dir: Path, prefix: str, *, workers: int | None = None) -> builtins.list[ObjectInfo]:
+    def upload_dir(
+        self, local_dir: Path, prefix: str, *, workers: int | None = None
+    ) -> builtins.list[ObjectInfo]:
         """Upload every regular file below `local_dir` to `prefix` + its relative path.
 
         Symlinks are skipped. Objects already under `prefix` are kept. After the
@@ -194,17 +197,24 @@ class Storage(abc.ABC):
         folder = validate_prefix(prefix)
         workers = self._workers(workers)
         files = _local_files(Path(local_dir), folder)
-        _run_parallel([partial(self.upload_file, path, key) for key, (path, _) in files.items()], workers)
+        _run_parallel(
+            [partial(self.upload_file, path, key) for key, (path, _) in files.items()], workers
+        )
         stored = {info.key: info.size for info in self.list(folder)}
         mismatched = sorted(key for key, (_, size) in files.items() if stored.get(key) != size)
         if mismatched:
             raise StorageError(
-                f"upload of {local_dir} to {self.describe()} failed verification: {', '.join(mismatched)}"
+                f"upload of {local_dir} to {self.describe()} failed verification: "
+                f"{', '.join(mismatched)}"
             )
-        logger.info("uploaded: %d files from %s to %s/%s", len(files), local_dir, self.describe(), folder)
+        logger.info(
+            "uploaded: %d files from %s to %s/%s", len(files), local_dir, self.describe(), folder
+        )
         return [ObjectInfo(key, stored[key]) for key in sorted(files)]
 
-    def download_prefix(self, prefix: str, local_dir: Path, *, workers: int | None = None) -> builtins.list[ObjectInfo]:
+    def download_prefix(
+        self, prefix: str, local_dir: Path, *, workers: int | None = None
+    ) -> builtins.list[ObjectInfo]:
         """Download every object under `prefix` to `local_dir` / its key less the prefix.
 
         Each file is written atomically and its size checked against the listing.
@@ -219,14 +229,19 @@ class Storage(abc.ABC):
         workers = self._workers(workers)
         local_dir = Path(local_dir)
         infos = self.list(folder)
-        targets = {info.key: _local_target(local_dir, info.key[len(folder):]) for info in infos}
-        _run_parallel([partial(self.download_file, key, path) for key, path in targets.items()], workers)
+        targets = {info.key: _local_target(local_dir, info.key[len(folder) :]) for info in infos}
+        _run_parallel(
+            [partial(self.download_file, key, path) for key, path in targets.items()], workers
+        )
         mismatched = [info.key for info in infos if targets[info.key].stat().st_size != info.size]
         if mismatched:
             raise StorageError(
-                f"download from {self.describe()} to {local_dir} is incomplete: {', '.join(mismatched)}"
+                f"download from {self.describe()} to {local_dir} is incomplete: "
+                f"{', '.join(mismatched)}"
             )
-        logger.info("downloaded: %d files from %s/%s to %s", len(infos), self.describe(), folder, local_dir)
+        logger.info(
+            "downloaded: %d files from %s/%s to %s", len(infos), self.describe(), folder, local_dir
+        )
         return infos
 
     def _workers(self, workers: int | None) -> int:
@@ -272,8 +287,6 @@ def _local_target(local_dir: Path, relative: str) -> Path:
     if not target.resolve().is_relative_to(local_dir.resolve()):
         raise StorageError(f"refusing to write {relative!r} outside {local_dir}")
     return target
-
-
 
 
 def _run_parallel(calls: list[Callable[[], object]], workers: int) -> None:

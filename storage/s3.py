@@ -4,6 +4,7 @@ boto3 is imported only when an S3Storage is built, so the package works
 without it. Credentials, region and endpoint come from boto3's standard
 resolution (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, profiles, ...).
 """
+
 from __future__ import annotations
 
 import builtins  # `list` is a method of S3Storage, so annotations in the class use builtins.list
@@ -38,11 +39,19 @@ _COPY_CHUNK = MIB
 # One DeleteObjects request takes at most this many keys.
 _DELETE_BATCH = 1000
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
-_DENIED_CODES = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+_DENIED_CODES = {
+    "403",
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+}
 
 
 def default_client(
-    connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT, retries: int = RETRIES
+    connect_timeout: float = CONNECT_TIMEOUT,
+    read_timeout: float = READ_TIMEOUT,
+    retries: int = RETRIES,
 ) -> Any:
     """Return an S3 client with bounded timeouts and `retries` retries (standard backoff).
 
@@ -56,7 +65,8 @@ def default_client(
 
     if connect_timeout <= 0 or read_timeout <= 0 or retries < 0:
         raise ValueError(
-            f"S3 timeouts must be positive and retries not negative: connect_timeout={connect_timeout}, "
+            "S3 timeouts must be positive and retries not negative: "
+            f"connect_timeout={connect_timeout}, "
             f"read_timeout={read_timeout}, retries={retries}"
         )
     config = Config(
@@ -113,13 +123,19 @@ class S3Storage(Storage):
         # Parts of 8 MiB, 10 in flight: boto3's defaults, pinned to the classic
         # (pure Python) transfer client so every request keeps the client's timeouts.
         self._transfer = TransferConfig(
-            multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, preferred_transfer_client="classic"
+            multipart_threshold=8 * MIB,
+            multipart_chunksize=8 * MIB,
+            preferred_transfer_client="classic",
         )
         self._botocore_errors = exceptions
         self._upload_failed = S3UploadFailedError
 
     def describe(self) -> str:
-        return f"s3://{self.bucket}/{quote(self.prefix[:-1])}" if self.prefix else f"s3://{self.bucket}"
+        return (
+            f"s3://{self.bucket}/{quote(self.prefix[:-1])}"
+            if self.prefix
+            else f"s3://{self.bucket}"
+        )
 
     def check(self) -> None:
         """Probe the bucket with HeadBucket.
@@ -180,11 +196,13 @@ class S3Storage(Storage):
     def upload_file(self, path: Path, key: str) -> None:
         validate_key(key)
         with self._errors(key):
-            self.client.upload_file(str(path), self.bucket, self.prefix + key, Config=self._transfer)
+            self.client.upload_file(
+                str(path), self.bucket, self.prefix + key, Config=self._transfer
+            )
         logger.debug("uploaded: %s to %s/%s", path, self.describe(), key)
 
     def download_file(self, key: str, path: Path) -> None:
-        """Stream one GET of the object into `path` (no HeadObject first, unlike boto3's download)."""
+        """Stream one GET of the object into `path` (no HeadObject first, unlike boto3's)."""
         validate_key(key)
         with self._errors(key), atomic_write(Path(path)) as target:
             body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
@@ -217,7 +235,7 @@ class S3Storage(Storage):
 
     def _info(self, name: str, size: int) -> ObjectInfo | None:
         """Return the info of a listed bucket key, or None if it makes no valid key."""
-        key = name[len(self.prefix):]
+        key = name[len(self.prefix) :]
         try:
             return ObjectInfo(validate_key(key), size)
         except InvalidKey:
@@ -257,7 +275,9 @@ class S3Storage(Storage):
             errors.PartialCredentialsError,
             errors.CredentialRetrievalError,
         ) as exc:
-            raise StorageUnavailable(f"no usable S3 credentials for {self.describe()}: {exc}") from exc
+            raise StorageUnavailable(
+                f"no usable S3 credentials for {self.describe()}: {exc}"
+            ) from exc
         except errors.BotoCoreError as exc:
             raise StorageError(f"S3 failed for {self.describe()}: {exc}") from exc
         except self._upload_failed as exc:

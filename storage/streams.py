@@ -4,6 +4,7 @@ Used for ranged reads of local files and to enforce the declared size of an
 upload. Both are wrapped in :class:`io.BufferedReader` because consumers such as
 s3transfer take a short ``read(n)`` for the end of the stream.
 """
+
 from __future__ import annotations
 
 import io
@@ -19,7 +20,9 @@ class _LimitedRaw(io.RawIOBase):
     end early, or finding more, raises StorageError.
     """
 
-    def __init__(self, source: BinaryIO, limit: int | None, *, exact: bool, owns_source: bool) -> None:
+    def __init__(
+        self, source: BinaryIO, limit: int | None, *, exact: bool, owns_source: bool
+    ) -> None:
         super().__init__()
         self._source = source
         self._limit = limit

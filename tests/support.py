@@ -116,7 +116,8 @@ class MotoServer:
 
     def _serving(self, port: int) -> bool:
         if self.proc.poll() is not None:
-            raise AssertionError(f"moto exited {self.proc.returncode}:\n{self.log_path.read_text()}")
+            raise AssertionError(f"moto exited {self.proc.returncode}:\n"
+                                 f"{self.log_path.read_text()}")
         try:
             with _NO_PROXY_OPENER.open(f"{self.endpoint}/moto-api/", timeout=1):
                 pass

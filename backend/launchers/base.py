@@ -144,5 +144,5 @@ class Launcher(abc.ABC):
         """Why no server could be launched now (readiness), or None."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook: most launchers hold nothing
         """Release what the launcher holds (threads, pools); servers live on."""

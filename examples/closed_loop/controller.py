@@ -14,7 +14,8 @@ class Controller:
     def step(self, t, dt):
         if self.position is None:
             return
-        rate = np.zeros(2) if self.previous is None else (self.position - self.previous) / (dt / 1000.0)
+        rate = np.zeros(2) if self.previous is None \
+            else (self.position - self.previous) / (dt / 1000.0)
         self.force = self.kp * (self.target - self.position) - self.kd * rate
         self.previous = self.position
 

@@ -71,7 +71,8 @@ def test_bad_post_changes_nothing(backend: Backend, loop: str, body: str, status
                             headers={"Content-Type": "application/json"})
     assert_error(response, status, code)
     assert backend.get("/v1/simulations").json() == {"simulations": []}
-    assert not (backend.data_dir / "runs").exists() or not any((backend.data_dir / "runs").iterdir())
+    runs = backend.data_dir / "runs"
+    assert not runs.exists() or not any(runs.iterdir())
 
 
 def test_state_requests_are_checked(backend: Backend, loop: str) -> None:
@@ -113,7 +114,8 @@ def test_list_filters(backend: Backend, loop: str) -> None:
     a = backend.create(loop)["id"]
     b = backend.create("other")["id"]
     backend.set_state(b, "stopped")
-    listed = lambda **q: [s["id"] for s in backend.get("/v1/simulations", params=q).json()["simulations"]]  # noqa: E731
+    def listed(**q: str) -> list[str]:
+        return [s["id"] for s in backend.get("/v1/simulations", params=q).json()["simulations"]]
     assert sorted(listed()) == sorted([a, b])
     assert listed(state="created") == [a]
     assert listed(state="stopped") == [b]

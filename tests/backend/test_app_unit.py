@@ -76,3 +76,16 @@ def test_storage_settings_reach_the_s3_client(tmp_path: Path, s3_env: str, s3_bu
 def test_bad_storage_settings_are_refused(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=f"SIMBACKEND_{name}"):
         Config.from_env({f"SIMBACKEND_{name}": value})
+
+
+def test_close_stops_the_threads_the_app_started(tmp_path: Path) -> None:
+    import threading
+
+    def ours() -> set[str]:
+        return {t.name for t in threading.enumerate() if t.name in ("watchdog", "upload-retry")}
+
+    before = ours()
+    app = create_app(Config(data_dir=tmp_path, examples_dir=""))
+    assert ours() - before == set() or {"watchdog", "upload-retry"} <= ours()
+    app.extensions["simbackend"].close()
+    assert ours() <= before, "close() left the watchdog or the upload retrier running"

@@ -55,7 +55,8 @@ def test_kill9_backend_then_restart_readopts_and_reconciles(backend: Backend, lo
     assert backend.record(paused)["state"] == "paused"
     record = backend.wait_uploaded(ending)
     assert record["state"] == "completed" and record["exit_code"] == 0
-    assert "reached the timeout" in backend.get(f"/v1/simulations/{ending}/logs/simulation.log").text
+    log = backend.get(f"/v1/simulations/{ending}/logs/simulation.log").text
+    assert "reached the timeout" in log
 
     # The re-adopted ones obey: pause, resume, stop.
     backend.set_state(running[0], "paused")
@@ -103,7 +104,8 @@ def test_stuck_script_ignoring_sigterm_is_stopped_with_its_children(backend: Bac
     sim_id = backend.create("stubborn", state="started")["id"]
     child_file = backend.data_dir / "runs" / sim_id / "results" / "child.pid"
     child = int(wait_until(lambda: child_file.exists() and child_file.read_text(), 10, "child"))
-    wait_until(lambda: "busy looping" in backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text,
+    stdout = f"/v1/simulations/{sim_id}/logs/stdout.log"
+    wait_until(lambda: "busy looping" in backend.get(stdout).text,
                10, "the busy loop")
     began = time.monotonic()
     backend.set_state(sim_id, "stopped")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import time
 
+import requests
+
 from tests.support import Backend, loop_experiment, wait_until
 
 SLOW = {"step_sleep": 0.001}
@@ -51,13 +53,15 @@ def test_full_flow_initialize_start_pause_resume_complete(backend: Backend) -> N
 
 def test_logs_are_live_while_running_and_ranged(backend: Backend, loop: str) -> None:
     sim_id = backend.create(loop, params=SLOW, state="started")["id"]
-    wait_until(lambda: "params" in backend.get(f"/v1/simulations/{sim_id}/logs/simulation.log").text,
+    log = f"/v1/simulations/{sim_id}/logs/simulation.log"
+    wait_until(lambda: "params" in backend.get(log).text,
                10, "the script's first log line")
     assert (backend.data_dir / "runs" / sim_id / "logs").is_dir()
     out = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log")
     assert out.headers["Content-Type"].startswith("text/plain")
     assert out.text == "script starting\n"
-    part = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log", params={"offset": 7, "limit": 8})
+    part = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log",
+                       params={"offset": 7, "limit": 8})
     assert part.text == "starting"
     assert backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log",
                        params={"offset": 10 ** 6}).text == ""
@@ -67,7 +71,8 @@ def test_logs_are_live_while_running_and_ranged(backend: Backend, loop: str) -> 
     backend.set_state(sim_id, "stopped")
     backend.wait_uploaded(sim_id)
     # Same range, now from storage.
-    part = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log", params={"offset": 7, "limit": 8})
+    part = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log",
+                       params={"offset": 7, "limit": 8})
     assert part.text == "starting"
 
 
@@ -164,7 +169,8 @@ def test_syntax_error_fails_at_initialize_with_line(backend: Backend) -> None:
 def test_sigkill_of_simserver_fails_with_signal_and_keeps_partial_logs(backend: Backend,
                                                                        loop: str) -> None:
     sim_id = backend.create(loop, params=SLOW, state="started")["id"]
-    wait_until(lambda: "params" in backend.get(f"/v1/simulations/{sim_id}/logs/simulation.log").text,
+    log = f"/v1/simulations/{sim_id}/logs/simulation.log"
+    wait_until(lambda: "params" in backend.get(log).text,
                10, "the script's first log line")
     import json
     import os
@@ -180,7 +186,8 @@ def test_sigkill_of_simserver_fails_with_signal_and_keeps_partial_logs(backend: 
     record = backend.wait_uploaded(sim_id)
     assert record["exit_code"] == -9
     assert "params" in backend.get(f"/v1/simulations/{sim_id}/logs/simulation.log").text
-    assert backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text.startswith("script starting")
+    stdout = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text
+    assert stdout.startswith("script starting")
 
 
 def test_two_simulations_run_at_once_without_interfering(backend: Backend) -> None:
@@ -221,3 +228,31 @@ def test_offset_past_the_largest_file_size_reads_nothing(backend: Backend, loop:
     backend.wait_uploaded(sim_id)
     response = backend.get(url, params={"offset": 41458872931397, "limit": 10})
     assert response.status_code == 200 and response.text == ""
+
+
+def test_status_reads_while_a_run_ends_leave_its_final_status_whole(backend: Backend) -> None:
+    """Request threads only read: the final status merged at exit is never overwritten."""
+    import threading
+
+    backend.upload("short", loop_experiment(sim_time=300.0))
+    sim_id = backend.create("short", params={"step_sleep": 0.001}, state="started")["id"]
+    stop = threading.Event()
+
+    def hammer() -> None:
+        http = requests.Session()
+        while not stop.is_set():
+            http.get(f"{backend.url}/v1/simulations/{sim_id}/status", timeout=10)
+
+    readers = [threading.Thread(target=hammer) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    try:
+        record = backend.wait_uploaded(sim_id, timeout=30)
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join(10)
+    assert record["state"] == "completed" and record["exit_code"] == 0
+    assert record["status"]["sim_time"] == 300.0 and record["status"]["steps"] == 300
+    stored = backend.get(f"/v1/simulations/{sim_id}/status").json()
+    assert (stored["sim_time"], stored["steps"]) == (300.0, 300)

@@ -229,6 +229,7 @@ def test_braitenberg_vehicle_approaches_the_light(backend: Backend) -> None:
                   for i in (0, -1))
     assert end < start / 2, f"the vehicle went from {start:.2f} m to {end:.2f} m of the light"
     spikes = result_spikes(backend, sim_id)
-    assert len(spikes["motor_left_spikes_times"]) > 0 and len(spikes["motor_right_spikes_times"]) > 0
+    assert len(spikes["motor_left_spikes_times"]) > 0
+    assert len(spikes["motor_right_spikes_times"]) > 0
     log = backend.get(f"/v1/simulations/{sim_id}/logs/simulation.log").text
     assert "reached the light" in log

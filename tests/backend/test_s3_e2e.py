@@ -74,7 +74,8 @@ def test_runs_are_reviewed_from_the_bucket_once_the_run_dir_is_gone(
     assert logs["stdout.log"] == stored[f"{base}/logs/stdout.log"]
     stdout = backend.get(f"{api}/logs/stdout.log").text
     assert stdout.startswith("script starting\n") and "script ending 200" in stdout
-    assert backend.get(f"{api}/logs/stdout.log", params={"offset": 7, "limit": 8}).text == "starting"
+    part = backend.get(f"{api}/logs/stdout.log", params={"offset": 7, "limit": 8})
+    assert part.text == "starting"
     assert backend.get(f"{api}/logs/stdout.log", params={"offset": 10 ** 6}).text == ""
     assert "reached the timeout at t=200.0 ms" in backend.get(f"{api}/logs/simulation.log").text
     assert backend.get(f"{api}/results").json()["results"] == [{"name": "count.txt", "size": 3}]
@@ -103,16 +104,19 @@ def test_a_100_mb_log_is_uploaded_in_parts_and_tailed_with_ranges(
     backend.wait_state(sim_id, "completed", timeout=60)
     backend.wait_uploaded(sim_id, timeout=120)
     size = 100 * (1 << 20) + len(b"THE END\n")
-    head = s3_client.head_object(Bucket=s3_bucket, Key=f"{PREFIX}/simulations/{sim_id}/logs/big.log")
+    head = s3_client.head_object(Bucket=s3_bucket,
+                                 Key=f"{PREFIX}/simulations/{sim_id}/logs/big.log")
     assert head["ContentLength"] == size
     assert head["ETag"].strip('"').endswith("-13")  # a multipart upload of 13 parts of 8 MiB
-    logs = {f["name"]: f["size"] for f in backend.get(f"/v1/simulations/{sim_id}/logs").json()["logs"]}
+    listing = backend.get(f"/v1/simulations/{sim_id}/logs").json()["logs"]
+    logs = {f["name"]: f["size"] for f in listing}
     assert logs["big.log"] == size
     tail = backend.get(f"/v1/simulations/{sim_id}/logs/big.log", params={"offset": size - 8})
     assert tail.content == b"THE END\n"
     middle = backend.get(f"/v1/simulations/{sim_id}/logs/big.log",
                          params={"offset": (1 << 20) + 5, "limit": 100})
-    first = backend.get(f"/v1/simulations/{sim_id}/logs/big.log", params={"offset": 5, "limit": 100})
+    first = backend.get(f"/v1/simulations/{sim_id}/logs/big.log",
+                        params={"offset": 5, "limit": 100})
     assert len(middle.content) == 100 and middle.content == first.content
     s3_client.delete_object(Bucket=s3_bucket, Key=f"{PREFIX}/simulations/{sim_id}/logs/big.log")
 
@@ -151,7 +155,8 @@ def test_unusable_storage_is_a_clear_error_and_503s(
         assert expected in response.json()["error"]["message"]
 
 
-def test_a_bad_storage_url_stops_start_up_with_one_line(make_backend: Callable[..., Backend]) -> None:
+def test_a_bad_storage_url_stops_start_up_with_one_line(
+        make_backend: Callable[..., Backend]) -> None:
     backend = make_backend(env={"SIMBACKEND_STORAGE": "s3:///no-bucket"})
     with pytest.raises(AssertionError, match="backend exited 2"):
         backend.start()

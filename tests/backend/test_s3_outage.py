@@ -10,7 +10,8 @@ from tests.support import Backend, MotoServer, loop_experiment, wait_until
 
 BUCKET = "outage"
 # Fail a hanging request after ~1 s, twice; retry the upload from 0.2 s on (doubling).
-FAST_FAILING = {"SIMBACKEND_STORAGE": f"s3://{BUCKET}/lab", "SIMBACKEND_STORAGE_CONNECT_TIMEOUT": "1",
+FAST_FAILING = {"SIMBACKEND_STORAGE": f"s3://{BUCKET}/lab",
+                "SIMBACKEND_STORAGE_CONNECT_TIMEOUT": "1",
                 "SIMBACKEND_STORAGE_READ_TIMEOUT": "1", "SIMBACKEND_STORAGE_RETRIES": "1"}
 
 
@@ -94,7 +95,8 @@ def test_a_frozen_s3_loses_nothing_and_the_upload_completes_after(
         backend.wait_run_dir_removed(sid)
     assert review(backend, sim_id) == seen  # now read from S3
     assert backend.get("/ready").status_code == 200
-    stored = own_s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix=f"lab/simulations/{sim_id}/")
+    stored = own_s3_server.client().list_objects_v2(Bucket=BUCKET,
+                                                    Prefix=f"lab/simulations/{sim_id}/")
     assert f"lab/simulations/{sim_id}/logs/stdout.log" in {o["Key"] for o in stored["Contents"]}
 
 

@@ -1,7 +1,7 @@
 """The lifecycle machines: every edge of the table, operator requests, system triggers,
 the two specialisations and many threads on one machine.
 
-The expected edges are written out from the contract (DESIGN.md's lifecycle table),
+The expected edges are written out from the lifecycle table (README.rst, Lifecycle),
 not derived from ``lifecycle/table.py``, so a wrong table fails here.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ S = SimState
 NON_TERMINAL = (S.CREATED, S.INITIALIZED, S.STARTED, S.PAUSED)
 TRIGGERS = ("initialize", "start", "resume", "pause", "stop", "complete", "fail")
 
-#: (source, trigger) -> dest: the lifecycle table of DESIGN.md.
+#: (source, trigger) -> dest: the lifecycle table of README.rst.
 EDGES: dict[tuple[SimState, str], SimState] = {
     (S.CREATED, "initialize"): S.INITIALIZED,
     (S.INITIALIZED, "start"): S.STARTED,

@@ -202,13 +202,13 @@ def test_start_pause_resume(server: SimServer) -> None:
     assert status["timestep"] == 1.0 and status["timeout"]["sim_time"] == 1e9
     assert frozen_sim_time(server) == 0.0       # initialized does not advance
 
-    assert server.command("start").json() == {"state": "started"}
+    assert server.command("start").json()["state"] == "started"
     advancing(server)
-    assert server.command("pause").json() == {"state": "paused"}
+    assert server.command("pause").json()["state"] == "paused"
     paused_at = frozen_sim_time(server)
     assert paused_at > 0 and server.status()["state"] == "paused"
 
-    assert server.command("resume").json() == {"state": "started"}
+    assert server.command("resume").json()["state"] == "started"
     advancing(server, beyond=paused_at)
 
 
@@ -217,10 +217,10 @@ def test_a_pause_right_after_start_holds_the_script_instead_of_ending_it(
     # The soak found this: the main thread woke for "start", saw "paused" and ended.
     for _ in range(5):
         assert server.command("start" if server.status()["state"] == "initialized"
-                              else "resume").json() == {"state": "started"}
-        assert server.command("pause").json() == {"state": "paused"}
+                              else "resume").json()["state"] == "started"
+        assert server.command("pause").json()["state"] == "paused"
     assert server.proc.poll() is None
-    assert server.command("resume").json() == {"state": "started"}
+    assert server.command("resume").json()["state"] == "started"
     advancing(server)
     assert server.proc.poll() is None
 
@@ -255,7 +255,7 @@ def test_bad_commands(server: SimServer, body: dict, status: int) -> None:
 def test_stop_ends_the_process_within_a_second(server: SimServer) -> None:
     server.command("start")
     advancing(server)
-    assert server.command("stop").json() == {"state": "stopped"}
+    assert server.command("stop").json()["state"] == "stopped"
     assert server.wait_exit(timeout=1.0) == EXIT_OK
     final = server.final_status()
     assert final["state"] == "stopped" and final["error"] is None
@@ -320,3 +320,36 @@ def test_a_server_of_another_launch_leaves_without_writing(tmp_path: Path) -> No
     assert "belongs to another launch" in result.stderr
     assert not (run_dir / SERVER_FILE).exists() and not (run_dir / STATUS_FILE).exists()
     assert not (run_dir / LOGS_DIR / "simulation.log").exists()
+
+
+SLOW_SAVE_ENGINE = '''
+import pathlib, time
+
+class Slow:
+    def step(self, t, dt):
+        pass
+
+    def save_results(self, results_dir):
+        (results_dir / "saving").write_text("")          # the test's cue to send SIGTERM
+        with open(results_dir / "big.txt", "w") as f:
+            for i in range(20):
+                f.write(f"chunk {i}\\n")
+                f.flush()
+                time.sleep(0.05)
+'''
+
+
+def test_sigterm_while_saving_results_waits_for_the_save(spawn: Callable[..., SimServer]) -> None:
+    files = {"experiment.json": json.dumps({
+        "main_script": "main.py", "engines": {"slow": {"type": "python",
+                                                      "model": "slow.py:Slow"}}}),
+             "slow.py": SLOW_SAVE_ENGINE, "main.py": "sim.run_loop(5)\n"}
+    server = spawn(files).wait_listening()
+    server.wait_state("initialized")
+    server.command("start")
+    results = server.run_dir / "results"
+    wait_until(lambda: (results / "saving").exists(), START_SECONDS, "the save to begin")
+    os.kill(server.proc.pid, signal.SIGTERM)
+    assert server.wait_exit() == EXIT_OK
+    assert (results / "big.txt").read_text().count("chunk") == 20, "the save was cut short"
+    assert server.final_status()["state"] == "completed"

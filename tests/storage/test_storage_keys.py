@@ -1,4 +1,5 @@
 """Key rules: what validate_key, validate_prefix and join_key accept and refuse."""
+
 from __future__ import annotations
 
 import pytest
@@ -86,7 +87,9 @@ def test_validate_prefix_returns_folder_form(prefix: str, folder: str) -> None:
     assert validate_prefix(prefix) == folder
 
 
-@pytest.mark.parametrize("prefix", ["/", "/a", "a//", "a//b/", "../", "a/./", "a\\b/", "a\x00/", "./"])
+@pytest.mark.parametrize(
+    "prefix", ["/", "/a", "a//", "a//b/", "../", "a/./", "a\\b/", "a\x00/", "./"]
+)
 def test_validate_prefix_rejects(prefix: str) -> None:
     with pytest.raises(InvalidKey, match="invalid prefix"):
         validate_prefix(prefix)
@@ -106,7 +109,9 @@ def test_join_key(parts: tuple[str, ...], key: str) -> None:
     assert join_key(*parts) == key
 
 
-@pytest.mark.parametrize("parts", [(), ("",), ("a", "/etc/passwd"), ("a", ".."), ("a", "../b"), ("a//", "b")])
+@pytest.mark.parametrize(
+    "parts", [(), ("",), ("a", "/etc/passwd"), ("a", ".."), ("a", "../b"), ("a//", "b")]
+)
 def test_join_key_rejects(parts: tuple[str, ...]) -> None:
     with pytest.raises(InvalidKey):
         join_key(*parts)

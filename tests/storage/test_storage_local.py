@@ -1,4 +1,5 @@
 """LocalStorage specifics: atomic files, the root boundary, folder housekeeping."""
+
 from __future__ import annotations
 
 import io
@@ -44,7 +45,9 @@ def test_a_failed_write_keeps_the_old_object_and_no_temp_file(local: LocalStorag
     assert sorted(os.listdir(local.root / "a")) == ["obj"]
 
 
-def test_list_ignores_temp_files_empty_folders_and_symlinks(local: LocalStorage, tmp_path: Path) -> None:
+def test_list_ignores_temp_files_empty_folders_and_symlinks(
+    local: LocalStorage, tmp_path: Path
+) -> None:
     local.put_bytes("a/real", b"1")
     (local.root / "a" / ".tmp-abc123").write_bytes(b"partial")
     (local.root / "empty" / "nested").mkdir(parents=True)

@@ -1,4 +1,5 @@
 """open_storage URL parsing, and importing the package without boto3."""
+
 from __future__ import annotations
 
 import subprocess
@@ -71,7 +72,9 @@ def test_s3_url_with_a_bad_prefix(url: str) -> None:
         open_storage(url)
 
 
-@pytest.mark.parametrize("url", ["s3://bucket", "s3://bucket/a/b", "s3://bucket/with%20space/100%25"])
+@pytest.mark.parametrize(
+    "url", ["s3://bucket", "s3://bucket/a/b", "s3://bucket/with%20space/100%25"]
+)
 def test_s3_describe_round_trips(url: str) -> None:
     assert open_storage(url).describe() == url
 
@@ -89,6 +92,11 @@ def test_package_imports_without_boto3(tmp_path: Path) -> None:
         "    print(exc)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert "needs boto3" in result.stdout

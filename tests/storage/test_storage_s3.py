@@ -1,4 +1,5 @@
-"""S3Storage specifics: where objects land in the bucket, what goes over the wire, failure mapping."""
+"""S3Storage specifics: where objects land in the bucket, what goes over the wire, failures."""
+
 from __future__ import annotations
 
 import io
@@ -30,7 +31,9 @@ from tests.support import MotoServer
 
 def fast_failing_client(endpoint: str, **client_options: Any) -> Any:
     """A client with one attempt per request and short timeouts, so failures surface at once."""
-    config = Config(connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1, "mode": "standard"})
+    config = Config(
+        connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1, "mode": "standard"}
+    )
     options = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", **client_options}
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint, region_name="us-east-1", config=config, **options
@@ -120,7 +123,9 @@ def test_delete_prefix_deletes_in_batches(
     assert prefixed.list() == []
 
 
-def test_open_read_sends_a_ranged_get(prefixed: S3Storage, s3_client: Any, record_requests: Callable) -> None:
+def test_open_read_sends_a_ranged_get(
+    prefixed: S3Storage, s3_client: Any, record_requests: Callable
+) -> None:
     prefixed.put_bytes("log", b"0123456789")
     sent = record_requests(s3_client)
     assert prefixed.read_bytes("log", 2, 3) == b"234"
@@ -140,7 +145,22 @@ def test_big_uploads_use_multipart(
     assert prefixed.stat("big").size == 8 * 1024 * 1024 + 1
 
 
-INVALID = ["", "/abs", "/", "..", "../x", "a/../b", "a/..", "a//b", "a\\b", "a\x00b", "a\nb", "a\x1fb", "a\x7fb", "a/"]
+INVALID = [
+    "",
+    "/abs",
+    "/",
+    "..",
+    "../x",
+    "a/../b",
+    "a/..",
+    "a//b",
+    "a\\b",
+    "a\x00b",
+    "a\nb",
+    "a\x1fb",
+    "a\x7fb",
+    "a/",
+]
 
 
 @pytest.mark.parametrize("key", INVALID)
@@ -220,7 +240,9 @@ def test_missing_credentials_are_unavailable(
         storage.check()
 
 
-def test_standard_configuration_finds_the_endpoint(s3_env: str, s3_bucket: str, s3_client: Any) -> None:
+def test_standard_configuration_finds_the_endpoint(
+    s3_env: str, s3_bucket: str, s3_client: Any
+) -> None:
     storage = S3Storage(s3_bucket, "p")  # no client: boto3 reads AWS_ENDPOINT_URL and friends
     storage.check()
     storage.put_bytes("k", b"v")
@@ -298,16 +320,25 @@ def test_a_100_mb_log_uploads_in_parts(
     sent = record_requests(s3_client)
     try:
         infos = prefixed.upload_dir(logs, "simulations/s1/logs")
-        assert infos == [ObjectInfo("simulations/s1/logs/simulation.log", size),
-                         ObjectInfo("simulations/s1/logs/stdout.log", 6)]
+        assert infos == [
+            ObjectInfo("simulations/s1/logs/simulation.log", size),
+            ObjectInfo("simulations/s1/logs/stdout.log", 6),
+        ]
         parts = math.ceil(size / (8 * MIB))
         operations = [name for name, _ in sent]
         assert operations.count("UploadPart") == parts == 13
-        assert operations.count("CompleteMultipartUpload") == 1 and operations.count("PutObject") == 1
-        big = s3_client.head_object(Bucket=prefixed.bucket, Key="deploy/one/simulations/s1/logs/simulation.log")
+        assert (
+            operations.count("CompleteMultipartUpload") == 1 and operations.count("PutObject") == 1
+        )
+        big = s3_client.head_object(
+            Bucket=prefixed.bucket, Key="deploy/one/simulations/s1/logs/simulation.log"
+        )
         assert big["ETag"].strip('"').endswith(f"-{parts}")  # S3 marks multipart objects so
         assert big["ContentLength"] == size
-        assert prefixed.read_bytes("simulations/s1/logs/simulation.log", size - 20000, 10) == block[12345 - 20000:][:10]
+        assert (
+            prefixed.read_bytes("simulations/s1/logs/simulation.log", size - 20000, 10)
+            == block[12345 - 20000 :][:10]
+        )
     finally:
         prefixed.delete_prefix("simulations")  # the session's server keeps objects in memory
 

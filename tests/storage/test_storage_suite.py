@@ -1,4 +1,5 @@
 """The one behaviour every Storage backend must show; run against each by the `storage` fixture."""
+
 from __future__ import annotations
 
 import io
@@ -22,7 +23,7 @@ BIG = os.urandom(9 * 1024 * 1024)  # past the 8 MiB multipart threshold
 
 
 class ShortReads(io.RawIOBase):
-    """A non-seekable stream like a socket: the first read is full, later ones stop at `chunk` bytes.
+    """A non-seekable stream like a socket: the first read is full, later ones stop at `chunk`.
 
     (A first short read would hide the danger: s3transfer would take it for a small object.)
     """
@@ -65,7 +66,17 @@ def test_put_and_read_empty_object(storage: Storage) -> None:
 
 @pytest.mark.parametrize(
     ("offset", "length"),
-    [(0, None), (0, 10), (5, 3), (100, None), (1000, 24), (1000, 100), (1023, 1), (1023, None), (7, 0)],
+    [
+        (0, None),
+        (0, 10),
+        (5, 3),
+        (100, None),
+        (1000, 24),
+        (1000, 100),
+        (1023, 1),
+        (1023, None),
+        (7, 0),
+    ],
 )
 def test_read_range(storage: Storage, offset: int, length: int | None) -> None:
     storage.put_bytes("data", DATA)
@@ -98,9 +109,20 @@ def test_open_read_streams_in_chunks(storage: Storage) -> None:
 def test_list_is_recursive_sorted_and_folder_scoped(storage: Storage) -> None:
     for key in ["b/z", "a/y/deep/x", "ab/c", "a/b", "top", "a/a"]:
         storage.put_bytes(key, key.encode())
-    assert [info.key for info in storage.list()] == ["a/a", "a/b", "a/y/deep/x", "ab/c", "b/z", "top"]
+    assert [info.key for info in storage.list()] == [
+        "a/a",
+        "a/b",
+        "a/y/deep/x",
+        "ab/c",
+        "b/z",
+        "top",
+    ]
     assert storage.list("a") == storage.list("a/")
-    assert storage.list("a") == [ObjectInfo("a/a", 3), ObjectInfo("a/b", 3), ObjectInfo("a/y/deep/x", 10)]
+    assert storage.list("a") == [
+        ObjectInfo("a/a", 3),
+        ObjectInfo("a/b", 3),
+        ObjectInfo("a/y/deep/x", 10),
+    ]
     assert storage.list("a/y/deep") == [ObjectInfo("a/y/deep/x", 10)]
     assert storage.list("missing") == []
     assert storage.list("top") == []  # an object is not a folder
@@ -121,7 +143,9 @@ def test_exists_and_stat(storage: Storage) -> None:
 
 
 @pytest.mark.parametrize("operation", ["stat", "open_read", "read_bytes", "download_file"])
-def test_missing_key_raises_object_not_found(storage: Storage, tmp_path: Path, operation: str) -> None:
+def test_missing_key_raises_object_not_found(
+    storage: Storage, tmp_path: Path, operation: str
+) -> None:
     storage.put_bytes("present/x", b"x")
     calls = {
         "stat": lambda key: storage.stat(key),
@@ -225,7 +249,9 @@ def test_upload_dir_uploads_and_verifies(storage: Storage, tmp_path: Path) -> No
     files = make_tree(tmp_path / "exp")
     storage.put_bytes("experiments/exp2/keep", b"k")
     infos = storage.upload_dir(tmp_path / "exp", "experiments/exp", workers=3)
-    expected = [ObjectInfo(f"experiments/exp/{rel}", len(data)) for rel, data in sorted(files.items())]
+    expected = [
+        ObjectInfo(f"experiments/exp/{rel}", len(data)) for rel, data in sorted(files.items())
+    ]
     assert infos == expected
     assert storage.list("experiments/exp") == expected
     for relative, content in files.items():
@@ -303,11 +329,16 @@ def test_download_prefix_of_root_and_of_nothing(storage: Storage, tmp_path: Path
     assert storage.download_prefix("nothing", tmp_path / "empty") == []
     storage.put_bytes("a/b", b"1")
     storage.put_bytes("c", b"22")
-    assert storage.download_prefix("", tmp_path / "all") == [ObjectInfo("a/b", 1), ObjectInfo("c", 2)]
+    assert storage.download_prefix("", tmp_path / "all") == [
+        ObjectInfo("a/b", 1),
+        ObjectInfo("c", 2),
+    ]
     assert (tmp_path / "all" / "a" / "b").read_bytes() == b"1"
 
 
-def test_download_prefix_refuses_to_escape_through_a_symlink(storage: Storage, tmp_path: Path) -> None:
+def test_download_prefix_refuses_to_escape_through_a_symlink(
+    storage: Storage, tmp_path: Path
+) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (tmp_path / "down").mkdir()
@@ -332,7 +363,9 @@ INVALID = ["", "/etc/passwd", "a/../b", "a//b", "a\\b", "a\x00", "a/"]
 
 
 @pytest.mark.parametrize("key", INVALID)
-def test_invalid_keys_are_refused_by_every_method(storage: Storage, tmp_path: Path, key: str) -> None:
+def test_invalid_keys_are_refused_by_every_method(
+    storage: Storage, tmp_path: Path, key: str
+) -> None:
     (tmp_path / "local.txt").write_bytes(b"x")
     for call in [
         lambda: storage.stat(key),
@@ -370,9 +403,13 @@ def test_check_passes(storage: Storage) -> None:
     assert storage.list() == []  # the probe leaves nothing behind
 
 
-def test_describe_round_trips_through_open_storage(storage: Storage, request: pytest.FixtureRequest) -> None:
+def test_describe_round_trips_through_open_storage(
+    storage: Storage, request: pytest.FixtureRequest
+) -> None:
     if not isinstance(storage, LocalStorage):
-        request.getfixturevalue("s3_env")  # the new client finds the server through AWS_ENDPOINT_URL
+        request.getfixturevalue(
+            "s3_env"
+        )  # the new client finds the server through AWS_ENDPOINT_URL
     storage.put_bytes("k", b"v")
     again = open_storage(storage.describe())
     assert type(again) is type(storage)

@@ -1,0 +1,56 @@
+"""The control client: a slow status read never delays a command."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from backend.control_client import ControlClient
+from lifecycle.messages import ServerInfo
+
+
+class _Slow(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def _reply(self, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        time.sleep(0.8)  # a status read stuck behind a busy interpreter
+        self._reply({"state": "started"})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._reply({"state": "paused", "seq": 3})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_command_is_not_held_up_by_status_reads_in_flight() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = ControlClient(ServerInfo(pid=1, create_time=0.0, host="127.0.0.1",
+                                      port=server.server_address[1], token="t"))
+    try:
+        readers = [threading.Thread(target=client.status) for _ in range(6)]
+        for reader in readers:
+            reader.start()
+        time.sleep(0.1)  # let the reads reach the server (not synchronisation: a head start)
+        began = time.monotonic()
+        assert client.command("pause") == {"state": "paused", "seq": 3}
+        assert time.monotonic() - began < 0.4, "the command waited for the status reads"
+        for reader in readers:
+            reader.join(5)
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
