@@ -54,7 +54,7 @@ def recover(runtime: Runtime, sup: SimulationSupervisor) -> Recovery:
     handle = runtime.launcher.adopt(sup.sim_id, sup.run_dir, sup.exit_callback) \
         if info is not None and _answers_to(info, sup.sim_id) else None
     if handle is not None:
-        sup.server = handle  # seen by the orphan sweep; the mailbox takes it from here
+        sup.link.server = handle  # seen by the orphan sweep; the mailbox takes it from here
         sup.mailbox.post(sup.adopt, handle, info)
         return Recovery.ADOPTED
     if state.is_terminal:

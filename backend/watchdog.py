@@ -3,15 +3,29 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
+
+from backend.launchers import ServerHandle
+from backend.limits import MIB, Limits
+from lifecycle import SimState
 
 logger = logging.getLogger(__name__)
 
 
 class Watched(Protocol):
-    sim_id: str
+    """What the watchdog reads of a simulation (its supervisor)."""
 
-    def check_limits(self) -> None: ...
+    sim_id: str
+    server: ServerHandle | None
+    limits: Limits | None
+    link: Any
+    limit_hit: bool
+    resources: dict[str, float]
+    mailbox: Any
+    rt: Any
+    state: SimState
+
+    def fail(self, error: dict[str, Any], grace: float | None = None) -> None: ...
 
 
 class Watchdog:
@@ -36,6 +50,39 @@ class Watchdog:
         while not self._stopped.wait(self._interval):
             for sup in self._running():
                 try:
-                    sup.check_limits()
+                    check_limits(sup)
                 except Exception:
                     logger.exception("watchdog: checking sim %s failed", sup.sim_id)
+
+
+def check_limits(sup: Watched) -> None:
+    """Measure one simulation; fail it (on its mailbox) once it breaks a limit."""
+    server, limits = sup.server, sup.limits
+    if server is None or limits is None or sup.limit_hit or server.exited.is_set() \
+            or sup.state.is_terminal:
+        return
+    sup.resources = server.resources()
+    grace = sup.rt.config.stop_grace
+    error = limit_breach(limits, sup.resources, sup.link.running.elapsed(), grace)
+    if error is not None:
+        sup.limit_hit = True
+        sup.mailbox.post(sup.fail, error, min(grace, 2.0))
+
+
+def limit_breach(limits: Limits, resources: dict[str, float], running: float,
+                 grace: float) -> dict[str, Any] | None:
+    """The error of a simulation over a limit, or None.
+
+    ``running`` is the seconds it has been started; a script that does not call
+    ``run_loop`` is past its real-time timeout once ``grace`` more seconds went by.
+    """
+    rss = resources["rss_bytes"]
+    if limits.memory_bytes and rss > limits.memory_bytes:
+        return {"type": "memory_limit", "rss_bytes": rss, "limit_bytes": limits.memory_bytes,
+                "message": f"the simulation used {rss / MIB:.0f} MiB, over its limit of "
+                           f"{limits.memory_bytes / MIB:.0f} MiB"}
+    if limits.real_time and running > limits.real_time + grace:
+        return {"type": "real_time_limit",
+                "message": f"the script did not end within its real-time timeout of "
+                           f"{limits.real_time:g} s (it does not call run_loop?)"}
+    return None

@@ -1,0 +1,119 @@
+"""The one writer of a simulation's record.
+
+A :class:`RecordKeeper` owns one :class:`SimulationRecord`: it changes it, saves it to
+the registry, uploads it with the run's files, deletes it. Every method runs on the
+simulation's mailbox (see :mod:`backend.supervisor`); other threads read
+:attr:`RecordKeeper.snapshot`, a dict replaced whole after every save.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from backend.ending import exit_code
+from backend.exceptions import SimulationBusy
+from backend.launchers import Exit
+from backend.registry import SimulationRecord, utc_now
+from backend.services import Runtime
+from backend.status import STATUS_KEYS
+from backend.uploader import UploadJob, simulation_prefix
+from lifecycle import SimState
+from lifecycle.messages import LOGS_DIR, STATUS_FILE, STDERR_LOG, read_json
+from storage import StorageError
+
+logger = logging.getLogger(__name__)
+
+_STDERR_TAIL_LINES = 20
+
+
+class RecordKeeper:
+    """Keeps one simulation's record; ``post`` queues a call on its mailbox."""
+
+    def __init__(self, record: SimulationRecord, runtime: Runtime, run_dir: Path,
+                 post: Callable[..., None]) -> None:
+        self.record = record
+        self.rt = runtime
+        self.run_dir = run_dir
+        self._post = post
+        self.snapshot: dict[str, Any] = record.to_dict()
+        self.deleted = False
+
+    def save(self) -> None:
+        self.record.updated_at = utc_now()
+        self.rt.registry.save(self.record)
+        self.snapshot = self.record.to_dict()
+
+    def set_state(self, state: SimState) -> None:
+        self.record.state = state
+        self.save()
+
+    def ended(self, error: dict[str, Any] | None) -> None:
+        self.record.ended_at = utc_now()
+        if error is not None:
+            self.record.error = error
+        self.save()
+
+    def reset_status(self) -> None:
+        self.record.status = {}
+        self.save()
+
+    def exited(self, exit: Exit) -> tuple[SimState | None, dict | None, str]:
+        """Take in what a gone server left (``status.json``, the end of ``stderr.log``);
+        return its reported state, its error and that tail, for the verdict."""
+        status = read_json(self.run_dir / STATUS_FILE) or {}
+        self.record.exit_code = exit_code(exit, status.get("exit_code"))
+        self.record.status = {**self.record.status,
+                              **{k: status[k] for k in STATUS_KEYS if k in status}}
+        reported = SimState(status["state"]) if status.get("state") else None
+        return reported, status.get("error"), _tail(self.run_dir / LOGS_DIR / STDERR_LOG)
+
+    # -- after the end -------------------------------------------------------------
+
+    def upload(self) -> None:
+        """Upload logs, results and the record (retried by the uploader until it works)."""
+        if not self.record.logs_uploaded:
+            self.rt.uploader.upload(self._upload_job())
+
+    def _upload_job(self) -> UploadJob:
+        return UploadJob(self.record.id, self.run_dir, lambda: dict(self.snapshot),
+                         lambda: self._post(self._uploaded))
+
+    def _uploaded(self) -> None:
+        if self.deleted:
+            return
+        self.record.logs_uploaded = True
+        self.save()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def delete(self) -> None:
+        """Remove the stored copy, the run dir and the record.
+
+        Raises:
+            SimulationBusy: an upload of it is in flight; StorageError: its stored copy
+            could not be deleted (then nothing was).
+        """
+        sim_id = self.record.id
+        if not self.rt.uploader.cancel(sim_id):
+            raise SimulationBusy(f"simulation {sim_id}'s upload is being retried right now")
+        try:
+            self.rt.storage.delete_prefix(simulation_prefix(sim_id))
+        except StorageError:
+            if not self.record.logs_uploaded:
+                self.rt.uploader.resume(self._upload_job())  # keep trying to upload it
+            raise
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.rt.registry.delete(sim_id)
+        self.deleted = True
+
+
+def _tail(path: Path, lines: int = _STDERR_TAIL_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
