@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -122,6 +123,7 @@ class PythonEngine(Engine):
 ENGINE_TYPES: dict[str, type[Engine] | str] = {
     "python": PythonEngine,
     "nest": "simserver.nest_engine:NestEngine",
+    "neuron": "simserver.neuron_engine:NeuronEngine",
 }
 
 
@@ -132,6 +134,26 @@ def engine_class(type_name: str) -> type[Engine] | None:
         module, _, name = entry.partition(":")
         entry = ENGINE_TYPES[type_name] = getattr(importlib.import_module(module), name)
     return entry
+
+
+def number_setting(engine: str, settings: dict[str, Any], key: str, default: Any,
+                   kind: type = float, positive: bool = True) -> Any:
+    """Read a number of an engine's settings (``None`` when absent and no default).
+
+    Raises:
+        ExperimentError: not a finite ``kind`` (an int is a fine float), or not positive
+            when it must be.
+    """
+    value = settings.get(key, default)
+    if value is None:
+        return None
+    accepted = (int, float) if kind is float else int
+    if isinstance(value, bool) or not isinstance(value, accepted) \
+            or not math.isfinite(value) or (positive and value <= 0):
+        adjective = "positive " if positive else ""
+        raise ExperimentError(f"engine {engine!r}: {key!r} must be a {adjective}"
+                              f"{kind.__name__}, not {value!r}")
+    return kind(value)
 
 
 def module_name(path: str) -> str:

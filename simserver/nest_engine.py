@@ -15,14 +15,13 @@ engine (see ``ENGINE_TYPES``), so python-only simulations never load it.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from simserver.engines import Engine, load_module
+from simserver.engines import Engine, load_module, number_setting as _positive
 from simserver.errors import ExperimentError, KernelError
 from simserver.spikes import (
     RASTER_FILE, Spikes, SpikeTap, plot_raster, save_spikes, sorted_spikes,
@@ -47,24 +46,6 @@ def import_nest() -> Any:
 
     logger.info("imported: NEST %s in %.2f s", nest.__version__, time.monotonic() - began)
     return nest
-
-
-def _positive(name: str, config: dict[str, Any], key: str, default: Any,
-              kind: type) -> Any:
-    """Read a positive number of the engine config (``None`` when absent and no default).
-
-    Raises:
-        ExperimentError: not a positive ``kind`` (an int is a fine float).
-    """
-    value = config.get(key, default)
-    if value is None:
-        return None
-    accepted = (int, float) if kind is float else int
-    if isinstance(value, bool) or not isinstance(value, accepted) \
-            or not math.isfinite(value) or value <= 0:
-        raise ExperimentError(f"engine {name!r}: {key!r} must be a positive "
-                              f"{kind.__name__}, not {value!r}")
-    return kind(value)
 
 
 class NestEngine(Engine):
