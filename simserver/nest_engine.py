@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from simserver.engines import Engine, load_module, number_setting as _positive
+from simserver.engines import Engine, load_module
+from simserver.engines import number_setting as _positive
 from simserver.errors import ExperimentError, KernelError
 from simserver.spikes import (
     RASTER_FILE, Spikes, SpikeTap, plot_raster, save_spikes, sorted_spikes,

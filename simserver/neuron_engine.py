@@ -22,15 +22,22 @@ import logging
 import os
 import re
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from simserver.engines import Engine, load_module, module_name, number_setting
 from simserver.errors import ExperimentError, KernelError
 from simserver.traces import (
-    TIME, plot_file, plot_voltages, save_traces, traces_file, voltage_names,
+    TIME,
+    plot_file,
+    plot_voltages,
+    save_traces,
+    traces_file,
+    voltage_names,
 )
 
 logger = logging.getLogger(__name__)
@@ -103,8 +110,9 @@ class NeuronEngine(Engine):
         self._claim_interpreter()
         try:
             self._load(model, settings, dt, v_init)
-        except BaseException:
+        except BaseException as exc:
             self.shutdown()
+            _let_go_of_frames(exc)
             raise
 
     def _setting(self, settings: dict[str, Any], key: str, default: float,
@@ -132,9 +140,10 @@ class NeuronEngine(Engine):
         build = self._build_function(model)
         h.cvode.active(0)
         h.dt = dt
-        self._keep(model, self._build(model, build, params))
-        self._record_probes(self.config.get("record"))
+        built = self._build(model, build, params)
         self._fix_steps(dt)
+        self._keep(model, built)
+        self._record_probes(self.config.get("record"))
         try:
             h.finitialize(v_init)
         except Exception as exc:
@@ -356,6 +365,20 @@ class NeuronEngine(Engine):
 
     def version(self) -> str | None:
         return self.neuron.__version__ if self.neuron is not None else None
+
+
+def _let_go_of_frames(exc: BaseException) -> None:
+    """Clear the local variables of the finished frames of ``exc`` and its causes.
+
+    They hold what ``build`` made, and NEURON keeps a section for as long as Python
+    does: whoever keeps the exception (a log record, a test) would keep the model's
+    sections in this process's NEURON, for the next engine to simulate as well.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
 
 
 def _describe(value: Any) -> str:
