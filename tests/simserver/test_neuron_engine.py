@@ -370,3 +370,18 @@ def test_one_neuron_engine_per_process(neuron_kernel: Callable) -> None:
     # build_kernel shut engine 'a' down when 'b' failed: NEURON is free again.
     assert not list(h.allsec())
     assert neuron_kernel(neuron_config(), {"cell_model.py": CELL})
+
+
+def test_a_nest_engine_beside_it(neuron_kernel: Callable, tmp_path: Path) -> None:
+    brain = (ROOT / "examples" / "brunel" / "brain.py").read_text()
+    config = {"engines": {"brain": {"type": "nest", "network": "brain_beside.py", "seed": 7},
+                          "cell": {"type": "neuron", "model": "cell_model.py"}}}
+    kernel = neuron_kernel(config, {"cell_model.py": CELL, "brain_beside.py": brain},
+                           {**STEP, "n_neurons": 100})
+    results = tmp_path / "results"
+    results.mkdir()
+    stepped = run(kernel, 60.0, results)
+    assert sorted(p.name for p in results.iterdir()) == ["cell.npz", "cell_v.png",
+                                                         "raster.png", "spikes.npz"]
+    assert len(np.load(results / "spikes.npz")["ex_spikes_times"]) > 0
+    np.testing.assert_array_equal(stepped["soma_v"], reference(STEP, 60.0)["soma_v"])
