@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/simbackend: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[nest,test]'
+	$(BIN)/pip install --quiet -e '.[nest,neuron,test]'
 	touch $@
 
 install: $(BIN)/simbackend

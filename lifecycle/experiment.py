@@ -36,6 +36,17 @@ def positive_number(value: Any, name: str, *, integer: bool = False) -> float | 
     return int(value) if integer else float(value)
 
 
+def finite_number(value: Any, name: str) -> float:
+    """Return ``value`` if it is a finite number (of any sign).
+
+    Raises:
+        InvalidExperiment: naming ``name`` and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidExperiment(f"'{name}' must be a number, not {value!r}")
+    return float(value)
+
+
 def optional_positive(data: dict[str, Any], key: str, name: str | None = None, *,
                       integer: bool = False) -> float | int | None:
     """``data[key]`` as a positive number, or None when absent or null.

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from lifecycle import experiment
+from lifecycle.errors import InvalidExperiment
 from simserver.errors import ExperimentError, KernelError
 
 logger = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ class PythonEngine(Engine):
 ENGINE_TYPES: dict[str, type[Engine] | str] = {
     "python": PythonEngine,
     "nest": "simserver.nest_engine:NestEngine",
+    "neuron": "simserver.neuron_engine:NeuronEngine",
 }
 
 
@@ -132,6 +135,27 @@ def engine_class(type_name: str) -> type[Engine] | None:
         module, _, name = entry.partition(":")
         entry = ENGINE_TYPES[type_name] = getattr(importlib.import_module(module), name)
     return entry
+
+
+def number_setting(engine: str, settings: dict[str, Any], key: str, default: Any,
+                   kind: type = float, positive: bool = True) -> Any:
+    """Read a number of an engine's settings (``None`` when absent and no default).
+
+    Raises:
+        ExperimentError: not a finite ``kind`` (an int is a fine float), or not positive
+            when it must be.
+    """
+    value = settings.get(key, default)
+    if value is None:
+        return None
+    try:
+        if positive:
+            return experiment.positive_number(value, key, integer=kind is int)
+        if kind is int and (isinstance(value, float) or isinstance(value, bool)):
+            raise InvalidExperiment(f"'{key}' must be a whole number, not {value!r}")
+        return kind(experiment.finite_number(value, key))
+    except InvalidExperiment as exc:
+        raise ExperimentError(f"engine {engine!r}: {exc}") from None
 
 
 def module_name(path: str) -> str:

@@ -21,9 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from lifecycle.errors import InvalidExperiment
-from lifecycle.experiment import optional_positive
-from simserver.engines import Engine, load_module
+from simserver.engines import Engine, load_module, number_setting
 from simserver.errors import ExperimentError, KernelError
 from simserver.spikes import (
     RASTER_FILE, Spikes, SpikeTap, plot_raster, save_spikes, sorted_spikes,
@@ -96,15 +94,10 @@ class NestEngine(Engine):
 
     def _kernel_settings(self) -> dict[str, Any]:
         """The kernel attributes the config asks for (NEST's default seed if none)."""
-        defaults = {"seed": None, "threads": 1, "resolution": 0.1}
-        config = {key: self.config.get(key, default) for key, default in defaults.items()}
-        try:
-            settings = {
-                "rng_seed": optional_positive(config, "seed", integer=True),
-                "local_num_threads": optional_positive(config, "threads", integer=True),
-                "resolution": optional_positive(config, "resolution")}
-        except InvalidExperiment as exc:
-            raise ExperimentError(f"engine {self.name!r}: {exc}") from None
+        settings = {
+            "rng_seed": number_setting(self.name, self.config, "seed", None, int),
+            "local_num_threads": number_setting(self.name, self.config, "threads", 1, int),
+            "resolution": number_setting(self.name, self.config, "resolution", 0.1)}
         return {key: value for key, value in settings.items() if value is not None}
 
     def _claim_kernel(self) -> None:

@@ -28,6 +28,7 @@ class Root(Resource):
         return {"name": "simbackend", "version": package_version("simbackend") or "dev",
                 "api": "v1",
                 "kernels": {"nest": package_version("nest-simulator"),
+                            "neuron": package_version("neuron"),
                             "python": platform.python_version()},
                 "storage": self.services.storage.describe()}
 

@@ -45,6 +45,22 @@ def test_hello_traces_a_damped_oscillation(seeded: Backend) -> None:
     assert abs(trace["x"][-1]) < 1.0  # damped
 
 
+def test_neuron_cell_fires_during_the_current_step(seeded: Backend) -> None:
+    import io
+
+    import numpy as np
+
+    sim_id = seeded.create("neuron_cell", state="started")["id"]
+    record = seeded.wait_uploaded(sim_id, timeout=60)
+    assert record["state"] == "completed", record["error"]
+    trace = np.load(io.BytesIO(seeded.get(f"/v1/simulations/{sim_id}/results/cell.npz").content))
+    t, v = trace["t"], trace["soma_v"]
+    assert len(t) == 20001 and abs(t[-1] - 500.0) < 1e-6
+    crossings = t[1:][(v[:-1] < 0.0) & (v[1:] >= 0.0)]
+    assert len(crossings) > 5
+    assert 100.0 < crossings.min() and crossings.max() < 400.0     # only while clamped
+
+
 def test_client_snippet_runs_end_to_end(seeded: Backend) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "client.py"), "--url", seeded.url,

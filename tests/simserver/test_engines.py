@@ -203,7 +203,7 @@ def test_build_kernel_closes_the_loop_through_transceivers(experiment: Path) -> 
 def test_build_kernel_names_the_known_engine_types(experiment: Path) -> None:
     config = {"engines": {"cortex": {"type": "nest2", "network": "brain.py"}}}
     with pytest.raises(ExperimentError, match="engine 'cortex' has unknown type 'nest2'; "
-                                              "known types: nest, python"):
+                                              "known types: nest, neuron, python"):
         build_kernel(config, experiment, {})
 
 
