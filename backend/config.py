@@ -55,6 +55,8 @@ class Config:
     storage_connect_timeout: float = CONNECT_TIMEOUT
     storage_read_timeout: float = READ_TIMEOUT
     storage_retries: int = RETRIES
+    #: Longest ``POST /v1/simulations?wait=`` in seconds (run and wait, for short runs).
+    max_wait: float = 300.0
     #: Largest experiment archive accepted, in bytes.
     max_archive_bytes: int = 512 * 1024 * 1024
     log_level: str = "INFO"

@@ -26,6 +26,7 @@ from backend.services import Runtime
 from backend.supervisor import SimulationSupervisor
 from backend.uploader import simulation_prefix
 from lifecycle import ACTIVE_STATES, SimState
+from lifecycle.messages import RESULTS_DIR
 from storage import InvalidKey, ObjectNotFound, validate_key
 
 logger = logging.getLogger(__name__)
@@ -149,6 +150,14 @@ class SimulationManager:
         if cap and self.count_active() >= cap:
             raise CapacityReached(f"{cap} simulations are running already (the cap); stop one "
                                   "or wait for one to end")
+
+    def wait_ended(self, sim_id: str, timeout: float) -> dict[str, Any]:
+        """The record once the simulation has ended, with its ``results`` listed; or,
+        after ``timeout`` s, the record as it stands (without ``results``)."""
+        sup = self.get(sim_id)
+        if not sup.ended.wait(timeout):
+            return sup.snapshot
+        return {**sup.snapshot, "results": self.list_files(sim_id, RESULTS_DIR)}
 
     def delete(self, sim_id: str) -> None:
         """Remove a finished simulation, its stored logs and results.

@@ -50,12 +50,14 @@ class SimulationSupervisor:
         self.limits: Limits | None = None
         self.resources: dict[str, float] = dict(NO_RESOURCES)
         self.stop_requested = threading.Event()
+        self.ended = threading.Event()             # the record is in a terminal state
         self.done = threading.Event()              # wound up: ended and upload tried
         self._launching = self._exit_handled = False
         self.limit_hit = False                     # the watchdog has failed it once
         self._wound_up = False
         self._lifecycle: BackendSimulationLifecycle | None = None
         if record.state.is_terminal:
+            self.ended.set()
             self.done.set()
 
     @property
@@ -109,6 +111,8 @@ class SimulationSupervisor:
 
     def changed(self, state: SimState) -> None:
         self.mailbox.post(self.keeper.set_state, state)
+        if state.is_terminal:
+            self.mailbox.post(self.ended.set)  # once the record says so
 
     # -- reading, from any thread ------------------------------------------------
 

@@ -10,7 +10,8 @@ kernel steps), clamped for the whole run so that it fires throughout.
    Python loop of ``h.fadvance()`` (C: faster, but the engine does not step so, as it
    would bypass an ``advance()`` that a hoc model redefines); alternating runs, medians,
    overheads B/A - 1 and C/A - 1.
-2. The example's whole run through the backend, ``POST {"state": "started"}`` until the
+2. The example's whole run through the backend (and one ``POST ?wait=`` call for a
+   100 ms run, answered once it has ended), ``POST {"state": "started"}`` until the
    client sees ``completed`` and until the results are uploaded (``cell.npz`` in hand),
    against the same model in plain NEURON in one fresh process (``python -c``: import,
    build, one ``continuerun``), and against that ``continuerun`` alone; ratios printed.
@@ -35,7 +36,7 @@ from simserver.engines import load_module
 from simserver.kernel import build_kernel
 from simserver.neuron_engine import import_neuron
 from simserver.runloop import RunLoop
-from simserver.server import read_experiment
+from lifecycle.experiment import read_experiment
 from tests.support import ROOT, example_files, wait_until
 
 CELL = ROOT / "examples" / "neuron_cell"
@@ -147,6 +148,18 @@ def backend_run(backend: Any, sim_time: float) -> dict[str, float]:
             "POST -> cell.npz in hand": in_hand, "run_loop (from simulation.log)": stepping}
 
 
+def wait_round_trip(backend: Any, sim_time: float) -> dict[str, float]:
+    """One ``POST ?wait=`` call for a short run: seconds until it answers, ended."""
+    began = time.monotonic()
+    response = backend.post("/v1/simulations?wait=60", json={
+        "experiment": "neuron_cell", "params": PARAMS, "timeout": {"sim_time": sim_time},
+        "state": "started"})
+    elapsed = time.monotonic() - began
+    record = response.json()
+    assert record["state"] == "completed" and record["results"], record
+    return {"POST ?wait= round trip": elapsed}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -171,6 +184,7 @@ def main() -> None:
     with running_backend() as backend:
         backend.upload("neuron_cell", example_files("neuron_cell"))
         runs = [backend_run(backend, sim_time) for _ in range(args.runs)]
+        waits = [wait_round_trip(backend, 100.0) for _ in range(args.runs)]
 
     def median(rows: list[dict[str, float]], key: str) -> float:
         return statistics.median(row[key] for row in rows)
@@ -181,6 +195,8 @@ def main() -> None:
           f", continuerun {median(plain, 'run') * 1e3:.1f})")
     for name in runs[0]:
         print(f"   {name:<36} {median(runs, name) * 1e3:8.1f} ms")
+    print(f"   POST ?wait= round trip, a 100 ms run (ended, results listed): "
+          f"{median(waits, 'POST ?wait= round trip') * 1e3:8.1f} ms")
     for total in ("POST -> completed", "POST -> cell.npz in hand"):
         print(f"   ratio {total} / plain process: "
               f"{median(runs, total) / median(plain, 'total'):5.2f}; / continuerun alone: "

@@ -7,20 +7,30 @@ from flask import request
 from flask_restful import Resource
 
 from backend import schemas
-from backend.resources import json_body, state_arg
+from backend.exceptions import InvalidRequest
+from backend.resources import json_body, seconds_arg, state_arg
 from backend.services import Services
+from lifecycle import SimState
 
 
 class SimulationList(Resource):
     def __init__(self, services: Services) -> None:
         self.manager = services.manager
+        self.max_wait = services.config.max_wait
 
     def get(self) -> dict[str, Any]:
         return {"simulations": self.manager.list(state=state_arg("state"),
                                                  experiment=request.args.get("experiment"))}
 
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
-        record = self.manager.create(schemas.new_simulation(json_body()))
+        wait = seconds_arg("wait", self.max_wait)
+        new = schemas.new_simulation(json_body())
+        if wait is not None and new.state != SimState.STARTED:
+            raise InvalidRequest("'?wait' needs \"state\": \"started\" in the body",
+                                 code="invalid_argument")
+        record = self.manager.create(new)
+        if wait is not None:
+            record = self.manager.wait_ended(record["id"], wait)
         return record, 201, {"Location": f"/v1/simulations/{record['id']}"}
 
 
