@@ -34,6 +34,23 @@ class Mailbox:
 
     def post(self, func: Callable, *args: Any) -> None:
         """Queue ``func(*args)``; it runs after everything posted before it."""
+        self._post(func, args)
+
+    def post_marked(self, func: Callable, *args: Any) -> threading.Event:
+        """Like :meth:`post`; the event returned is set once ``func`` has run (or failed)."""
+        ran = threading.Event()
+
+        def run() -> None:
+            try:
+                func(*args)
+            finally:
+                ran.set()
+
+        run.__name__ = getattr(func, "__name__", "call")
+        self._post(run, ())
+        return ran
+
+    def _post(self, func: Callable, args: tuple) -> None:
         with self._lock:
             self._calls.append((func, args))
             if self._thread is None:

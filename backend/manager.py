@@ -105,7 +105,7 @@ class SimulationManager:
             sup = self._insert(new, main_script)
             if new.state is not None:
                 sup.lifecycle.request(new.state)
-        sup.mailbox.sync(_PERSIST_WAIT)
+        sup.wait_saved(_PERSIST_WAIT)
         return sup.snapshot
 
     def _insert(self, new: NewSimulation, main_script: str) -> SimulationSupervisor:
@@ -137,7 +137,7 @@ class SimulationManager:
                 state = sup.lifecycle.request(target)
         else:
             state = sup.lifecycle.request(target)
-        sup.mailbox.sync(_PERSIST_WAIT)
+        sup.wait_saved(_PERSIST_WAIT)
         return state
 
     def _admit(self) -> None:

@@ -51,6 +51,8 @@ class SimulationSupervisor:
         self.resources: dict[str, float] = dict(NO_RESOURCES)
         self.stop_requested = threading.Event()
         self.ended = threading.Event()             # the record is in a terminal state
+        self._saved = threading.Event()            # the last state change is saved
+        self._saved.set()
         self.done = threading.Event()              # wound up: ended and upload tried
         self._launching = self._exit_handled = False
         self.limit_hit = False                     # the watchdog has failed it once
@@ -97,7 +99,7 @@ class SimulationSupervisor:
         self.mailbox.post(self._begin_launch)
 
     def start(self) -> None:
-        self.mailbox.post(self._converge)
+        """Nothing here: :meth:`changed` converges the server once the state is saved."""
 
     resume = pause = start
 
@@ -110,9 +112,17 @@ class SimulationSupervisor:
         self.mailbox.post(self._wind_up_if_done)
 
     def changed(self, state: SimState) -> None:
-        self.mailbox.post(self.keeper.set_state, state)
+        # Saved first, so a request can answer once its change is durable without
+        # waiting for the server to obey (see wait_saved).
+        self._saved = self.mailbox.post_marked(self.keeper.set_state, state)
         if state.is_terminal:
             self.mailbox.post(self.ended.set)  # once the record says so
+        else:
+            self.mailbox.post(self._converge)
+
+    def wait_saved(self, timeout: float) -> bool:
+        """Wait until the last state change is saved to the registry."""
+        return self._saved.wait(timeout)
 
     # -- reading, from any thread ------------------------------------------------
 
