@@ -61,7 +61,8 @@ def build_services(config: Config) -> Services:
                            read_timeout=config.storage_read_timeout, retries=config.storage_retries)
     problem = _storage_problem(storage)
     runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),
-                      launcher=LocalLauncher(), uploader=Uploader(storage, config.upload_retry))
+                      launcher=LocalLauncher(), uploader=Uploader(storage, config.upload_retry,
+                                                        config.max_result_files))
     store = ExperimentStore(storage, config.data_dir / "tmp", config.max_archive_bytes)
     if config.examples_dir and problem is None:
         try:

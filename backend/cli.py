@@ -36,6 +36,8 @@ _HELP = {
     "storage_read_timeout": "seconds to wait for S3's next byte",
     "storage_retries": "retries of a failed S3 request",
     "max_archive_bytes": "largest experiment archive accepted",
+    "max_result_files": "most files of a run's results (and logs) listed and uploaded",
+    "max_json_bytes": "largest JSON request body accepted",
     "max_wait": "longest POST /v1/simulations?wait= in seconds",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }

@@ -55,6 +55,11 @@ class Config:
     storage_connect_timeout: float = CONNECT_TIMEOUT
     storage_read_timeout: float = READ_TIMEOUT
     storage_retries: int = RETRIES
+    #: Most files of a run's results (and logs) listed and uploaded; deeper than 32
+    #: folders is left out too. What is left out is said in the record's ``upload``.
+    max_result_files: int = 10_000
+    #: Largest JSON request body accepted, in bytes.
+    max_json_bytes: int = 1024 * 1024
     #: Longest ``POST /v1/simulations?wait=`` in seconds (run and wait, for short runs).
     max_wait: float = 300.0
     #: Largest experiment archive accepted, in bytes.

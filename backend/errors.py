@@ -15,7 +15,8 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from backend.exceptions import (
-    BackendError, CapacityReached, Conflict, InvalidRequest, NotFound, UnsupportedMediaType,
+    BackendError, CapacityReached, Conflict, InvalidRequest, NotFound, RequestTooLarge,
+    UnsupportedMediaType,
 )
 from lifecycle import InvalidTransition, UnknownState
 from lifecycle.errors import InvalidExperiment
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 #: Exception class -> (status, code). ``None`` keeps the exception's own ``code``.
 STATUSES: list[tuple[type[Exception], int, str | None]] = [
     (UnsupportedMediaType, 415, None),
+    (RequestTooLarge, 413, None),
     (InvalidRequest, 400, None),
     (NotFound, 404, None),
     (Conflict, 409, None),

@@ -41,6 +41,10 @@ class UnsupportedMediaType(InvalidRequest):
     code = "unsupported_media_type"
 
 
+class RequestTooLarge(InvalidRequest):
+    code = "too_large"
+
+
 class NotFound(BackendError):
     code = "not_found"
 

@@ -6,16 +6,14 @@ happens on each simulation's supervisor, never on the request thread.
 from __future__ import annotations
 
 import logging
-import math
-import os
 import threading
 import uuid
-from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from backend import run_files
 from backend.exceptions import (
-    CapacityReached, DuplicateSimulation, InvalidName, InvalidRequest, NotFound,
-    SimulationBusy, SimulationNotFound,
+    CapacityReached, DuplicateSimulation, InvalidRequest, NotFound, SimulationBusy,
+    SimulationNotFound,
 )
 from backend.experiments import ExperimentStore
 from backend.mailbox import MailboxTimeout
@@ -24,10 +22,8 @@ from backend.registry import SimulationRecord
 from backend.schemas import NewSimulation
 from backend.services import Runtime
 from backend.supervisor import SimulationSupervisor
-from backend.uploader import simulation_prefix
 from lifecycle import ACTIVE_STATES, SimState
 from lifecycle.messages import RESULTS_DIR
-from storage import InvalidKey, ObjectNotFound, validate_key
 
 logger = logging.getLogger(__name__)
 
@@ -187,56 +183,23 @@ class SimulationManager:
         """The files of ``logs`` or ``results``: from the run dir while it exists,
         from storage once uploaded."""
         sup = self.get(sim_id)
-        if not sup.snapshot["logs_uploaded"]:
-            folder = sup.run_dir / kind
-            try:
-                return sorted(({"name": p.relative_to(folder).as_posix(), "size": p.stat().st_size}
-                               for p in folder.rglob("*") if p.is_file()),
-                              key=lambda f: f["name"])
-            except FileNotFoundError:
-                if not sup.snapshot["logs_uploaded"]:
-                    return []
-        prefix = f"{simulation_prefix(sim_id)}{kind}/"
-        return [{"name": i.key[len(prefix):], "size": i.size}
-                for i in self.rt.storage.list(prefix)]
+        if not sup.snapshot["logs_uploaded"] and sup.run_dir.is_dir():
+            return run_files.list_local(sup.run_dir / kind, self.rt.config.max_result_files)
+        return run_files.list_stored(self.rt.storage, sim_id, kind)
 
     def open_file(self, sim_id: str, kind: str, name: str, offset: int = 0,
                   limit: int | None = None) -> tuple[Iterator[bytes] | BinaryIO, str]:
         """A stream of ``[offset, offset + limit)`` of a log or result file, and its name.
 
         Raises:
-            InvalidName: a bad name; NotFound: no such file.
+            InvalidName: a bad name; NotFound: no such regular file.
         """
         sup = self.get(sim_id)
-        try:
-            name = validate_key(name)
-        except InvalidKey as exc:
-            raise InvalidName(str(exc)) from None
+        name = run_files.checked_name(name)
         if not sup.snapshot["logs_uploaded"]:
             try:
-                return _open_range(sup.run_dir / kind / name, offset, limit), name
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                if not sup.snapshot["logs_uploaded"]:
+                return run_files.open_local(sup.run_dir / kind, name, offset, limit), name
+            except FileNotFoundError:
+                if not sup.snapshot["logs_uploaded"]:  # else: uploaded meanwhile
                     raise NotFound(f"simulation {sim_id} has no {kind} file {name!r}") from None
-        try:
-            key = f"{simulation_prefix(sim_id)}{kind}/{name}"
-            return self.rt.storage.open_read(key, offset, limit), name
-        except ObjectNotFound:
-            raise NotFound(f"simulation {sim_id} has no {kind} file {name!r}") from None
-
-
-def _open_range(path: Path, offset: int, limit: int | None) -> Iterator[bytes]:
-    f = open(path, "rb")
-    f.seek(min(offset, os.fstat(f.fileno()).st_size))  # past the end reads nothing
-
-    def chunks() -> Iterator[bytes]:
-        with f:
-            remaining = math.inf if limit is None else limit
-            while remaining > 0:
-                data = f.read(int(min(remaining, 1 << 16)))
-                if not data:
-                    return
-                remaining -= len(data)
-                yield data
-
-    return chunks()
+        return run_files.open_stored(self.rt.storage, sim_id, kind, name, offset, limit), name

@@ -41,6 +41,12 @@ _NAME = [_path_param("name", "the experiment's name")]
 _RANGE = [{"name": n, "in": "query", "required": False, "description": d,
            "schema": {"type": "integer", "minimum": 0}}
           for n, d in (("offset", "first byte"), ("limit", "most bytes"))]
+_PAGE = [{"name": "limit", "in": "query", "required": False,
+          "description": "most items (default 100)",
+          "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+         {"name": "cursor", "in": "query", "required": False,
+          "description": "next_cursor of the previous page", "schema": {"type": "string"}}]
+_NEXT = {"next_cursor": _nullable({"type": "string"})}
 _FILE_LIST = {"type": "array", "items": _obj(["name", "size"], name={"type": "string"},
                                              size={"type": "integer"})}
 
@@ -57,7 +63,8 @@ SCHEMAS: dict[str, Any] = {
         ended_at=_nullable({"type": "string"}), params={"type": "object"},
         timeout={"type": "object"}, limits={"type": "object"},
         error=_nullable({"type": "object"}), exit_code=_nullable({"type": "integer"}),
-        logs_uploaded={"type": "boolean"}, status={"type": "object"}),
+        logs_uploaded={"type": "boolean"}, status={"type": "object"},
+        upload=_nullable({"type": "object"})),
     "Status": _obj(
         ["state", "sim_time", "real_time", "steps", "timestep", "timeout", "resources"],
         state={"type": "string", "enum": STATES},
@@ -120,7 +127,8 @@ def _experiment_paths() -> dict[str, Any]:
                                              "application/octet-stream": binary}}
     return {
         "/v1/experiments": {"get": _op("List experiments", {"200": _json(_obj(
-            ["experiments"], experiments={"type": "array", "items": _ref("ExperimentSummary")}))})},
+            ["experiments"], experiments={"type": "array", "items": _ref("ExperimentSummary")},
+            **_NEXT))}, parameters=_PAGE)},
         "/v1/experiments/{name}": {
             "parameters": _NAME,
             "get": _op("Describe an experiment", {"200": _json(_ref("Experiment"))}),
@@ -154,8 +162,8 @@ def _simulation_paths() -> dict[str, Any]:
     paths = {
         "/v1/simulations": {
             "get": _op("List simulations", {"200": _json(_obj(
-                ["simulations"], simulations={"type": "array", "items": _ref("Record")}))},
-                parameters=filters),
+                ["simulations"], simulations={"type": "array", "items": _ref("Record")},
+                **_NEXT))}, parameters=filters + _PAGE),
             "post": _op("Create a simulation", {"201": created},
                         requestBody=body("NewSimulation")),
         },
@@ -180,8 +188,9 @@ def _simulation_paths() -> dict[str, Any]:
     for kind, media in (("logs", "text/plain"), ("results", "application/octet-stream")):
         paths[f"/v1/simulations/{{sim_id}}/{kind}"] = {
             "parameters": _SIM_ID,
-            "get": _op(f"List its {kind}", {"200": _json(_obj([kind], **{kind: _FILE_LIST}))},
-                       operationId=f"list{kind.capitalize()}")}
+            "get": _op(f"List its {kind}",
+                       {"200": _json(_obj([kind], **{kind: _FILE_LIST}, **_NEXT))},
+                       operationId=f"list{kind.capitalize()}", parameters=_PAGE)}
         paths[f"/v1/simulations/{{sim_id}}/{kind}/{{name}}"] = {
             "parameters": _SIM_ID + [_path_param("name", "file name")],
             "get": _op(f"Download one of its {kind}", {"200": {

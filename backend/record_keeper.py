@@ -8,7 +8,6 @@ simulation's mailbox (see :mod:`backend.supervisor`); other threads read
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,12 +19,14 @@ from backend.services import Runtime
 from backend.status import STATUS_KEYS
 from backend.uploader import UploadJob, simulation_prefix
 from lifecycle import SimState
-from lifecycle.messages import LOGS_DIR, STATUS_FILE, STDERR_LOG, read_json
+from lifecycle.messages import LOGS_DIR, RESULTS_DIR, STATUS_FILE, STDERR_LOG, read_json
 from storage import StorageError
+from storage.tree import remove_tree, scan
 
 logger = logging.getLogger(__name__)
 
 _STDERR_TAIL_LINES = 20
+_SKIPPED_LISTED = 50
 
 
 class RecordKeeper:
@@ -72,9 +73,28 @@ class RecordKeeper:
     # -- after the end -------------------------------------------------------------
 
     def upload(self) -> None:
-        """Upload logs, results and the record (retried by the uploader until it works)."""
-        if not self.record.logs_uploaded:
-            self.rt.uploader.upload(self._upload_job())
+        """Upload logs, results and the record (retried by the uploader until it works).
+
+        What the script left that is not a regular file (links, FIFOs, devices) or lies
+        beyond the limits of depth and count is not uploaded: the record says so.
+        """
+        if self.record.logs_uploaded:
+            return
+        skipped = {}
+        for sub in (LOGS_DIR, RESULTS_DIR):
+            tree = scan(self.run_dir / sub, max_files=self.rt.config.max_result_files)
+            skipped.update({f"{sub}/{name}": why for name, why in tree.skipped.items()})
+        if skipped:
+            listed = sorted(skipped.items())[:_SKIPPED_LISTED]
+            self.record.upload = {
+                "skipped": [{"path": path, "reason": why} for path, why in listed],
+                "skipped_count": len(skipped),
+                "message": f"{len(skipped)} entries of the run were not uploaded: only "
+                           "regular files are, up to the limits of depth and count"}
+            logger.warning("sim %s: not uploading %d entries (%s ...)", self.record.id,
+                           len(skipped), listed[0][0])
+            self.save()
+        self.rt.uploader.upload(self._upload_job())
 
     def _upload_job(self) -> UploadJob:
         return UploadJob(self.record.id, self.run_dir, lambda: dict(self.snapshot),
@@ -85,7 +105,7 @@ class RecordKeeper:
             return
         self.record.logs_uploaded = True
         self.save()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        remove_tree(self.run_dir)
 
     def delete(self) -> None:
         """Remove the stored copy, the run dir and the record.
@@ -103,7 +123,7 @@ class RecordKeeper:
             if not self.record.logs_uploaded:
                 self.rt.uploader.resume(self._upload_job())  # keep trying to upload it
             raise
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        remove_tree(self.run_dir)
         self.rt.registry.delete(sim_id)
         self.deleted = True
 

@@ -8,7 +8,6 @@ and run directories that no record owns are killed and removed.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterable
 from enum import Enum
 
@@ -18,6 +17,7 @@ from backend.services import Runtime
 from backend.supervisor import SimulationSupervisor
 from lifecycle import ACTIVE_STATES
 from lifecycle.messages import STATUS_FILE, ServerInfo, read_json
+from storage.tree import remove_tree
 
 logger = logging.getLogger(__name__)
 
@@ -88,4 +88,4 @@ def _remove_orphan_run_dirs(runtime: Runtime, known: set[str]) -> None:
     for run_dir in runs.iterdir():
         if run_dir.name not in known:
             logger.warning("removing orphan run dir %s", run_dir)
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_tree(run_dir)

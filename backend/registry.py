@@ -39,6 +39,8 @@ class SimulationRecord:
     error: dict[str, Any] | None = None
     exit_code: int | None = None
     logs_uploaded: bool = False
+    #: What the upload left out and why (links, FIFOs, over the limits), if anything.
+    upload: dict[str, Any] | None = None
     #: The last status the simulation server reported (sim_time, steps, ...).
     status: dict[str, Any] = field(default_factory=dict)
 

@@ -5,6 +5,7 @@ Each parser takes decoded JSON and returns a typed value or raises
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,8 @@ from storage import InvalidKey, validate_key
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _POST_FIELDS = {"experiment", "id", "main_script", "timeout", "params", "state", "limits"}
+#: Most bytes of a simulation's ``params`` as JSON (they are stored in every record).
+MAX_PARAMS_BYTES = 64 * 1024
 #: States a simulation may be asked to reach when it is created.
 CREATE_STATES = (SimState.INITIALIZED, SimState.STARTED)
 
@@ -62,6 +65,10 @@ def new_simulation(body: Any) -> NewSimulation:
     params = body.get("params", {})
     if not isinstance(params, dict):
         raise InvalidRequest("'params' must be a JSON object", code="invalid_params")
+    if len(json.dumps(params)) > MAX_PARAMS_BYTES:
+        raise InvalidRequest(f"'params' may take at most {MAX_PARAMS_BYTES} bytes of JSON; "
+                             "put large inputs into the experiment's files",
+                             code="invalid_params")
     return NewSimulation(
         experiment=body["experiment"], id=sim_id, main_script=main_script, params=params,
         timeout=_section(body, "timeout", experiment.timeout, "invalid_timeout"),

@@ -11,7 +11,6 @@ runs on a timer, and the server's events and exit arrive as posted calls.
 from __future__ import annotations
 
 import logging
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,8 @@ from backend.services import Runtime
 from backend.server_link import ServerLink
 from backend.status import NO_RESOURCES
 from lifecycle import BackendSimulationLifecycle, InvalidTransition, SimState
-from lifecycle.messages import (
-    RUN_CONFIG_FILE, ServerInfo, read_json,
-)
+from lifecycle.messages import RUN_CONFIG_FILE, ServerInfo, read_json
+from storage.tree import remove_tree
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +240,7 @@ class SimulationSupervisor:
     def relaunch(self) -> None:
         """Launch again a simulation whose launch a backend restart cut short (mailbox)."""
         logger.info("relaunching: sim %s (its launch was cut short by a restart)", self.sim_id)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        remove_tree(self.run_dir)
         self.keeper.reset_status()
         self._begin_launch()
 

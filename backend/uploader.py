@@ -41,8 +41,9 @@ class UploadJob:
 class Uploader:
     """Uploads finished simulations; keeps retrying the ones that failed."""
 
-    def __init__(self, storage: Storage, retry_delay: float) -> None:
+    def __init__(self, storage: Storage, retry_delay: float, max_files: int = 10_000) -> None:
         self.storage = storage
+        self.max_files = max_files
         self.retry_delay = retry_delay
         self._pending: dict[str, tuple[UploadJob, float, float]] = {}
         self._active: set[str] = set()  # uploading right now
@@ -82,7 +83,8 @@ class Uploader:
         count = 0
         for sub in (LOGS_DIR, RESULTS_DIR):
             if (job.run_dir / sub).is_dir():
-                count += len(self.storage.upload_dir(job.run_dir / sub, f"{prefix}{sub}/"))
+                count += len(self.storage.upload_dir(job.run_dir / sub, f"{prefix}{sub}/",
+                                                     max_files=self.max_files))
         final = {**job.record(), "logs_uploaded": True}
         self.storage.put_bytes(f"{prefix}record.json", json.dumps(final, indent=1).encode())
         logger.info("uploaded: sim %s (%d files) to %s", job.sim_id, count,

@@ -22,6 +22,14 @@ LIMIT_KEYS = frozenset({"memory_mb", "start_timeout"})
 DEFAULT_TIMESTEP = 1.0
 
 
+def _finite(value: float | int) -> bool:
+    """True for a finite float and an int a float can hold (JSON has 400-digit ones)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def positive_number(value: Any, name: str, *, integer: bool = False) -> float | int:
     """Return ``value`` if it is a positive finite number (an int when ``integer``).
 
@@ -29,8 +37,8 @@ def positive_number(value: Any, name: str, *, integer: bool = False) -> float | 
         InvalidExperiment: naming ``name`` and the value.
     """
     kinds = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) \
-            or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, kinds) or not _finite(value) \
+            or value <= 0:
         kind = "whole number" if integer else "number"
         raise InvalidExperiment(f"'{name}' must be a positive {kind}, not {value!r}")
     return int(value) if integer else float(value)
@@ -42,7 +50,7 @@ def finite_number(value: Any, name: str) -> float:
     Raises:
         InvalidExperiment: naming ``name`` and the value.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
         raise InvalidExperiment(f"'{name}' must be a number, not {value!r}")
     return float(value)
 

@@ -24,6 +24,7 @@ from typing import BinaryIO
 from storage.atomic import atomic_write
 from storage.errors import ObjectNotFound, StorageError
 from storage.keys import validate_key, validate_prefix
+from storage.tree import MAX_DEPTH, MAX_FILES, scan
 
 logger = logging.getLogger(__name__)
 
@@ -181,12 +182,20 @@ class Storage(abc.ABC):
         return len(infos)
 
     def upload_dir(
-        self, local_dir: Path, prefix: str, *, workers: int | None = None
+        self,
+        local_dir: Path,
+        prefix: str,
+        *,
+        workers: int | None = None,
+        max_depth: int = MAX_DEPTH,
+        max_files: int = MAX_FILES,
     ) -> builtins.list[ObjectInfo]:
         """Upload every regular file below `local_dir` to `prefix` + its relative path.
 
-        Symlinks are skipped. Objects already under `prefix` are kept. After the
-        uploads the prefix is listed and each size compared with the local file.
+        Links, FIFOs and devices are skipped, and so is what lies beyond `max_depth`
+        folders or `max_files` files (see :func:`storage.tree.scan`, which tells what
+        was left out). Objects already under `prefix` are kept. After the uploads the
+        prefix is listed and each size compared with the local file.
 
         Raises:
             InvalidKey: if a file's name makes an invalid key (before any upload).
@@ -196,7 +205,7 @@ class Storage(abc.ABC):
         """
         folder = validate_prefix(prefix)
         workers = self._workers(workers)
-        files = _local_files(Path(local_dir), folder)
+        files = _local_files(Path(local_dir), folder, max_depth, max_files)
         _run_parallel(
             [partial(self.upload_file, path, key) for key, (path, _) in files.items()], workers
         )
@@ -256,8 +265,10 @@ class Storage(abc.ABC):
         return workers
 
 
-def _local_files(local_dir: Path, folder: str) -> dict[str, tuple[Path, int]]:
-    """Map each key to upload to its regular file below `local_dir` and that file's size.
+def _local_files(local_dir: Path, folder: str, max_depth: int = MAX_DEPTH,
+                 max_files: int = MAX_FILES) -> dict[str, tuple[Path, int]]:
+    """Map each key to upload to its regular file below `local_dir` and that file's size
+    (no links, FIFOs or devices; within the depth and count of :func:`storage.tree.scan`).
 
     Raises:
         StorageError: if `local_dir` is not a folder.
@@ -265,15 +276,8 @@ def _local_files(local_dir: Path, folder: str) -> dict[str, tuple[Path, int]]:
     """
     if not local_dir.is_dir():
         raise StorageError(f"cannot upload {local_dir}: not a folder")
-    files = {}
-    for dirpath, _, filenames in os.walk(local_dir):
-        for name in filenames:
-            path = Path(dirpath, name)
-            if path.is_symlink() or not path.is_file():
-                continue
-            key = validate_key(folder + path.relative_to(local_dir).as_posix())
-            files[key] = (path, path.stat().st_size)
-    return files
+    tree = scan(local_dir, max_depth=max_depth, max_files=max_files, skip_temp=False)
+    return {validate_key(folder + name): found for name, found in tree.files.items()}
 
 
 def _local_target(local_dir: Path, relative: str) -> Path:

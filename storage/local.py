@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +14,8 @@ from typing import BinaryIO
 from storage.atomic import atomic_write
 from storage.base import ObjectInfo, Storage, check_range
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
-from storage.keys import TEMP_PREFIX, validate_key, validate_prefix
+from storage.keys import MAX_KEY_BYTES, TEMP_PREFIX, validate_key, validate_prefix
+from storage.tree import scan
 from storage.streams import exact_size, read_range
 
 logger = logging.getLogger(__name__)
@@ -111,12 +112,9 @@ class LocalStorage(Storage):
         return st.st_size
 
     def _walk(self, top: Path) -> Iterator[Path]:
-        """Yield the regular, non-temp, non-symlink files below `top`."""
-        for dirpath, _, filenames in os.walk(top):
-            for name in filenames:
-                path = Path(dirpath, name)
-                if not name.startswith(TEMP_PREFIX) and not path.is_symlink():
-                    yield path
+        """Yield the regular, non-temp, non-symlink files below `top` (any depth)."""
+        for path, _ in scan(top, max_depth=MAX_KEY_BYTES, max_files=sys.maxsize).files.values():
+            yield path
 
     def _info(self, path: Path) -> ObjectInfo | None:
         """Return the info of a listed file, or None if it vanished or its name is no valid key."""

@@ -10,6 +10,8 @@ from flask_restful import Resource
 
 from backend.archive import validate_name
 from backend.exceptions import UnsupportedMediaType
+from backend.paging import page
+from backend.resources import page_args
 from backend.services import Services
 
 _ARCHIVE_TYPES = {"application/gzip", "application/x-gzip", "application/x-tar+gzip",
@@ -21,7 +23,8 @@ class ExperimentList(Resource):
         self.store = services.experiments
 
     def get(self) -> dict[str, Any]:
-        return {"experiments": self.store.list()}
+        found, cursor = page(self.store.list(), lambda e: (e["name"],), *page_args())
+        return {"experiments": found, "next_cursor": cursor}
 
 
 class Experiment(Resource):

@@ -7,7 +7,8 @@ from typing import Any, BinaryIO, Iterator
 from flask import Response
 from flask_restful import Resource
 
-from backend.resources import int_arg
+from backend.paging import page
+from backend.resources import int_arg, page_args
 from backend.services import Services
 from lifecycle.messages import LOGS_DIR, RESULTS_DIR
 
@@ -34,7 +35,9 @@ class _FileList(Resource):
         self.manager = services.manager
 
     def get(self, sim_id: str) -> dict[str, Any]:
-        return {self.key: self.manager.list_files(sim_id, self.kind)}
+        files = self.manager.list_files(sim_id, self.kind)
+        found, cursor = page(files, lambda f: (f["name"],), *page_args())
+        return {self.key: found, "next_cursor": cursor}
 
 
 class _File(Resource):

@@ -8,7 +8,8 @@ from flask_restful import Resource
 
 from backend import schemas
 from backend.exceptions import InvalidRequest
-from backend.resources import json_body, seconds_arg, state_arg
+from backend.paging import page
+from backend.resources import json_body, page_args, seconds_arg, state_arg
 from backend.services import Services
 from lifecycle import SimState
 
@@ -19,8 +20,10 @@ class SimulationList(Resource):
         self.max_wait = services.config.max_wait
 
     def get(self) -> dict[str, Any]:
-        return {"simulations": self.manager.list(state=state_arg("state"),
-                                                 experiment=request.args.get("experiment"))}
+        records = self.manager.list(state=state_arg("state"),
+                                    experiment=request.args.get("experiment"))
+        found, cursor = page(records, lambda r: (r["created_at"], r["id"]), *page_args())
+        return {"simulations": found, "next_cursor": cursor}
 
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         wait = seconds_arg("wait", self.max_wait)

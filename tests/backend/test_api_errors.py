@@ -70,7 +70,7 @@ def test_bad_post_changes_nothing(backend: Backend, loop: str, body: str, status
     response = backend.post("/v1/simulations", data=body,
                             headers={"Content-Type": "application/json"})
     assert_error(response, status, code)
-    assert backend.get("/v1/simulations").json() == {"simulations": []}
+    assert backend.get("/v1/simulations").json()["simulations"] == []
     runs = backend.data_dir / "runs"
     assert not runs.exists() or not any(runs.iterdir())
 
@@ -159,7 +159,7 @@ def test_bad_archive_members_are_refused_and_nothing_is_written(backend: Backend
     response = backend.put("/v1/experiments/evil", data=_tar_with(info, data),
                            headers={"Content-Type": "application/gzip"})
     assert_error(response, 400, "invalid_archive")
-    assert backend.get("/v1/experiments").json() == {"experiments": []}
+    assert backend.get("/v1/experiments").json()["experiments"] == []
     storage = backend.data_dir / "storage"
     assert not storage.exists() or not [p for p in storage.rglob("*") if p.is_file()]
 
@@ -171,7 +171,7 @@ def test_bad_experiment_names_are_refused(backend: Backend, name: str) -> None:
                            headers={"Content-Type": "application/gzip"})
     assert response.status_code in (400, 404), response.text
     assert response.json()["error"]["code"] in ("invalid_name", "not_found")
-    assert backend.get("/v1/experiments").json() == {"experiments": []}
+    assert backend.get("/v1/experiments").json()["experiments"] == []
 
 
 @pytest.mark.parametrize("body,code", [
@@ -186,7 +186,7 @@ def test_bad_archives_are_refused(backend: Backend, body: bytes, code: str) -> N
     response = backend.put("/v1/experiments/x", data=body,
                            headers={"Content-Type": "application/gzip"})
     assert_error(response, 400, code)
-    assert backend.get("/v1/experiments").json() == {"experiments": []}
+    assert backend.get("/v1/experiments").json()["experiments"] == []
 
 
 def test_archive_needs_gzip_content_type(backend: Backend) -> None:
@@ -210,4 +210,4 @@ def test_experiment_upload_replace_describe_delete(backend: Backend) -> None:
     listed = backend.get("/v1/experiments").json()["experiments"]
     assert [(e["name"], e["main_script"]) for e in listed] == [("exp", "main.py")]
     assert backend.delete("/v1/experiments/exp").status_code == 204
-    assert backend.get("/v1/experiments").json() == {"experiments": []}
+    assert backend.get("/v1/experiments").json()["experiments"] == []

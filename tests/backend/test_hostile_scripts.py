@@ -1,0 +1,119 @@
+"""What a careless or hostile script leaves in its run dir cannot reach beyond it:
+FIFOs, links to anywhere, trees nested thousands deep."""
+from __future__ import annotations
+
+import threading
+import time
+
+import requests
+
+from tests.support import Backend, loop_experiment, wait_until
+
+# The script runs with experiment/ as its cwd: the data dir is two levels above the run dir.
+HOSTILE = '''
+import os, pathlib
+results, logs = sim.results_dir, pathlib.Path("../logs").resolve()
+data_dir = pathlib.Path.cwd().parent.parent.parent
+os.mkfifo(results / "f")
+(results / "ok.txt").write_text("fine")
+for name, target in {"leak": "/etc/passwd", "zero": "/dev/zero", "linked": "/etc",
+                     "registry": str(data_dir / "simbackend.sqlite3")}.items():
+    os.symlink(target, results / name)
+os.symlink("/etc/passwd", logs / "x.log")
+print("planted", flush=True)
+try:
+    while True:
+        sim.run_loop(1)
+except SimulationTimeout:
+    pass
+'''
+PLANTED = ("f", "leak", "zero", "linked", "registry", "linked/passwd")
+
+
+def health_ms(backend: Backend) -> float:
+    began = time.monotonic()
+    assert requests.get(f"{backend.url}/health", timeout=5).status_code == 200
+    return (time.monotonic() - began) * 1000
+
+
+def test_fifos_and_links_in_a_live_run_are_neither_listed_nor_served(backend: Backend) -> None:
+    backend.upload("hostile", loop_experiment(sim_time=1e9, script=HOSTILE))
+    sim_id = backend.create("hostile", state="started", params={"step_sleep": 0.001})["id"]
+    api = f"/v1/simulations/{sim_id}"
+    wait_until(lambda: "planted" in backend.get(f"{api}/logs/stdout.log").text, 20, "the plants")
+    assert [f["name"] for f in backend.get(f"{api}/results").json()["results"]] == ["ok.txt"]
+    assert "x.log" not in {f["name"] for f in backend.get(f"{api}/logs").json()["logs"]}
+
+    # 40 readers of the FIFO at once (more than the server's threads) must not wedge it.
+    answers: list[int] = []
+    readers = [threading.Thread(target=lambda: answers.append(requests.get(
+        f"{backend.url}{api}/results/f", timeout=10).status_code)) for _ in range(40)]
+    for reader in readers:
+        reader.start()
+    assert health_ms(backend) < 100
+    for reader in readers:
+        reader.join(15)
+    assert answers == [404] * 40
+    for name in PLANTED:
+        response = backend.get(f"{api}/results/{name}")
+        assert response.status_code == 404, (name, response.text[:200])
+        assert response.json()["error"]["code"] == "not_found"
+    assert backend.get(f"{api}/logs/x.log").status_code == 404
+    assert backend.get(f"{api}/results/ok.txt").text == "fine"
+
+    # The upload skips them, says so in the record, and they are not served after it.
+    assert backend.set_state(sim_id, "stopped").status_code == 200
+    record = backend.wait_uploaded(sim_id)
+    skipped = {s["path"]: s["reason"] for s in record["upload"]["skipped"]}
+    assert skipped == {"logs/x.log": "a symbolic link", "results/f": "a FIFO",
+                       "results/leak": "a symbolic link", "results/linked": "a symbolic link",
+                       "results/registry": "a symbolic link", "results/zero": "a symbolic link"}
+    assert [f["name"] for f in backend.get(f"{api}/results").json()["results"]] == ["ok.txt"]
+    for name in PLANTED:
+        assert backend.get(f"{api}/results/{name}").status_code == 404
+
+
+DEEP = '''
+import os
+folder = sim.results_dir
+(folder / "top.txt").write_text("top")
+for i in range(1500):
+    folder = folder / "d"
+    os.mkdir(folder)
+(folder / "bottom.txt").write_text("bottom")
+sim.run_loop(1)
+'''
+
+
+def test_a_tree_nested_1500_deep_uploads_what_fits_and_deletes_whole(backend: Backend) -> None:
+    backend.upload("deep", loop_experiment(sim_time=10.0, script=DEEP))
+    sim_id = backend.create("deep", state="started")["id"]
+    api = f"/v1/simulations/{sim_id}"
+    record = backend.wait_uploaded(sim_id, timeout=30)
+    assert record["state"] == "completed"
+    assert record["upload"]["skipped_count"] == 1
+    assert "deeper than 32" in record["upload"]["skipped"][0]["reason"]
+    names = [f["name"] for f in backend.get(f"{api}/results").json()["results"]]
+    assert names == ["top.txt"]
+    assert backend.get(f"{api}/results/top.txt").text == "top"
+    backend.wait_run_dir_removed(sim_id)
+    assert backend.delete(api).status_code == 204
+    assert backend.get(api).status_code == 404
+    assert not (backend.data_dir / "storage" / "simulations" / sim_id).exists()
+
+
+def test_a_live_deep_tree_is_listed_without_failing(backend: Backend) -> None:
+    script = DEEP.replace("sim.run_loop(1)", "print('deep', flush=True)\n"
+                          "while True:\n    sim.run_loop(1)")
+    backend.upload("deep-live", loop_experiment(sim_time=1e9, script=script))
+    sim_id = backend.create("deep-live", state="started", params={"step_sleep": 0.001})["id"]
+    api = f"/v1/simulations/{sim_id}"
+    wait_until(lambda: "deep" in backend.get(f"{api}/logs/stdout.log").text, 20, "the tree")
+    response = backend.get(f"{api}/results")
+    assert response.status_code == 200
+    assert [f["name"] for f in response.json()["results"]] == ["top.txt"]
+    deep_name = "/".join(["d"] * 1500) + "/bottom.txt"
+    assert backend.get(f"{api}/results/{deep_name}").status_code in (400, 404)
+    assert backend.set_state(sim_id, "stopped").status_code == 200
+    backend.wait_uploaded(sim_id, timeout=30)
+    backend.wait_run_dir_removed(sim_id)  # the tree is gone: nothing is left to trip on
