@@ -100,6 +100,9 @@ class NestSession:
         self._target: float | None = None
         self._time = float(nest.biological_time)
         self._kernel_thread: int | None = None
+        #: Spikes of the last stepped ``Simulate``: NEST's ``local_spike_counter``
+        #: counts only the last ``Run``, that is the last chunk. None: NEST's own.
+        self.spike_count: int | None = None
         #: What ``GET /`` reports; read here, on the thread that owns NEST.
         self.version: str = nest.build_info["version"]
 
@@ -241,6 +244,7 @@ class NestSession:
             SimulationStopped: the session was stopped while held.
         """
         self._between_chunks()
+        self.spike_count = None
         self.nest.Run(t)
         self._time = float(self.nest.biological_time)
 
@@ -268,6 +272,7 @@ class NestSession:
         per_delay = max(1, round(nest.min_delay / resolution))
         delays = max(1, round(self.chunk / resolution / per_delay))
         done = 0
+        self.spike_count = 0
         while done < steps:
             self._between_chunks()
             chunk = min(delays * per_delay, steps - done)
@@ -275,6 +280,7 @@ class NestSession:
             nest.Run(chunk * resolution)
             done += chunk
             self._time = float(nest.biological_time)
+            self.spike_count += nest.local_spike_counter
             delays = self._adapt(delays, time.monotonic() - began)
 
     def _adapt(self, delays: int, took: float) -> int:
@@ -353,7 +359,28 @@ class SteppedNest:
             return self._session.simulate
         if name == "Run":
             return self._session.run
+        if name == "local_spike_counter" and self._session.spike_count is not None:
+            return self._session.spike_count
         return getattr(self._session.nest, name)
+
+    def ResetKernel(self) -> None:
+        self._session.spike_count = None
+        self._session.nest.ResetKernel()
+
+    def GetKernelStatus(self, keys: Any = None) -> Any:
+        """NEST's, with ``local_spike_counter`` counting the whole last ``Simulate``."""
+        status = self._session.nest.GetKernelStatus(keys)
+        count = self._session.spike_count
+        if count is None:
+            return status
+        if isinstance(status, dict) and "local_spike_counter" in status:
+            return {**status, "local_spike_counter": count}
+        if keys == "local_spike_counter":
+            return count
+        if isinstance(keys, (list, tuple)) and "local_spike_counter" in keys:
+            return tuple(count if key == "local_spike_counter" else value
+                         for key, value in zip(keys, status))
+        return status
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._session.nest, name, value)  # nest.resolution = 0.2, ...
