@@ -226,6 +226,9 @@ class NestSession:
                 raise self._busy("Simulate")
             self._simulating = True
             self._target = self._time + float(t)
+        verbosity = nest.verbosity
+        # NEST's INFO messages come four per Run: once per chunk would flood the logs.
+        nest.verbosity = max(verbosity, nest.VerbosityLevel.WARNING)
         try:
             nest.Prepare()
             try:
@@ -233,6 +236,7 @@ class NestSession:
             finally:
                 nest.Cleanup()
         finally:
+            nest.verbosity = verbosity
             with self._cond:
                 self._simulating, self._target = False, None
                 self._time = float(nest.biological_time)
