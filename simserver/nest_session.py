@@ -26,7 +26,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from simserver.errors import KernelBusy, SessionClosed, SimulationStopped
+from simserver.errors import (
+    ExperimentError, KernelBusy, KernelError, SessionClosed, SimulationStopped,
+)
 from simserver.spikes import Spikes, save_spikes, sorted_spikes
 
 logger = logging.getLogger(__name__)
@@ -399,3 +401,48 @@ class SteppedNest:
 def nest_error_message(exc: BaseException) -> str:
     """NEST's own message of a NEST error; some (``KernelException``) carry none."""
     return str(exc).strip() or f"NEST raised {type(exc).__name__}"
+
+
+def open_session(spec: Any, *, held: bool = True) -> NestSession:
+    """The NEST session an experiment's ``"nest_session"`` entry asks for, at t = 0::
+
+        "nest_session": {"seed": 12345, "threads": 1, "resolution": 0.1,
+                         "chunk": 10.0, "wall_budget": 0.2, "exec": true}
+
+    Every key is optional. Call it on the thread that will serve the session.
+
+    Raises:
+        ExperimentError: the entry is not an object, or a value is not a positive number.
+        KernelError: NEST cannot be imported or refuses the kernel settings.
+    """
+    from simserver.nest_engine import import_nest
+
+    if not isinstance(spec, dict):
+        raise ExperimentError("'nest_session' must be an object such as {\"seed\": 1}")
+    kernel = {name: _positive(spec, key, int if key != "resolution" else float)
+              for key, name in (("seed", "rng_seed"), ("threads", "local_num_threads"),
+                                ("resolution", "resolution")) if spec.get(key) is not None}
+    chunk = _positive(spec, "chunk", float) if "chunk" in spec else DEFAULT_CHUNK
+    budget = _positive(spec, "wall_budget", float) if spec.get("wall_budget") is not None \
+        else DEFAULT_WALL_BUDGET
+    try:
+        nest = import_nest()
+        nest.ResetKernel()
+        nest.verbosity = nest.VerbosityLevel.WARNING
+        nest.set(**kernel)
+    except Exception as exc:  # ImportError, OSError of NEST's libraries, a NESTError
+        raise KernelError(f"NEST session: {type(exc).__name__}: {exc}") from exc
+    logger.info("nest session: NEST %s, kernel %s, chunks of %g ms", nest.__version__,
+                kernel, chunk)
+    return NestSession(nest, chunk=chunk, wall_budget=budget, held=held,
+                       allow_exec=spec.get("exec", True) is not False)
+
+
+def _positive(spec: dict[str, Any], key: str, kind: type) -> Any:
+    value = spec[key]
+    accepted = (int, float) if kind is float else int
+    if isinstance(value, bool) or not isinstance(value, accepted) \
+            or not math.isfinite(value) or value <= 0:
+        raise ExperimentError(f"nest_session: {key!r} must be a positive {kind.__name__}, "
+                              f"not {value!r}")
+    return kind(value)

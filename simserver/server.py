@@ -21,7 +21,7 @@ from typing import Any
 
 import psutil
 
-from lifecycle import InvalidTransition, SimState, SimulationServerLifecycle
+from lifecycle import TERMINAL_STATES, InvalidTransition, SimState, SimulationServerLifecycle
 from lifecycle.messages import (
     EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR, RUN_CONFIG_FILE,
     SERVER_FILE, SIMULATION_LOG, STATUS_FILE, RunConfig, ServerInfo, read_json,
@@ -32,6 +32,7 @@ from simserver.control import ControlServer
 from simserver.errors import ExperimentError, SimServerError, SimulationStopped
 from simserver.events import EventLog
 from simserver.kernel import Kernel, build_kernel
+from simserver.nest_session import NestSession, open_session
 from simserver.runloop import RunLoop, Simulation
 from simserver.runner import ScriptError, compile_script, run_script
 
@@ -55,6 +56,8 @@ class SimulationServer:
         self.events = EventLog()
         self.kernel: Kernel | None = None
         self.loop: RunLoop | None = None
+        #: Set when the experiment is a NEST session (``"nest_session"``) and no script.
+        self.nest_session: NestSession | None = None
         self.error: dict[str, Any] | None = None
         self.experiment: dict[str, Any] = {}
         self._go = threading.Event()
@@ -66,6 +69,8 @@ class SimulationServer:
     # -- lifecycle listener and control API ------------------------------------
 
     def state_changed(self, state: SimState, trigger: str, details: dict[str, Any]) -> None:
+        if self.nest_session is not None:
+            _drive_session(self.nest_session, state)
         if self.loop is not None:
             if state == SimState.STARTED:
                 self.loop.release()
@@ -96,10 +101,11 @@ class SimulationServer:
         return {"state": self.lifecycle.request(target).value}
 
     def status(self) -> dict[str, Any]:
-        kernel, loop = self.kernel, self.loop
+        kernel, loop, session = self.kernel, self.loop, self.nest_session
+        nest = session.status() if session is not None else None
         return {
             "state": self.lifecycle.state.value,
-            "sim_time": kernel.time if kernel else 0.0,
+            "sim_time": kernel.time if kernel else nest["biological_time"] if nest else 0.0,
             "steps": kernel.steps if kernel else 0,
             "timestep": kernel.timestep if kernel else None,
             "real_time": loop.real_time() if loop else 0.0,
@@ -107,6 +113,7 @@ class SimulationServer:
             if loop else {},
             "error": self.error,
             "exit_code": self.exit_code,
+            **({"nest_session": nest} if nest else {}),
             "pid": os.getpid(),
             "updated_at": time.time(),
         }
@@ -131,7 +138,10 @@ class SimulationServer:
             # Started, or paused already (a pause may land before this thread wakes):
             # either way the script runs; run_loop holds it while paused.
             if not self.lifecycle.is_terminal:
-                self._execute(code)
+                if self.nest_session is not None:
+                    self._serve_session(self.nest_session)
+                else:
+                    self._execute(code)
         except SimulationStopped:
             self._end_as(SimState.STOPPED)
         except (SimServerError, ScriptError) as exc:
@@ -143,9 +153,15 @@ class SimulationServer:
             self._finish()
         return self.exit_code
 
-    def _initialize(self) -> CodeType:
-        """Read the experiment, compile the script, build the kernel at t = 0."""
+    def _initialize(self) -> CodeType | None:
+        """Read the experiment, compile the script, build the kernel at t = 0 (or open
+        the NEST session, held until start)."""
         self.experiment = read_experiment(self.experiment_dir)
+        if "nest_session" in self.experiment:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            self.nest_session = open_session(self.experiment["nest_session"], held=True)
+            self._fire_initialize()
+            return None
         main_script = self.config.main_script or self.experiment.get("main_script")
         code = compile_script(self.experiment_dir, main_script)
         params = {**self.experiment.get("params", {}), **self.config.params}
@@ -165,10 +181,23 @@ class SimulationServer:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         script.sim = Simulation(self.loop, params, self.results_dir)
         self.main_script = main_script
+        self._fire_initialize()
+        return code
+
+    def _fire_initialize(self) -> None:
         with self.lifecycle.lock:  # a stop may arrive meanwhile
             if self.lifecycle.state == SimState.CREATED:
                 self.lifecycle.fire("initialize")
-        return code
+            elif self.lifecycle.state == SimState.STOPPED and self.nest_session is not None:
+                self.nest_session.stop()
+
+    def _serve_session(self, session: NestSession) -> None:
+        """Serve the NEST API's calls on this (the main, NEST's) thread until stopped."""
+        self._started = True
+        threading.Thread(target=self._refresh_status, name="status", daemon=True).start()
+        logger.info("serving: the NEST session")
+        session.serve()
+        self._end_as(SimState.STOPPED)
 
     def _execute(self, code: CodeType) -> None:
         self._started = True
@@ -199,6 +228,11 @@ class SimulationServer:
                 self.lifecycle.fire("fail", error=error)
 
     def _finish(self) -> None:
+        if self.nest_session is not None and self._started:
+            try:
+                self.nest_session.save_spikes(self.results_dir)
+            except Exception:
+                logger.exception("the NEST session's spikes could not be saved")
         if self.kernel is not None:
             if self._started:
                 self.kernel.finalize(self.results_dir)
@@ -211,6 +245,16 @@ class SimulationServer:
         while not self.lifecycle.is_terminal:
             time.sleep(_STATUS_INTERVAL)
             self.write_status()
+
+
+def _drive_session(session: NestSession, state: SimState) -> None:
+    """The lifecycle's state, as the NEST session obeys it."""
+    if state == SimState.STARTED:
+        session.resume()
+    elif state == SimState.PAUSED:
+        session.pause()
+    elif state in TERMINAL_STATES:
+        session.stop()
 
 
 def optional_positive(data: dict[str, Any], key: str, name: str) -> float | None:
