@@ -27,7 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from simserver.errors import (
-    ExperimentError, KernelBusy, KernelError, SessionClosed, SimulationStopped,
+    ExperimentError,
+    KernelBusy,
+    KernelError,
+    SessionClosed,
+    SimulationStopped,
 )
 from simserver.spikes import Spikes, save_spikes, sorted_spikes
 

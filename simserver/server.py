@@ -134,13 +134,16 @@ class SimulationServer:
         logger.info("listening: %s", info.url)
         try:
             code = self._initialize()
-            self._go.wait()
-            # Started, or paused already (a pause may land before this thread wakes):
-            # either way the script runs; run_loop holds it while paused.
-            if not self.lifecycle.is_terminal:
-                if self.nest_session is not None:
+            if self.nest_session is not None:
+                # Served from initialized on, so a network can be built before start;
+                # the session is held (no Simulate advances) until then.
+                if not self.lifecycle.is_terminal:
                     self._serve_session(self.nest_session)
-                else:
+            else:
+                self._go.wait()
+                # Started, or paused already (a pause may land before this thread wakes):
+                # either way the script runs; run_loop holds it while paused.
+                if not self.lifecycle.is_terminal:
                     self._execute(code)
         except SimulationStopped:
             self._end_as(SimState.STOPPED)

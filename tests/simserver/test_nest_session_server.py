@@ -30,6 +30,12 @@ def test_a_session_serves_nest_client_pauses_and_saves_spikes(
     server.wait_state("initialized")
     assert server.get("/nest/").json() == {"mpi": False, "nest": "3.10.0"}
     assert server.get("/nest/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    # Before start the session builds networks, but holds every Simulate.
+    early = client(server)
+    assert early.Create("iaf_psc_alpha", 2) == [1, 2]
+    assert server.status()["nest_session"] == {"biological_time": 0.0, "paused": True,
+                                               "simulate_until": None, "simulating": False,
+                                               "stopping": False}
     assert server.command("start").status_code == 200
     n_events = client_n_events(server.url + "/nest",
                                {"Authorization": f"Bearer {server.token}"})
