@@ -7,6 +7,9 @@ Routes (JSON; every request carries ``Authorization: Bearer <token>``):
   ``{"state", "seq"}`` (``seq``: the number of the event this change appended, so the
   backend can tell older events from the reply); 409 if the lifecycle refuses.
 - ``GET /events?after=N&wait=S``: events numbered above N, long-polling up to S s.
+- ``GET|POST /nest/...``: the NEST Server API of a NEST session (``/nest/``,
+  ``/nest/api``, ``/nest/api/<call>``, ``/nest/exec``; see :mod:`simserver.nest_api`),
+  404 ``no_nest_session`` when the simulation is not one.
 """
 from __future__ import annotations
 
@@ -25,10 +28,19 @@ logger = logging.getLogger(__name__)
 
 _MAX_BODY = 64 * 1024
 _MAX_WAIT = 60.0
+_NEST_PREFIX = "/nest"
+
+
+def _is_nest(path: str) -> bool:
+    return path == _NEST_PREFIX or path.startswith(_NEST_PREFIX + "/")
 
 
 class Controlled(Protocol):
-    """What the control API drives (the simulation server)."""
+    """What the control API drives (the simulation server).
+
+    A NEST session's server also has ``nest_session`` (a ``NestSession``), which the
+    ``/nest/`` routes answer from.
+    """
 
     events: EventLog
 
@@ -68,7 +80,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         url = urlsplit(self.path)
-        if url.path == "/status":
+        if _is_nest(url.path):
+            self._nest()
+        elif url.path == "/status":
             self._reply(200, self.server.target.status())
         elif url.path == "/events":
             query = parse_qs(url.query)
@@ -85,6 +99,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if not self._authorized():
             return
+        if _is_nest(urlsplit(self.path).path):
+            self._nest()
+            return
         if urlsplit(self.path).path != "/command":
             self._error(404, "not_found", f"no route {self.path}")
             return
@@ -98,6 +115,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(409, "invalid_transition", str(exc))
         except ValueError as exc:
             self._error(400, "bad_request", str(exc))
+
+    def _nest(self) -> None:
+        # Imported here: simulations that are no NEST session never load the NEST API.
+        from simserver.nest_http import serve_request
+
+        session = getattr(self.server.target, "nest_session", None)
+        if session is None:
+            self._discard_body()
+            self._error(404, "no_nest_session", "this simulation is not a NEST session")
+            return
+        serve_request(self, session, self.path[len(_NEST_PREFIX):] or "/")
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")

@@ -43,3 +43,16 @@ class KernelError(SimServerError):
 
     def details(self) -> dict:
         return {"engine": self.engine} if self.engine else {}
+
+
+class KernelBusy(SimServerError):
+    """A NEST session cannot take this call now: a ``Simulate`` is in progress and the
+    call would advance, reset or restructure the kernel between two of its chunks."""
+
+    error_type = "kernel_busy"
+
+
+class SessionClosed(SimServerError):
+    """The NEST session has ended (stopped): it takes no more calls."""
+
+    error_type = "session_closed"

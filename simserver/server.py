@@ -19,7 +19,9 @@ from typing import Any
 
 import psutil
 
-from lifecycle import InvalidTransition, SimState, SimulationServerLifecycle, experiment
+from lifecycle import (
+    TERMINAL_STATES, InvalidTransition, SimState, SimulationServerLifecycle, experiment,
+)
 from lifecycle.errors import InvalidExperiment
 from lifecycle.experiment import optional_positive, read_experiment
 from lifecycle.messages import (
@@ -32,6 +34,7 @@ from simserver.control import ControlServer
 from simserver.errors import ExperimentError, SimServerError, SimulationStopped
 from simserver.events import EventLog
 from simserver.kernel import Kernel, build_kernel
+from simserver.nest_session import NestSession, open_session
 from simserver.runloop import RunLoop, Simulation
 from simserver.runner import ScriptError, compile_script, run_script
 from storage.atomic import write_json_atomic
@@ -54,6 +57,8 @@ class SimulationServer:
         self.events = EventLog()
         self.kernel: Kernel | None = None
         self.loop: RunLoop | None = None
+        #: Set when the experiment is a NEST session (``"nest_session"``) and no script.
+        self.nest_session: NestSession | None = None
         self.error: dict[str, Any] | None = None
         self.experiment: dict[str, Any] = {}
         self._go = threading.Event()
@@ -65,6 +70,8 @@ class SimulationServer:
     # -- lifecycle listener and control API ------------------------------------
 
     def state_changed(self, state: SimState, trigger: str, details: dict[str, Any]) -> None:
+        if self.nest_session is not None:
+            _drive_session(self.nest_session, state)
         if self.loop is not None:
             if state == SimState.STARTED:
                 self.loop.release()
@@ -99,10 +106,11 @@ class SimulationServer:
             return {"state": state.value, "seq": self.events.last_seq}
 
     def status(self) -> dict[str, Any]:
-        kernel, loop = self.kernel, self.loop
+        kernel, loop, session = self.kernel, self.loop, self.nest_session
+        nest = session.status() if session is not None else None
         return {
             "state": self.lifecycle.state.value,
-            "sim_time": kernel.time if kernel else 0.0,
+            "sim_time": kernel.time if kernel else nest["biological_time"] if nest else 0.0,
             "steps": kernel.steps if kernel else 0,
             "timestep": kernel.timestep if kernel else None,
             "real_time": loop.real_time() if loop else 0.0,
@@ -110,6 +118,7 @@ class SimulationServer:
             if loop else {},
             "error": self.error,
             "exit_code": self.exit_code,
+            **({"nest_session": nest} if nest else {}),
             "pid": os.getpid(),
             "updated_at": time.time(),
         }
@@ -131,11 +140,17 @@ class SimulationServer:
         try:
             try:
                 code = self._initialize()
-                self._go.wait()
-                # Started, or paused already (a pause may land before this thread wakes):
-                # either way the script runs; run_loop holds it while paused.
-                if not self.lifecycle.is_terminal:
-                    self._execute(code)
+                if self.nest_session is not None:
+                    # Served from initialized on, so a network can be built before start;
+                    # the session is held (no Simulate advances) until then.
+                    if not self.lifecycle.is_terminal:
+                        self._serve_session(self.nest_session)
+                else:
+                    self._go.wait()
+                    # Started, or paused already (a pause may land before this thread
+                    # wakes): either way the script runs; run_loop holds it while paused.
+                    if not self.lifecycle.is_terminal:
+                        self._execute(code)
             finally:
                 # From here on results are being saved: a SIGTERM now would cut a file
                 # in half, so it no longer interrupts (the backend's SIGKILL bounds the
@@ -155,9 +170,15 @@ class SimulationServer:
             self._finish()
         return self.exit_code
 
-    def _initialize(self) -> CodeType:
-        """Read the experiment, compile the script, build the kernel at t = 0."""
+    def _initialize(self) -> CodeType | None:
+        """Read the experiment, compile the script, build the kernel at t = 0 (or open
+        the NEST session, held until start)."""
         self.experiment = read_experiment(self.experiment_dir)
+        if "nest_session" in self.experiment:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            self.nest_session = open_session(self.experiment["nest_session"], held=True)
+            self._fire_initialize()
+            return None
         main_script = self.config.main_script or self.experiment.get("main_script")
         code = compile_script(self.experiment_dir, main_script)
         params = {**self.experiment.get("params", {}), **self.config.params}
@@ -173,10 +194,23 @@ class SimulationServer:
         self.results_dir.mkdir(parents=True, exist_ok=True)
         script.sim = Simulation(self.loop, params, self.results_dir)
         self.main_script = main_script
+        self._fire_initialize()
+        return code
+
+    def _fire_initialize(self) -> None:
         with self.lifecycle.lock:  # a stop may arrive meanwhile
             if self.lifecycle.state == SimState.CREATED:
                 self.lifecycle.fire("initialize")
-        return code
+            elif self.lifecycle.state == SimState.STOPPED and self.nest_session is not None:
+                self.nest_session.stop()
+
+    def _serve_session(self, session: NestSession) -> None:
+        """Serve the NEST API's calls on this (the main, NEST's) thread until stopped."""
+        self._started = True
+        threading.Thread(target=self._refresh_status, name="status", daemon=True).start()
+        logger.info("serving: the NEST session")
+        session.serve()
+        self._end_as(SimState.STOPPED)
 
     def _execute(self, code: CodeType) -> None:
         self._started = True
@@ -207,6 +241,11 @@ class SimulationServer:
                 self.lifecycle.fire("fail", error=error)
 
     def _finish(self) -> None:
+        if self.nest_session is not None and self._started:
+            try:
+                self.nest_session.save_spikes(self.results_dir)
+            except Exception:
+                logger.exception("the NEST session's spikes could not be saved")
         if self.kernel is not None:
             if self._started:
                 self.kernel.finalize(self.results_dir)
@@ -219,6 +258,16 @@ class SimulationServer:
         while not self.lifecycle.is_terminal:
             time.sleep(_STATUS_INTERVAL)
             self.write_status()
+
+
+def _drive_session(session: NestSession, state: SimState) -> None:
+    """The lifecycle's state, as the NEST session obeys it."""
+    if state == SimState.STARTED:
+        session.resume()
+    elif state == SimState.PAUSED:
+        session.pause()
+    elif state in TERMINAL_STATES:
+        session.stop()
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
