@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from backend.errors import BadRequest, InvalidArchive
 from storage import InvalidKey, validate_key
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _MAX_MEMBERS = 10_000
 EXPERIMENT_FILE = "experiment.json"
 
@@ -27,7 +27,7 @@ def validate_name(name: str) -> str:
     Raises:
         BadRequest: ``invalid_name``.
     """
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:
         raise BadRequest(f"invalid experiment name {name!r}: use 1-128 letters, digits, "
                          "'.', '_' or '-', starting with a letter or digit, without '..'",
                          code="invalid_name")

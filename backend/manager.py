@@ -26,7 +26,7 @@ from storage import InvalidKey, ObjectNotFound, StorageError, validate_key
 
 logger = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch: "$" would pass "x\n"
 _POST_FIELDS = {"experiment", "id", "main_script", "timeout", "params", "state", "limits"}
 _TIMEOUT_KEYS = {"sim_time", "real_time"}
 _LAUNCHING = {SimState.INITIALIZED.value, SimState.STARTED.value}
@@ -280,7 +280,7 @@ def _check_post(body: Any) -> dict[str, Any]:
         raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))}", code="unknown_field")
     if not isinstance(body.get("experiment"), str) or not body["experiment"]:
         raise BadRequest("'experiment' (a name) is required", code="missing_field")
-    if "id" in body and (not isinstance(body["id"], str) or not _ID.match(body["id"])):
+    if "id" in body and (not isinstance(body["id"], str) or not _ID.fullmatch(body["id"])):
         raise BadRequest("'id' must be 1-64 letters, digits, '.', '_' or '-', starting with a "
                          "letter or digit", code="invalid_id")
     if "main_script" in body:
