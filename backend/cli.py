@@ -82,6 +82,7 @@ def serve(args: argparse.Namespace) -> int:
     if problem:
         print(f"simbackend: {problem}; /ready answers 503 until it is fixed", file=sys.stderr,
               flush=True)
+    sys.setswitchinterval(0.001)
     server = waitress.create_server(app, host=config.host, port=config.port,
                                     threads=config.threads, ident="simbackend",
                                     clear_untrusted_proxy_headers=True)

@@ -65,6 +65,12 @@ class InvalidArchive(BadRequest):
     code = "invalid_archive"
 
 
+class ScratchSpaceError(ServiceUnavailable):
+    """The backend's own disk failed it (full, unwritable): not the client's fault."""
+
+    code = "scratch_unavailable"
+
+
 # Exceptions of the other packages, by class (most specific first).
 _MAPPED: list[tuple[type[Exception], int, str]] = [
     (UnknownState, 400, "invalid_state"),

@@ -90,8 +90,8 @@ class ExperimentStore:
         prefix = experiment_prefix(name)
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.scratch_dir) as tmp:
-            unpack_experiment(stream, Path(tmp), self.max_archive_bytes)
-            return self._replace(name, prefix, Path(tmp))
+            _, root = unpack_experiment(stream, Path(tmp), self.max_archive_bytes)
+            return self._replace(name, prefix, root)
 
     def put_dir(self, name: str, folder: Path) -> bool:
         """Store an experiment folder as it is (used to seed the examples)."""
