@@ -25,6 +25,9 @@ _HELP = {
     "examples_dir": "seed storage with the experiments in this folder ('' for none; "
                     "default: the bundled examples)",
     "threads": "WSGI worker threads",
+    "connection_limit": "most open connections; at the limit the longest idle one is closed",
+    "channel_timeout": "seconds an idle connection is kept open",
+    "max_header_bytes": "largest request line and headers accepted",
     "stop_grace": "seconds a stopped simulation gets before SIGTERM, and again before SIGKILL",
     "start_timeout": "seconds a simulation server has to become ready",
     "real_time_limit": "default real-time timeout of a run in seconds (0: none)",
@@ -56,9 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import waitress
-
     from backend.app import create_app
+    from backend.wsgi_server import create_server
 
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     if overrides.get("examples_dir") is None and "SIMBACKEND_EXAMPLES_DIR" not in os.environ \
@@ -82,10 +84,7 @@ def serve(args: argparse.Namespace) -> int:
     if problem:
         print(f"simbackend: {problem}; /ready answers 503 until it is fixed", file=sys.stderr,
               flush=True)
-    sys.setswitchinterval(0.001)
-    server = waitress.create_server(app, host=config.host, port=config.port,
-                                    threads=config.threads, ident="simbackend",
-                                    clear_untrusted_proxy_headers=True)
+    server = create_server(app, config)
     port = server.effective_port
     address = {"url": f"http://{config.host}:{port}", "pid": os.getpid()}
     (config.data_dir / "backend.json").write_text(json.dumps(address))

@@ -30,6 +30,14 @@ class Config:
     examples_dir: str = ""
     #: Worker threads of the WSGI server.
     threads: int = 32
+    #: Open connections the server holds at most; at the limit the one idle the longest
+    #: is closed to admit a new one (see :mod:`backend.wsgi_server`).
+    connection_limit: int = 500
+    #: Seconds a connection may stay idle (no bytes, no request being served) before
+    #: it is closed.
+    channel_timeout: float = 30.0
+    #: Largest request line plus headers, in bytes (431 above).
+    max_header_bytes: int = 64 * 1024
     #: Seconds a stopped simulation gets to end by itself before SIGTERM, and
     #: again after SIGTERM before SIGKILL.
     stop_grace: float = 10.0
@@ -66,6 +74,9 @@ class Config:
         if self.storage_connect_timeout <= 0 or self.storage_read_timeout <= 0:
             raise ValueError("SIMBACKEND_STORAGE_CONNECT_TIMEOUT and SIMBACKEND_STORAGE_READ_TIMEOUT "
                              "must be positive")
+        if self.connection_limit < 1 or self.channel_timeout <= 0 or self.max_header_bytes < 1:
+            raise ValueError("SIMBACKEND_CONNECTION_LIMIT, SIMBACKEND_CHANNEL_TIMEOUT and "
+                             "SIMBACKEND_MAX_HEADER_BYTES must be positive")
         if self.storage_retries < 0:
             raise ValueError("SIMBACKEND_STORAGE_RETRIES must not be negative")
 

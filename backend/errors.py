@@ -6,6 +6,7 @@ never sent.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -88,7 +89,13 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> Respon
     return response
 
 
-def _slug(name: str) -> str:
+def error_body(code: str, message: str) -> bytes:
+    """The JSON error document as bytes, for answers made outside Flask (the WSGI server)."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def slug(name: str) -> str:
+    """``'Request Entity Too Large'`` -> ``'request_entity_too_large'``."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
@@ -97,7 +104,7 @@ def handle(exc: Exception) -> Response:
     if isinstance(exc, APIError):
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
     if isinstance(exc, HTTPException):
-        response = error_response(exc.code or 500, _slug(exc.name), exc.description or exc.name)
+        response = error_response(exc.code or 500, slug(exc.name), exc.description or exc.name)
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
