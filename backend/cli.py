@@ -39,6 +39,8 @@ _HELP = {
     "storage_read_timeout": "seconds to wait for S3's next byte",
     "storage_retries": "retries of a failed S3 request",
     "max_archive_bytes": "largest experiment archive accepted",
+    "experiment_version_grace": "seconds a replaced experiment version is kept for runs "
+                                "fetching it",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 _TYPES = {"int": int, "float": float, "Path": Path}
@@ -62,6 +64,8 @@ def serve(args: argparse.Namespace) -> int:
     from backend.app import create_app
     from backend.wsgi_server import create_server
 
+    # Registry, run files, tokens, uploads in flight: nobody else's business.
+    os.umask(0o077)
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     if overrides.get("examples_dir") is None and "SIMBACKEND_EXAMPLES_DIR" not in os.environ \
             and _EXAMPLES.is_dir():

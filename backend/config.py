@@ -65,6 +65,9 @@ class Config:
     storage_retries: int = RETRIES
     #: Largest experiment archive accepted, in bytes.
     max_archive_bytes: int = 512 * 1024 * 1024
+    #: Seconds a replaced experiment version stays in storage for runs that resolved it
+    #: just before the switch (runs fetching under a lease keep it as long as they need).
+    experiment_version_grace: float = 300.0
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

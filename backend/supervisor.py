@@ -21,6 +21,7 @@ from typing import Any
 
 from backend.config import Config
 from backend.control_client import ControlClient, ControlError
+from backend.errors import ExperimentNotFound
 from backend.launcher import Exit, Launcher, ServerProcess
 from backend.limits import Limits, resolve
 from backend.registry import Registry, SimulationRecord, utc_now
@@ -49,6 +50,7 @@ class Runtime:
     registry: Registry
     launcher: Launcher
     uploader: Any  # backend.uploader.Uploader (it imports this module)
+    experiments: Any = None  # backend.experiments.ExperimentStore: resolves versions to fetch
 
 
 class SimulationSupervisor:
@@ -181,9 +183,15 @@ class SimulationSupervisor:
             return
         for sub in (EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
-        prefix = f"experiments/{self.record.experiment}/"
         try:
-            files = self.rt.storage.download_prefix(prefix, self.run_dir / EXPERIMENT_DIR)
+            # The lease keeps this version in storage while it is fetched, so a replace
+            # racing the launch gives the run one whole version, old or new.
+            with self.rt.experiments.lease(self.record.experiment) as (version, prefix):
+                files = self.rt.storage.download_prefix(prefix, self.run_dir / EXPERIMENT_DIR)
+            logger.info("sim %s: fetched experiment %s version %s", self.sim_id,
+                        self.record.experiment, version)
+        except ExperimentNotFound:
+            files = []
         except StorageError as exc:
             self._fail({"type": "storage_error",
                         "message": f"could not fetch experiment {self.record.experiment!r}: {exc}"})

@@ -29,8 +29,7 @@ class Root(Resource):
         return {"name": "simbackend", "version": package_version("simbackend") or "dev",
                 "api": "v1",
                 "kernels": {"nest": package_version("nest-simulator"),
-                            "python": platform.python_version()},
-                "storage": self.services.storage.describe()}
+                            "python": platform.python_version()}}
 
 
 class OpenAPI(Resource):
@@ -63,7 +62,8 @@ class Ready(Resource):
             checks["storage"] = str(exc)
         runs = self.services.config.runs_dir
         if not (os.access(sys.executable, os.X_OK) and _writable(runs)):
-            checks["spawn"] = f"cannot run {sys.executable} in {runs}"
+            # Paths stay in the log: the answer is public.
+            checks["spawn"] = "cannot run the Python interpreter or write the runs folder"
         failing = {k: v for k, v in checks.items() if v != "ok"}
         if failing:
             message = "; ".join(f"{k}: {v}" for k, v in failing.items())
