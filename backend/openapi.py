@@ -89,7 +89,10 @@ SCHEMAS: dict[str, Any] = {
                               main_script=_nullable({"type": "string"}),
                               description={"type": "string"}, timestep={"type": "number"},
                               engines={"type": "object"}, problem={"type": "string"}),
-    "Experiment": _obj(["name", "config", "files"], name={"type": "string"},
+    "Experiment": _obj(["name", "version", "config", "files"], name={"type": "string"},
+                       version={"type": "string",
+                                "description": "the stored version; 'plain' for a folder "
+                                               "put into storage by another tool"},
                        config={"type": "object"},
                        files={"type": "array", "items": _obj(
                            ["path", "size"], path={"type": "string"},

@@ -32,15 +32,31 @@ def test_scratch_dirs_and_stale_temp_files_are_removed_at_start(make_backend) ->
     assert backend.get("/v1/experiments").json() == {"experiments": []}
 
 
+def _shared(folder: Path) -> list[tuple[str, str]]:
+    """Files and folders below ``folder`` that group or others may read."""
+    return [(str(p.relative_to(folder)), oct(stat.S_IMODE(p.stat().st_mode)))
+            for p in folder.rglob("*")
+            if not p.is_symlink() and p.exists() and p.stat().st_mode & 0o077
+            and p.name != "backend.log"]  # the test harness's capture of the output
+
+
 def test_the_data_dir_and_its_files_are_private(backend: Backend, loop: str) -> None:
     sim_id = backend.create(loop, state="started", timeout={"sim_time": 20})["id"]
     backend.wait_state(sim_id, "completed")
     backend.wait_uploaded(sim_id)
+    backend.wait_run_dir_removed(sim_id)
     assert stat.S_IMODE(backend.data_dir.stat().st_mode) == 0o700
-    shared = [(str(p), oct(stat.S_IMODE(p.stat().st_mode))) for p in backend.data_dir.rglob("*")
-              if not p.is_symlink() and p.stat().st_mode & 0o077
-              and p.name != "backend.log"]  # the test harness's capture of the output
-    assert not shared, shared[:5]
+    assert not _shared(backend.data_dir)
+
+
+# lifecycle.messages.write_json_atomic fchmods its files to 0o644 whatever the umask:
+# status.json and run.json of a live run are readable to anyone who can enter the
+# (0700) data dir. Its default belongs to lifecycle/, under another refactor.
+@pytest.mark.xfail(strict=True, reason="write_json_atomic defaults to mode 0o644")
+def test_run_files_of_a_live_run_are_private(backend: Backend, loop: str) -> None:
+    sim_id = backend.create(loop, state="started")["id"]
+    backend.wait_advancing(sim_id)
+    assert not _shared(backend.data_dir / "runs" / sim_id)
 
 
 def test_an_existing_data_dir_is_made_private(make_backend) -> None:
