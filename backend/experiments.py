@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -82,12 +82,8 @@ class _Layout:
     """What one experiment's folder holds, from one listing."""
 
     pointer_present: bool = False
-    plain: builtins.list[ObjectInfo] | None = None      # files outside versions/
-    versions: dict[str, builtins.list[ObjectInfo]] | None = None
-
-    def __post_init__(self) -> None:
-        self.plain = [] if self.plain is None else self.plain
-        self.versions = {} if self.versions is None else self.versions
+    plain: builtins.list[ObjectInfo] = field(default_factory=builtins.list)  # outside versions/
+    versions: dict[str, builtins.list[ObjectInfo]] = field(default_factory=dict)
 
 
 def _layouts(infos: builtins.list[ObjectInfo]) -> dict[str, _Layout]:

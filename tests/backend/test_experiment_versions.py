@@ -34,6 +34,7 @@ def _folder(tmp: Path, gen: int) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_readers_see_one_whole_version_while_it_is_replaced(tmp_path: Path) -> None:
     store = ExperimentStore(LocalStorage(tmp_path / "storage"), tmp_path / "scratch", 1 << 30,
                             grace=60)
@@ -57,7 +58,7 @@ def test_readers_see_one_whole_version_while_it_is_replaced(tmp_path: Path) -> N
     readers = [threading.Thread(target=read, args=(n,)) for n in range(3)]
     for thread in readers:
         thread.start()
-    for folder in folders[1:] * 2:
+    for folder in folders[1:]:
         store.put_dir("big", folder)
     done.set()
     for thread in readers:
@@ -66,6 +67,7 @@ def test_readers_see_one_whole_version_while_it_is_replaced(tmp_path: Path) -> N
     assert len(set(reads)) > 1, "the readers never saw a replacement"
 
 
+@pytest.mark.slow
 def test_describe_over_http_never_shows_a_mix(backend: Backend) -> None:
     bodies = [make_archive(_generation(gen)) for gen in range(3)]
     assert backend.put("/v1/experiments/big", data=bodies[0], headers=GZIP).status_code == 201
@@ -96,6 +98,7 @@ def _versions(data_dir: Path, name: str) -> set[str]:
     return {p.name for p in folder.iterdir()} if folder.is_dir() else set()
 
 
+@pytest.mark.slow
 def test_a_backend_killed_mid_upload_leaves_the_old_version_whole(make_backend) -> None:
     backend = make_backend().start()
     assert backend.upload("exp", loop_experiment()).status_code == 201
@@ -181,3 +184,54 @@ def test_a_version_without_a_pointer_is_invisible(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="no experiment named 'half'"):
         store.resolve("half")
     assert store.collect() == 0 and store.collect(now=float("inf")) == 3
+
+
+SEEN_SCRIPT = '''
+import json
+from pathlib import Path
+files = sorted(Path("data").rglob("*.txt"))
+seen = {"gens": sorted({p.read_text() for p in files}),
+        "folders": sorted({p.parent.name for p in files}), "count": len(files),
+        "gen": Path("gen.txt").read_text()}
+(sim.results_dir / "seen.json").write_text(json.dumps(seen))
+'''
+
+
+def _seen_experiment(gen: int) -> dict[str, str]:
+    return {"experiment.json": json.dumps({"main_script": "main.py"}), "main.py": SEEN_SCRIPT,
+            "gen.txt": str(gen), **{f"data/g{gen}/f{i}.txt": str(gen) for i in range(FILES)}}
+
+
+@pytest.mark.slow
+def test_runs_started_while_it_is_replaced_each_get_one_whole_version(backend: Backend) -> None:
+    bodies = [make_archive(_seen_experiment(gen)) for gen in range(3)]
+    assert backend.put("/v1/experiments/big", data=bodies[0], headers=GZIP).status_code == 201
+    done, statuses = threading.Event(), []
+
+    def replace() -> None:
+        for attempt in range(40):
+            if done.is_set():
+                return
+            body = bodies[1 + attempt % 2]
+            statuses.append(backend.put("/v1/experiments/big", data=body,
+                                        headers=GZIP).status_code)
+
+    replacer = threading.Thread(target=replace)
+    replacer.start()
+    try:
+        sims = [backend.create("big", state="started")["id"] for _ in range(6)]
+        records = [backend.wait_state(sim_id, "completed", "failed", timeout=60)
+                   for sim_id in sims]
+    finally:
+        done.set()
+        replacer.join(60)
+    assert [r["error"] for r in records] == [None] * len(sims)
+    assert statuses and set(statuses) == {200}, statuses
+    gens = set()
+    for sim_id in sims:
+        backend.wait_uploaded(sim_id)
+        seen = backend.get(f"/v1/simulations/{sim_id}/results/seen.json").json()
+        assert seen["count"] == FILES and seen["gens"] == [seen["gen"]], seen
+        assert seen["folders"] == [f"g{seen['gen']}"], seen
+        gens.add(seen["gen"])
+    assert gens, "no run reported what it fetched"
