@@ -145,7 +145,7 @@ def _links() -> dict[str, Any]:
 
 
 def _simulation_paths() -> dict[str, Any]:
-    body = lambda name: {"required": True, "content": {  # noqa: E731
+    body = lambda name: {"required": True, "content": {
         "application/json": {"schema": _ref(name)}}}
     filters = [{"name": "state", "in": "query", "required": False,
                 "schema": {"type": "string", "enum": STATES}},
