@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask
 from flask_restful import Api
 
-from backend import errors
+from backend import errors, leftovers
 from backend.config import Config
 from backend.experiments import ExperimentStore, seed_examples
 from backend.launchers import LocalLauncher
@@ -56,14 +56,18 @@ def build_services(config: Config) -> Services:
     Raises:
         StorageError: if ``config.storage`` is not a storage URL.
     """
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    leftovers.prepare_data_dir(config.data_dir)
     storage = open_storage(config.storage, connect_timeout=config.storage_connect_timeout,
                            read_timeout=config.storage_read_timeout, retries=config.storage_retries)
     problem = _storage_problem(storage)
+    store = ExperimentStore(storage, leftovers.scratch_dir(config.data_dir),
+                            config.max_archive_bytes, config.experiment_version_grace)
+    if problem is None:
+        leftovers.sweep(config.data_dir, storage, store)
     runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),
                       launcher=LocalLauncher(), uploader=Uploader(storage, config.upload_retry,
-                                                        config.max_result_files))
-    store = ExperimentStore(storage, config.data_dir / "tmp", config.max_archive_bytes)
+                                                        config.max_result_files),
+                      experiments=store)
     if config.examples_dir and problem is None:
         try:
             added = seed_examples(store, Path(config.examples_dir))
@@ -75,6 +79,7 @@ def build_services(config: Config) -> Services:
     manager.load()
     watchdog = Watchdog(manager.running, config.watchdog_interval)
     watchdog.start()
+    store.start_collector(max(1.0, config.experiment_version_grace / 4))
     return Services(config=config, storage=storage, runtime=runtime, manager=manager,
                     experiments=store, watchdog=watchdog, storage_problem=problem)
 
@@ -84,8 +89,8 @@ def _storage_problem(storage: Storage) -> str | None:
     try:
         storage.check()
     except StorageError as exc:
-        problem = " ".join(f"storage is not usable: {exc}".split())  # exc names the storage
-        logger.error("%s", problem)
+        problem = " ".join(f"storage is not usable: {exc}".split())
+        logger.error("%s (%s)", problem, storage.describe())
         return problem
     return None
 
@@ -98,6 +103,9 @@ def create_app(config: Config | None = None) -> Flask:
     services = build_services(config or Config.from_env())
     app = Flask("simbackend")
     app.config["MAX_CONTENT_LENGTH"] = services.config.max_archive_bytes
+    # '//' in a path would answer an HTML 308 redirect (routing redirects bypass error
+    # handlers); unmerged, it is an unknown route: a JSON 404.
+    app.url_map.merge_slashes = False
     app.json.sort_keys = False
     app.extensions["simbackend"] = services
     api = JsonApi(app)

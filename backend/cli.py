@@ -25,6 +25,9 @@ _HELP = {
     "examples_dir": "seed storage with the experiments in this folder ('' for none; "
                     "default: the bundled examples)",
     "threads": "WSGI worker threads",
+    "connection_limit": "most open connections; at the limit the longest idle one is closed",
+    "channel_timeout": "seconds an idle connection is kept open",
+    "max_header_bytes": "largest request line and headers accepted",
     "stop_grace": "seconds a stopped simulation gets before SIGTERM, and again before SIGKILL",
     "start_timeout": "seconds a simulation server has to become ready",
     "real_time_limit": "default real-time timeout of a run in seconds (0: none)",
@@ -39,6 +42,8 @@ _HELP = {
     "max_result_files": "most files of a run's results (and logs) listed and uploaded",
     "max_json_bytes": "largest JSON request body accepted",
     "max_wait": "longest POST /v1/simulations?wait= in seconds",
+    "experiment_version_grace": "seconds a replaced experiment version is kept for runs "
+                                "fetching it",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 _TYPES = {"int": int, "float": float, "Path": Path}
@@ -59,10 +64,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import waitress
-
     from backend.app import create_app
+    from backend.wsgi_server import create_server
 
+    # Registry, run files, tokens, uploads in flight: nobody else's business.
+    os.umask(0o077)
     overrides = {k: v for k, v in vars(args).items() if k != "command"}
     if overrides.get("examples_dir") is None and "SIMBACKEND_EXAMPLES_DIR" not in os.environ \
             and _EXAMPLES.is_dir():
@@ -85,9 +91,7 @@ def serve(args: argparse.Namespace) -> int:
     if problem:
         print(f"simbackend: {problem}; /ready answers 503 until it is fixed", file=sys.stderr,
               flush=True)
-    server = waitress.create_server(app, host=config.host, port=config.port,
-                                    threads=config.threads, ident="simbackend",
-                                    clear_untrusted_proxy_headers=True)
+    server = create_server(app, config)
     port = server.effective_port
     address = {"url": f"http://{config.host}:{port}", "pid": os.getpid()}
     (config.data_dir / "backend.json").write_text(json.dumps(address))

@@ -30,6 +30,14 @@ class Config:
     examples_dir: str = ""
     #: Worker threads of the WSGI server.
     threads: int = 32
+    #: Open connections the server holds at most; at the limit the one idle the longest
+    #: is closed to admit a new one (see :mod:`backend.wsgi_server`).
+    connection_limit: int = 500
+    #: Seconds a connection may stay idle (no bytes, no request being served) before
+    #: it is closed.
+    channel_timeout: float = 30.0
+    #: Largest request line plus headers, in bytes (431 above).
+    max_header_bytes: int = 64 * 1024
     #: Seconds a stopped simulation gets to end by itself before SIGTERM, and
     #: again after SIGTERM before SIGKILL.
     stop_grace: float = 10.0
@@ -64,6 +72,9 @@ class Config:
     max_wait: float = 300.0
     #: Largest experiment archive accepted, in bytes.
     max_archive_bytes: int = 512 * 1024 * 1024
+    #: Seconds a replaced experiment version stays in storage for runs that resolved it
+    #: just before the switch (runs fetching under a lease keep it as long as they need).
+    experiment_version_grace: float = 300.0
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -73,6 +84,9 @@ class Config:
         if self.storage_connect_timeout <= 0 or self.storage_read_timeout <= 0:
             raise ValueError("SIMBACKEND_STORAGE_CONNECT_TIMEOUT and "
                              "SIMBACKEND_STORAGE_READ_TIMEOUT must be positive")
+        if self.connection_limit < 1 or self.channel_timeout <= 0 or self.max_header_bytes < 1:
+            raise ValueError("SIMBACKEND_CONNECTION_LIMIT, SIMBACKEND_CHANNEL_TIMEOUT and "
+                             "SIMBACKEND_MAX_HEADER_BYTES must be positive")
         if self.storage_retries < 0:
             raise ValueError("SIMBACKEND_STORAGE_RETRIES must not be negative")
 

@@ -7,6 +7,7 @@ logged, never sent.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -16,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend.exceptions import (
     BackendError, CapacityReached, Conflict, InvalidRequest, NotFound, RequestTooLarge,
-    UnsupportedMediaType,
+    ScratchSpaceError, UnsupportedMediaType,
 )
 from lifecycle import InvalidTransition, UnknownState
 from lifecycle.errors import InvalidExperiment
@@ -32,6 +33,7 @@ STATUSES: list[tuple[type[Exception], int, str | None]] = [
     (NotFound, 404, None),
     (Conflict, 409, None),
     (CapacityReached, 429, None),
+    (ScratchSpaceError, 503, None),
     (UnknownState, 400, "invalid_state"),
     (InvalidTransition, 409, "invalid_transition"),
     (InvalidExperiment, 400, "invalid_experiment"),
@@ -48,14 +50,20 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> Respon
     return response
 
 
-def _slug(name: str) -> str:
+def error_body(code: str, message: str) -> bytes:
+    """The JSON error document as bytes, for answers made outside Flask (the WSGI server)."""
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def slug(name: str) -> str:
+    """``'Request Entity Too Large'`` -> ``'request_entity_too_large'``."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 def handle(exc: Exception) -> Response:
     """Turn any exception into the API's JSON error."""
     if isinstance(exc, HTTPException):
-        response = error_response(exc.code or 500, _slug(exc.name), exc.description or exc.name)
+        response = error_response(exc.code or 500, slug(exc.name), exc.description or exc.name)
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response

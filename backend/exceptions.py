@@ -77,6 +77,12 @@ class SimulationBusy(Conflict):
     code = "busy"
 
 
+class ScratchSpaceError(BackendError):
+    """The backend's own disk failed it (full, unwritable): not the client's fault."""
+
+    code = "scratch_unavailable"
+
+
 class CapacityReached(BackendError):
     """No more simulations may hold a process now."""
 

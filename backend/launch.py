@@ -12,6 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from backend.exceptions import ExperimentNotFound
 from backend.launchers import LaunchSpec
 from backend.limits import Limits, resolve
 from lifecycle.errors import InvalidExperiment
@@ -82,8 +83,15 @@ class Launch(threading.Thread):
         for sub in (EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
         try:
-            files = self.rt.storage.download_prefix(f"experiments/{experiment}/",
-                                                    self.run_dir / EXPERIMENT_DIR)
+            # The lease keeps this version in storage while it is fetched, so a replace
+            # racing the launch gives the run one whole version, old or new.
+            with self.rt.experiments.lease(experiment) as (version, prefix):
+                files = self.rt.storage.download_prefix(prefix, self.run_dir / EXPERIMENT_DIR)
+            logger.info("sim %s: fetched experiment %s version %s", self.sup.sim_id,
+                        experiment, version)
+            self.sup.mailbox.post(self.sup.keeper.fetched, version)
+        except ExperimentNotFound:
+            files = []
         except StorageError as exc:
             self._fail({"type": "storage_error",
                         "message": f"could not fetch experiment {experiment!r}: {exc}"})

@@ -64,7 +64,8 @@ SCHEMAS: dict[str, Any] = {
         timeout={"type": "object"}, limits={"type": "object"},
         error=_nullable({"type": "object"}), exit_code=_nullable({"type": "integer"}),
         logs_uploaded={"type": "boolean"}, status={"type": "object"},
-        upload=_nullable({"type": "object"})),
+        upload=_nullable({"type": "object"}),
+        experiment_version=_nullable({"type": "string"})),
     "Status": _obj(
         ["state", "sim_time", "real_time", "steps", "timestep", "timeout", "resources"],
         state={"type": "string", "enum": STATES},
@@ -96,7 +97,10 @@ SCHEMAS: dict[str, Any] = {
                               main_script=_nullable({"type": "string"}),
                               description={"type": "string"}, timestep={"type": "number"},
                               engines={"type": "object"}, problem={"type": "string"}),
-    "Experiment": _obj(["name", "config", "files"], name={"type": "string"},
+    "Experiment": _obj(["name", "version", "config", "files"], name={"type": "string"},
+                       version={"type": "string",
+                                "description": "the stored version; 'plain' for a folder "
+                                               "put into storage by another tool"},
                        config={"type": "object"},
                        files={"type": "array", "items": _obj(
                            ["path", "size"], path={"type": "string"},
@@ -150,8 +154,9 @@ def _links() -> dict[str, Any]:
 
 
 def _simulation_paths() -> dict[str, Any]:
-    body = lambda name: {"required": True, "content": {  # noqa: E731
-        "application/json": {"schema": _ref(name)}}}
+    def body(name: str) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
     filters = [{"name": "state", "in": "query", "required": False,
                 "schema": {"type": "string", "enum": STATES}},
                {"name": "experiment", "in": "query", "required": False,

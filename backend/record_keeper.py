@@ -56,6 +56,11 @@ class RecordKeeper:
             self.record.error = error
         self.save()
 
+    def fetched(self, version: str) -> None:
+        """The launch fetched this version of the experiment."""
+        self.record.experiment_version = version
+        self.save()
+
     def reset_status(self) -> None:
         self.record.status = {}
         self.save()

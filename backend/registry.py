@@ -30,6 +30,8 @@ class SimulationRecord:
     experiment: str
     main_script: str
     state: SimState = SimState.CREATED
+    #: The version of the experiment the run fetched (``"plain"``: an unversioned folder).
+    experiment_version: str | None = None
     created_at: str = field(default_factory=utc_now)
     updated_at: str = ""
     ended_at: str | None = None

@@ -25,6 +25,8 @@ class Runtime:
     registry: Registry
     launcher: Launcher
     uploader: Uploader
+    #: Resolves an experiment to the version a launch fetches.
+    experiments: ExperimentStore
 
 
 @dataclass
@@ -44,5 +46,6 @@ class Services:
         """Stop the backend's own threads; simulation servers live on (they are
         re-adopted by the next start)."""
         self.watchdog.stop()
+        self.experiments.stop_collector()
         self.runtime.uploader.close()
         self.runtime.launcher.close()

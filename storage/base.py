@@ -119,6 +119,17 @@ class Storage(abc.ABC):
             InvalidKey, StorageUnavailable.
         """
 
+    def remove_stale_temp_files(self, older_than: float) -> int:
+        """Remove temp files of writes that died (a killed process) and were last written
+        more than `older_than` seconds ago; return how many went.
+
+        A backend whose writes are atomic on the server side (S3) leaves none.
+
+        Raises:
+            StorageError: if the storage cannot be swept.
+        """
+        return 0
+
     def exists(self, key: str) -> bool:
         """Return whether an object is stored under `key`.
 

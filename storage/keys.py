@@ -53,7 +53,7 @@ def join_key(*parts: str) -> str:
     Raises:
         InvalidKey: if the joined key is invalid (e.g. a part is absolute).
     """
-    pieces = [part[:-1] if part.endswith("/") else part for part in parts if part]
+    pieces = [part.removesuffix("/") for part in parts if part]
     return validate_key("/".join(pieces))
 
 

@@ -7,6 +7,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -47,7 +48,9 @@ class LocalStorage(Storage):
                 probe.write(b"probe")
                 probe.flush()
         except OSError as exc:
-            raise StorageUnavailable(f"storage folder {self.root} is not writable: {exc}") from exc
+            # The message reaches /ready, which anyone may ask: the reason, not the path.
+            raise StorageUnavailable("the storage folder is not writable: "
+                                     f"{exc.strerror or type(exc).__name__}") from exc
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         folder = validate_prefix(prefix)
@@ -87,6 +90,34 @@ class LocalStorage(Storage):
             raise StorageError(f"cannot delete {key!r} in {self.describe()}: {exc}") from exc
         logger.debug("deleted: %s from %s", key, self.describe())
         self._prune_empty_folders(path.parent)
+
+    def remove_stale_temp_files(self, older_than: float) -> int:
+        """Remove the ``.tmp-*`` files below the root not written for `older_than` seconds.
+
+        A write in progress touches its temp file at every chunk, so a temp file quiet
+        for that long belongs to a process that died mid-write (kill -9, power loss).
+
+        Raises:
+            StorageError: if the folder cannot be walked.
+        """
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - older_than
+        removed = 0
+        everything = scan(self.root, max_depth=MAX_KEY_BYTES, max_files=sys.maxsize,
+                          skip_temp=False)
+        for path, _ in everything.files.values():
+            try:
+                if path.name.startswith(TEMP_PREFIX) and path.lstat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # finished (renamed) or removed meanwhile
+            except OSError as exc:
+                raise StorageError(f"cannot remove temp file {path}: {exc}") from exc
+        if removed:
+            logger.info("removed: %d stale temp files in %s", removed, self.describe())
+        return removed
 
     def _path(self, key: str, *, kind: str = "key") -> Path:
         """Return the file path of a key.

@@ -10,10 +10,13 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import urllib.request
+import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 
 import psutil
 import requests
@@ -49,6 +52,80 @@ def make_archive(files: dict[str, str | bytes], top: str = "") -> bytes:
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def gzip_bytes(chunks: Callable[[], Any], level: int = 6) -> bytes:
+    """A gzip stream (header, deflate, CRC and length trailer) of what ``chunks()`` yields,
+    built piece by piece so a huge repetitive body needs little memory."""
+    deflate = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out, crc, size = [b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"], 0, 0
+    for chunk in chunks():
+        crc, size = zlib.crc32(chunk, crc), size + len(chunk)
+        out.append(deflate.compress(chunk))
+    out.append(deflate.flush())
+    out.append(crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little"))
+    return b"".join(out)
+
+
+def many_entries_archive(entries: int) -> bytes:
+    """A ``.tar.gz`` of ``entries`` headers of the same empty folder: tiny compressed,
+    countless entries (what the member cap is for)."""
+    header = tarfile.TarInfo("d")
+    header.type, header.mode = tarfile.DIRTYPE, 0o755
+    block = header.tobuf(format=tarfile.USTAR_FORMAT)
+    per_chunk = 2048
+
+    def chunks() -> Any:
+        left = entries
+        while left > 0:
+            yield block * min(per_chunk, left)
+            left -= per_chunk
+        yield b"\0" * 10240
+    return gzip_bytes(chunks)
+
+
+class HealthProbe:
+    """Ask ``GET /health`` on a fresh connection every ``interval`` s in a thread, and
+    keep each answer's latency (a failed or non-200 answer counts as infinite)."""
+
+    def __init__(self, url: str, interval: float = 0.02, timeout: float = 5.0) -> None:
+        self.url = url + "/health"
+        self.interval = interval
+        self.timeout = timeout
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            began = time.perf_counter()
+            try:
+                ok = requests.get(self.url, timeout=self.timeout).status_code == 200
+            except requests.RequestException:
+                ok = False
+            self.latencies.append(time.perf_counter() - began if ok else float("inf"))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(self.timeout + 1)
+
+    def assert_fast(self, limit: float = 0.1, worst: float = 1.0) -> None:
+        """Nine probes in ten within ``limit`` s and every one within ``worst`` s.
+
+        The machine is shared with other test runs: a single probe may lose the CPU for
+        longer than ``limit`` to them, but a backend that stops answering fails both.
+        """
+        assert self.latencies, "no /health probe ran"
+        ordered = sorted(self.latencies)
+        typical = ordered[int(len(ordered) * 0.9) - 1] if len(ordered) >= 10 else ordered[-1]
+        shown = [round(s * 1000) for s in self.latencies[:40]]
+        assert typical < limit and ordered[-1] < worst, \
+            f"/health slower than {limit * 1000:.0f} ms (ms, in order): {shown}"
 
 
 def terminate(proc: subprocess.Popen, grace: float) -> None:
@@ -169,14 +246,13 @@ class Backend:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         address = self.data_dir / "backend.json"
         address.unlink(missing_ok=True)
-        log = open(self.data_dir / "backend.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "serve", "--port", "0",
-             "--data-dir", str(self.data_dir), "--examples-dir", "", "--stop-grace", "2",
-             "--upload-retry", "0.2", *self.args],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
-        log.close()
+        with open(self.data_dir / "backend.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "backend.cli", "serve", "--port", "0",
+                 "--data-dir", str(self.data_dir), "--examples-dir", "", "--stop-grace", "2",
+                 "--upload-retry", "0.2", *self.args],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
 
         def listening() -> dict | None:
             if self.proc.poll() is not None:

@@ -29,8 +29,7 @@ class Root(Resource):
                 "api": "v1",
                 "kernels": {"nest": package_version("nest-simulator"),
                             "neuron": package_version("neuron"),
-                            "python": platform.python_version()},
-                "storage": self.services.storage.describe()}
+                            "python": platform.python_version()}}
 
 
 class OpenAPI(Resource):

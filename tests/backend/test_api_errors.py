@@ -56,6 +56,8 @@ def test_routes_answer_json_errors(backend: Backend, method: str, path: str, sta
     ('{"experiment": "loop", "colour": "red"}', 400, "unknown_field"),
     ('{"experiment": "loop", "id": "../x"}', 400, "invalid_id"),
     ('{"experiment": "loop", "id": ""}', 400, "invalid_id"),
+    ('{"experiment": "loop", "id": "nl\\n"}', 400, "invalid_id"),        # "$" matched before "\n"
+    ('{"experiment": "loop\\n", "id": "s1"}', 400, "invalid_name"),
     ('{"experiment": "loop", "params": [1]}', 400, "invalid_params"),
     ('{"experiment": "loop", "timeout": 5}', 400, "invalid_timeout"),
     ('{"experiment": "loop", "timeout": {"sim_time": -1}}', 400, "invalid_timeout"),
@@ -165,7 +167,7 @@ def test_bad_archive_members_are_refused_and_nothing_is_written(backend: Backend
 
 
 @pytest.mark.parametrize("name", ["..", "a..b", ".hidden", "-x", "a b", "x" * 200, "a/b",
-                                  "%2e%2e"])
+                                  "%2e%2e", "nl%0A", "nl%0D%0A"])
 def test_bad_experiment_names_are_refused(backend: Backend, name: str) -> None:
     response = backend.put(f"/v1/experiments/{name}", data=make_archive(loop_experiment()),
                            headers={"Content-Type": "application/gzip"})

@@ -1,6 +1,7 @@
 """The app factory and error mapping, in process (no server, no simulations)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,10 @@ def test_examples_are_seeded_once(tmp_path: Path) -> None:
     assert {"hello", "closed_loop"} <= names
     # A user's replacement is not overwritten by the next start.
     store = app.extensions["simbackend"].experiments
-    store.storage.put_bytes("experiments/hello/extra.txt", b"mine")
+    mine = tmp_path / "mine"
+    shutil.copytree(examples / "hello", mine)
+    (mine / "extra.txt").write_text("mine")
+    store.put_dir("hello", mine)
     app2 = create_app(Config(data_dir=tmp_path, examples_dir=str(examples)))
     files = app2.test_client().get("/v1/experiments/hello").json["files"]
     assert "extra.txt" in {f["path"] for f in files}

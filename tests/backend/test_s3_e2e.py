@@ -32,10 +32,13 @@ def test_experiments_live_in_the_bucket_whoever_put_them_there(
         make_backend: Callable[..., Backend], s3_server: str, s3_client: Any,
         s3_bucket: str) -> None:
     backend = s3_backend(make_backend, s3_server, s3_bucket)
-    assert backend.get("/").json()["storage"] == f"s3://{s3_bucket}/{PREFIX}"
+    assert "storage" not in backend.get("/").json()  # the storage URL is not for everyone
     assert backend.get("/ready").json()["status"] == "ready"
     assert backend.upload("flow", loop_experiment(sim_time=200.0)).status_code == 201
-    assert f"{PREFIX}/experiments/flow/main.py" in bucket_keys(s3_client, s3_bucket, PREFIX)
+    version = backend.get("/v1/experiments/flow").json()["version"]
+    assert f"{PREFIX}/experiments/flow/versions/{version}/main.py" in \
+        bucket_keys(s3_client, s3_bucket, PREFIX)
+    assert f"{PREFIX}/experiments/flow/current.json" in bucket_keys(s3_client, s3_bucket, PREFIX)
     # An experiment put into the bucket by another tool shows up and runs.
     for name, text in loop_experiment(sim_time=30.0).items():
         s3_client.put_object(Bucket=s3_bucket, Key=f"{PREFIX}/experiments/direct/{name}",

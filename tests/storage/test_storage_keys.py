@@ -26,6 +26,8 @@ BAD_KEYS = [
     ("C:\\x", "backslashes"),
     ("a\x00b", "control characters"),
     ("a\nb", "control characters"),
+    ("a\n", "control characters"),
+    ("a/b\n", "control characters"),
     ("a\rb", "control characters"),
     ("a\tb", "control characters"),
     ("a\x1fb", "control characters"),

@@ -1,0 +1,159 @@
+"""The HTTP front under attack, with raw sockets: idle and slow connections, chunked
+bodies that never end, and the server's own errors in JSON."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.support import Backend, HealthProbe, loop_experiment, make_archive
+
+IDLE_SOCKETS = 150
+
+
+def _address(backend: Backend) -> tuple[str, int]:
+    parts = urlsplit(backend.url)
+    return parts.hostname, parts.port
+
+
+def _connect(backend: Backend) -> socket.socket:
+    return socket.create_connection(_address(backend), timeout=5)
+
+
+def _answer(sock: socket.socket, limit: int = 1 << 16) -> tuple[int, dict, bytes]:
+    """Read one HTTP answer that ends with the connection; return status, headers, body."""
+    data = b""
+    while len(data) < limit:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def _assert_json_error(status: int, headers: dict, body: bytes, *statuses: int) -> dict:
+    assert status in statuses, (status, body)
+    assert headers["content-type"].startswith("application/json"), headers
+    error = json.loads(body)["error"]
+    assert error["code"] and error["message"], error
+    return error
+
+
+@pytest.fixture
+def idle_sockets(backend: Backend) -> Iterator[list[socket.socket]]:
+    socks: list[socket.socket] = []
+    try:
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_health_answers_while_idle_sockets_hold_connections(backend: Backend,
+                                                            idle_sockets) -> None:
+    for _ in range(IDLE_SOCKETS):
+        idle_sockets.append(_connect(backend))
+    time.sleep(0.3)  # let the server accept them all
+    with HealthProbe(backend.url) as probe:
+        time.sleep(1.5)
+    probe.assert_fast()
+
+
+def test_at_the_connection_limit_the_longest_idle_socket_makes_room(make_backend) -> None:
+    backend = make_backend(args=("--connection-limit", "20")).start()
+    socks = []
+    try:
+        for _ in range(IDLE_SOCKETS):
+            socks.append(_connect(backend))
+            socks[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
+        with HealthProbe(backend.url) as probe:
+            time.sleep(1.5)
+        probe.assert_fast()
+        # The first sockets were closed by the server to make room.
+        socks[0].settimeout(2)
+        assert socks[0].recv(1) == b""
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_a_chunk_size_line_that_never_ends_does_not_slow_health(backend: Backend) -> None:
+    sock = _connect(backend)
+    sock.sendall(b"PUT /v1/experiments/x HTTP/1.1\r\nHost: x\r\nContent-Type: application/gzip"
+                 b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    sent, refused = 0, threading.Event()
+
+    def attack() -> None:
+        nonlocal sent
+        block = b"f" * 16384
+        deadline = time.monotonic() + 3
+        try:
+            while time.monotonic() < deadline and sent < 64 << 20:
+                sock.sendall(block)
+                sent += len(block)
+        except OSError:
+            refused.set()
+
+    attacker = threading.Thread(target=attack)
+    with HealthProbe(backend.url) as probe:
+        attacker.start()
+        attacker.join(10)
+    probe.assert_fast()
+    status, headers, body = _answer(sock)
+    sock.close()
+    error = _assert_json_error(status, headers, body, 400)
+    assert "chunk-size line" in error["message"]
+    assert sent < 8 << 20, f"the server kept reading a chunk-size line for {sent} bytes"
+
+
+@pytest.mark.parametrize("request_line", [
+    b"PUT /v1/simulations/x/state HTTP/1.1",
+    b"POST /v1/simulations HTTP/1.1",
+])
+def test_a_chunked_body_to_a_json_route_gets_a_json_411(backend: Backend,
+                                                        request_line: bytes) -> None:
+    sock = _connect(backend)
+    began = time.monotonic()
+    sock.sendall(request_line + b"\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n" + b"1000000\r\n" + b"x" * 4096)
+    status, headers, body = _answer(sock)
+    sock.close()
+    _assert_json_error(status, headers, body, 411)
+    assert time.monotonic() - began < 2
+
+
+def test_a_chunked_upload_still_works(backend: Backend) -> None:
+    archive = make_archive(loop_experiment())
+
+    def chunks() -> Iterator[bytes]:
+        for at in range(0, len(archive), 100):
+            yield archive[at:at + 100]
+
+    response = backend.put("/v1/experiments/chunked", data=chunks(),
+                           headers={"Content-Type": "application/gzip"})
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("raw,statuses", [
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", (431,)),
+    (b"PUT /v1/experiments/x HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n",
+     (413,)),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n", (400,)),
+])
+def test_the_servers_own_errors_are_json(backend: Backend, raw: bytes, statuses) -> None:
+    sock = _connect(backend)
+    sock.sendall(raw)
+    status, headers, body = _answer(sock)
+    sock.close()
+    _assert_json_error(status, headers, body, *statuses)
