@@ -15,7 +15,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from backend.exceptions import (
-    BackendError, CapacityReached, Conflict, InvalidRequest, NotFound, UnsupportedMediaType,
+    BackendError, Conflict, Forbidden, InvalidRequest, NotFound, UnsupportedMediaType,
 )
 from lifecycle import InvalidTransition, UnknownState
 from lifecycle.errors import InvalidExperiment
@@ -29,7 +29,7 @@ STATUSES: list[tuple[type[Exception], int, str | None]] = [
     (InvalidRequest, 400, None),
     (NotFound, 404, None),
     (Conflict, 409, None),
-    (CapacityReached, 429, None),
+    (Forbidden, 403, None),
     (UnknownState, 400, "invalid_state"),
     (InvalidTransition, 409, "invalid_transition"),
     (InvalidExperiment, 400, "invalid_experiment"),

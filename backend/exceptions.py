@@ -73,7 +73,19 @@ class SimulationBusy(Conflict):
     code = "busy"
 
 
-class CapacityReached(BackendError):
-    """No more simulations may hold a process now."""
+class NotQueued(Conflict):
+    """The simulation is not in the queue (it runs, ended, or was never queued)."""
 
-    code = "too_many_running"
+    code = "not_queued"
+
+
+class ExceedsHost(Conflict):
+    """The run reserves more than the whole host lends: it could never be admitted."""
+
+    code = "exceeds_host"
+
+
+class Forbidden(BackendError):
+    """The caller may not do this (raise a priority, move queue entries)."""
+
+    code = "forbidden"

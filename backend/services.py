@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from backend.config import Config
 from backend.launchers import Launcher
@@ -25,6 +25,9 @@ class Runtime:
     registry: Registry
     launcher: Launcher
     uploader: Uploader
+    #: Told when a simulation reaches a terminal state, so its slot goes to the next
+    #: queued run at once (the queue's scheduler sets it; it must not block).
+    slot_freed: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -44,5 +47,6 @@ class Services:
         """Stop the backend's own threads; simulation servers live on (they are
         re-adopted by the next start)."""
         self.watchdog.stop()
+        self.manager.scheduler.close()
         self.runtime.uploader.close()
         self.runtime.launcher.close()
