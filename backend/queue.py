@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import shutil
 import threading
 from collections import Counter
@@ -100,7 +101,7 @@ class Entry:
     sim_id: str
     owner: str | None
     priority: int
-    seq: int
+    seq: float                # first come; a moved entry gets one between its neighbours'
     target: SimState          # what was asked for: initialized or started
     demand: Demand
     queued_at: str = field(default_factory=utc_now)
@@ -184,20 +185,34 @@ def never_fits(demand: Demand, capacity: Capacity) -> str | None:
     return None
 
 
-def move(order: list[Entry], entry: Entry, position: int) -> None:
-    """Put ``entry`` at ``position`` of ``order`` (clamped), renumbering every entry.
+def move(order: list[Entry], entry: Entry, position: int) -> list[Entry]:
+    """Put ``entry`` at ``position`` of ``order`` (clamped); return the entries whose
+    ``seq`` changed (to be saved).
 
-    The entry takes the priority of its new neighbour, so the order stays sorted by
-    (priority, seq) and reads back the same after a restart.
+    The entry takes the priority of its new neighbour and a ``seq`` between its
+    neighbours', so the order stays sorted by (priority, seq), reads back the same after
+    a restart, and the others keep their first-come order. When no number fits between
+    the neighbours (after dozens of moves to one spot) every entry is renumbered.
     """
     rest = [e for e in order if e is not entry]
     position = max(0, min(position, len(rest)))
-    if rest:
-        entry.priority = rest[min(position, len(rest) - 1)].priority
+    changed = [entry]
+    if position < len(rest):
+        after = rest[position]
+        before = rest[position - 1] if position and \
+            rest[position - 1].priority == after.priority else None
+        entry.priority = after.priority
+        entry.seq = after.seq - 1 if before is None else (before.seq + after.seq) / 2
+        if before is not None and not before.seq < entry.seq < after.seq:
+            changed = rest
+    elif rest:
+        entry.priority, entry.seq = rest[-1].priority, rest[-1].seq + 1
     rest.insert(position, entry)
-    for seq, e in enumerate(rest):
-        e.seq = seq
+    if changed is rest:
+        for seq, e in enumerate(rest):
+            e.seq = seq
     order[:] = rest
+    return changed
 
 
 # -- the policy hook (authentication fills it) ------------------------------------------
@@ -247,7 +262,7 @@ class Scheduler:
         runs as holders. A queued run's leftover run dir (its admission was cut short
         by a restart; recovery has killed any server in it) is removed."""
         rows = {sim_id: (seq, target) for sim_id, seq, target in self.registry.queue_rows()}
-        self._seq = max((seq for seq, _ in rows.values()), default=-1) + 1
+        self._seq = math.floor(max((seq for seq, _ in rows.values()), default=-1)) + 1
         for sup in sups:
             if sup.state == SimState.QUEUED:
                 seq, target = rows.pop(sup.sim_id, (None, SimState.STARTED))
@@ -357,9 +372,9 @@ class Scheduler:
                 entry.priority = priority
             if position is not None:
                 self.check_priority(1, identity)  # moving is an operator's act
-                order = ordered(self._entries.values())
-                move(order, entry, position)
-                self.registry.reorder([(e.sim_id, e.seq, e.target) for e in order])
+                changed = move(ordered(self._entries.values()), entry, position)
+                self.registry.reorder([(e.sim_id, e.seq, e.target) for e in changed])
+                self._seq = max(self._seq, math.floor(max(e.seq for e in changed)) + 1)
             saved = self._save_priority(entry)
             self.run_pass()
             view = self.entry(sim_id) if sim_id in self._entries else None
@@ -419,7 +434,7 @@ class Scheduler:
                 sup.lifecycle.fire("start")
         self._holders[entry.sim_id] = _holder(sup)
         sup.mailbox.post(self.registry.dequeue, entry.sim_id)  # once it says initialized
-        logger.info("admitted: sim %s (%s, %d cores, %.0f MiB)", entry.sim_id,
+        logger.info("admitted: sim %s (%s, threads %d, %.0f MiB)", entry.sim_id,
                     owner_key(entry.owner), entry.demand.threads, entry.demand.memory_mb)
 
     def _next_seq(self) -> int:

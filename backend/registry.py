@@ -81,7 +81,7 @@ class Registry:
         # before its record says queued and removed after it says something else.
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS queue ("
-            " id TEXT PRIMARY KEY, seq INTEGER NOT NULL, target TEXT NOT NULL)")
+            " id TEXT PRIMARY KEY, seq REAL NOT NULL, target TEXT NOT NULL)")
 
     def insert(self, record: SimulationRecord) -> None:
         """Add a new record.
@@ -110,13 +110,13 @@ class Registry:
 
     # -- the queue ------------------------------------------------------------------
 
-    def enqueue(self, sim_id: str, seq: int, target: SimState) -> None:
+    def enqueue(self, sim_id: str, seq: float, target: SimState) -> None:
         with self._lock:
             self._db.execute("INSERT OR REPLACE INTO queue VALUES (?, ?, ?)",
                              (sim_id, seq, target.value))
 
-    def reorder(self, rows: list[tuple[str, int, SimState]]) -> None:
-        """Rewrite the sequence numbers of queued simulations, in one transaction."""
+    def reorder(self, rows: list[tuple[str, float, SimState]]) -> None:
+        """Rewrite the places of queued simulations, in one transaction."""
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -131,7 +131,7 @@ class Registry:
         with self._lock:
             self._db.execute("DELETE FROM queue WHERE id = ?", (sim_id,))
 
-    def queue_rows(self) -> list[tuple[str, int, SimState]]:
+    def queue_rows(self) -> list[tuple[str, float, SimState]]:
         """``(id, seq, target)`` of every queue row, in sequence order."""
         with self._lock:
             rows = self._db.execute("SELECT id, seq, target FROM queue ORDER BY seq").fetchall()
