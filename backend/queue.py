@@ -376,10 +376,12 @@ class Scheduler:
                 self.registry.reorder([(e.sim_id, e.seq, e.target) for e in changed])
                 self._seq = max(self._seq, math.floor(max(e.seq for e in changed)) + 1)
             saved = self._save_priority(entry)
+            before = next(v for v in self._views() if v["id"] == sim_id)
             self.run_pass()
-            view = self.entry(sim_id) if sim_id in self._entries else None
+            view = self.entry(sim_id) if sim_id in self._entries else \
+                {**before, "reason": "admitted"}  # it left the queue for a slot
         saved.wait(5.0)
-        return view or {"id": sim_id, "position": None, "reason": "admitted"}
+        return view
 
     def _save_priority(self, entry: Entry) -> threading.Event:
         sup = self._find(entry.sim_id)
