@@ -14,7 +14,7 @@ from backend.experiments import ExperimentStore, seed_examples
 from backend.launchers import LocalLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
-from backend.resources import experiments, files, service, simulations
+from backend.resources import experiments, files, queue, service, simulations
 from backend.services import Runtime, Services
 from backend.uploader import Uploader
 from backend.watchdog import Watchdog
@@ -37,6 +37,8 @@ ROUTES = [
     (files.LogFile, "/v1/simulations/<sim_id>/logs/<path:name>"),
     (files.ResultList, "/v1/simulations/<sim_id>/results"),
     (files.ResultFile, "/v1/simulations/<sim_id>/results/<path:name>"),
+    (queue.Queue, "/v1/queue"),
+    (queue.QueueEntry, "/v1/queue/<sim_id>"),
 ]
 
 

@@ -51,8 +51,14 @@ class Config:
     #: ``limits.memory_mb`` in POST or experiment.json overrides it.
     memory_limit_mb: float = 0.0
     #: Most simulations holding a process at once (initialized, started, paused);
-    #: requests beyond it get 429.
+    #: requests beyond it are queued (see backend.queue). 0: no cap.
     max_running: int = 64
+    #: Cores the simulations may reserve in all (0: what psutil sees).
+    host_threads: int = 0
+    #: Memory in MiB the simulations may reserve in all (0: what psutil sees).
+    host_memory_mb: float = 0.0
+    #: Most simulations one owner may have holding a process at once (0: no cap).
+    max_running_per_owner: int = 0
     #: Seconds between two checks of the limits of every running simulation.
     watchdog_interval: float = 0.2
     #: Seconds between retries of a failed upload (doubling up to 5 minutes).
@@ -87,6 +93,10 @@ class Config:
         if self.connection_limit < 1 or self.channel_timeout <= 0 or self.max_header_bytes < 1:
             raise ValueError("SIMBACKEND_CONNECTION_LIMIT, SIMBACKEND_CHANNEL_TIMEOUT and "
                              "SIMBACKEND_MAX_HEADER_BYTES must be positive")
+        if min(self.host_threads, self.host_memory_mb, self.max_running,
+               self.max_running_per_owner) < 0:
+            raise ValueError("host_threads, host_memory_mb, max_running and "
+                             "max_running_per_owner must not be negative")
         if self.storage_retries < 0:
             raise ValueError("SIMBACKEND_STORAGE_RETRIES must not be negative")
 

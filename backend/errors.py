@@ -16,7 +16,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from backend.exceptions import (
-    BackendError, CapacityReached, Conflict, InvalidRequest, NotFound, RequestTooLarge,
+    BackendError, Conflict, Forbidden, InvalidRequest, NotFound, RequestTooLarge,
     ScratchSpaceError, UnsupportedMediaType,
 )
 from lifecycle import InvalidTransition, UnknownState
@@ -32,7 +32,7 @@ STATUSES: list[tuple[type[Exception], int, str | None]] = [
     (InvalidRequest, 400, None),
     (NotFound, 404, None),
     (Conflict, 409, None),
-    (CapacityReached, 429, None),
+    (Forbidden, 403, None),
     (ScratchSpaceError, 503, None),
     (UnknownState, 400, "invalid_state"),
     (InvalidTransition, 409, "invalid_transition"),

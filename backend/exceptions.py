@@ -77,13 +77,25 @@ class SimulationBusy(Conflict):
     code = "busy"
 
 
+class NotQueued(Conflict):
+    """The simulation is not in the queue (it runs, ended, or was never queued)."""
+
+    code = "not_queued"
+
+
+class ExceedsHost(Conflict):
+    """The run reserves more than the whole host lends: it could never be admitted."""
+
+    code = "exceeds_host"
+
+
+class Forbidden(BackendError):
+    """The caller may not do this (raise a priority, move queue entries)."""
+
+    code = "forbidden"
+
+
 class ScratchSpaceError(BackendError):
     """The backend's own disk failed it (full, unwritable): not the client's fault."""
 
     code = "scratch_unavailable"
-
-
-class CapacityReached(BackendError):
-    """No more simulations may hold a process now."""
-
-    code = "too_many_running"

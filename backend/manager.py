@@ -12,17 +12,18 @@ from typing import Any, BinaryIO, Iterator
 
 from backend import run_files
 from backend.exceptions import (
-    CapacityReached, DuplicateSimulation, InvalidRequest, NotFound, SimulationBusy,
+    DuplicateSimulation, InvalidRequest, NotFound, NotQueued, SimulationBusy,
     SimulationNotFound,
 )
 from backend.experiments import ExperimentStore
 from backend.mailbox import MailboxTimeout
+from backend.queue import Capacity, Demand, Scheduler, resolve_demand
 from backend.recovery import recover_all
 from backend.registry import SimulationRecord
 from backend.schemas import NewSimulation
 from backend.services import Runtime
 from backend.supervisor import SimulationSupervisor
-from lifecycle import ACTIVE_STATES, SimState
+from lifecycle import SimState
 from lifecycle.messages import RESULTS_DIR
 
 logger = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 #: (which never blocks long while a simulation runs).
 _PERSIST_WAIT = 5.0
 _LAUNCHING = (SimState.INITIALIZED, SimState.STARTED)
+_WAITING = (SimState.CREATED, SimState.QUEUED)
 
 
 class SimulationManager:
@@ -41,15 +43,19 @@ class SimulationManager:
         self.experiments = experiments
         self._sims: dict[str, SimulationSupervisor] = {}
         self._lock = threading.Lock()
-        # Counting running simulations and launching one more happen as one step.
-        self._admission = threading.Lock()
+        # Admission: launching waits for capacity (see backend.queue).
+        self.scheduler = Scheduler(runtime.registry, Capacity.of_host(runtime.config),
+                                   self._sims.get)
+        runtime.slot_freed = self.scheduler.wake
 
     def load(self) -> None:
         """Load every record; re-adopt, reconcile or relaunch the ones that were
-        running; clean up what no record owns."""
+        running; clean up what no record owns; take the queue back, in its order."""
         for record in self.rt.registry.load_all():
             self._sims[record.id] = SimulationSupervisor(record, self.rt)
         recover_all(self.rt, self._sims.values())
+        self.scheduler.load(self._sims.values())
+        self.scheduler.start()
 
     def running(self) -> list[SimulationSupervisor]:
         """Supervisors whose simulation server is alive."""
@@ -67,51 +73,58 @@ class SimulationManager:
             raise SimulationNotFound(f"no simulation with id {sim_id!r}") from None
 
     def record(self, sim_id: str) -> dict[str, Any]:
-        return self.get(sim_id).snapshot
+        """The record, with ``queue`` (``{"position", "reason"}`` while queued, else None)."""
+        snapshot = self.get(sim_id).snapshot
+        queued = self.scheduler.positions() if snapshot["state"] == SimState.QUEUED else {}
+        return {**snapshot, "queue": queued.get(sim_id)}
 
     def list(self, state: SimState | None = None,
              experiment: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             sims = list(self._sims.values())
-        return [s.snapshot for s in sims
+        queued = self.scheduler.positions()
+        return [{**s.snapshot, "queue": queued.get(s.sim_id)} for s in sims
                 if (state is None or s.state == state)
                 and (experiment is None or s.snapshot["experiment"] == experiment)]
 
-    def count_active(self) -> int:
-        with self._lock:
-            return sum(1 for s in self._sims.values() if s.state in ACTIVE_STATES)
-
     # -- commands -----------------------------------------------------------------
 
-    def create(self, new: NewSimulation) -> dict[str, Any]:
-        """Create a simulation, optionally moving it on at once; return its record.
+    def create(self, new: NewSimulation, identity: Any = None) -> dict[str, Any]:
+        """Create a simulation, optionally moving it on at once (or queueing it);
+        return its record.
 
         Raises:
             ExperimentNotFound; InvalidRequest: the main script is not in the experiment;
-            DuplicateSimulation: the client-chosen id is taken; CapacityReached.
+            InvalidExperiment: its ``resources`` are malformed; DuplicateSimulation: the
+            client-chosen id is taken; Forbidden: a priority above 0 is not the caller's
+            to give; ExceedsHost: it asks to start and could never fit.
         """
         config = self.experiments.config(new.experiment)
         main_script = new.main_script or config.get("main_script")
         if not self.experiments.has_file(new.experiment, main_script):
             raise InvalidRequest(f"main_script {main_script!r} is not in experiment "
                                  f"{new.experiment!r}", code="invalid_main_script")
-        with self._admission:
-            if new.state is not None:
-                self._admit()
-            sup = self._insert(new, main_script)
-            if new.state is not None:
-                sup.lifecycle.request(new.state)
+        demand = resolve_demand(new.resources, config, new.limits, self.rt.config)
+        self.scheduler.check_priority(new.priority, identity)
+        if new.state is not None:
+            self.scheduler.check_fits(demand)
+        sup = self._insert(new, main_script, demand)
+        if new.state is not None:
+            self.scheduler.submit(sup, new.state)
         sup.wait_saved(_PERSIST_WAIT)
-        return sup.snapshot
+        return self.record(sup.sim_id)
 
-    def _insert(self, new: NewSimulation, main_script: str) -> SimulationSupervisor:
+    def _insert(self, new: NewSimulation, main_script: str,
+                demand: Demand) -> SimulationSupervisor:
         with self._lock:
             sim_id = new.id or self._new_id()
             if sim_id in self._sims:
                 raise DuplicateSimulation(f"a simulation with id {sim_id!r} exists")
             record = SimulationRecord(id=sim_id, experiment=new.experiment,
                                       main_script=main_script, params=new.params,
-                                      timeout=new.timeout, limits=new.limits)
+                                      timeout=new.timeout, limits=new.limits,
+                                      owner=new.owner, priority=new.priority,
+                                      threads=demand.threads, memory_mb=demand.memory_mb)
             self.rt.registry.insert(record)
             sup = self._sims[sim_id] = SimulationSupervisor(record, self.rt)
         logger.info("created: sim %s (experiment %s)", sim_id, record.experiment)
@@ -120,32 +133,56 @@ class SimulationManager:
     def set_state(self, sim_id: str, target: SimState) -> SimState:
         """Accept an operator's state request; the work follows on the supervisor.
 
-        Answers once the new state is persisted.
+        Answers once the new state is persisted. Launching beyond the host's capacity
+        queues the run (the answer is ``queued``); asking a queued run for
+        ``initialized`` or ``started`` changes what it will be admitted to.
 
         Raises:
-            SimulationNotFound, UnknownState, InvalidTransition, CapacityReached.
+            SimulationNotFound, UnknownState, InvalidTransition, ExceedsHost.
         """
         sup = self.get(sim_id)
-        if target in _LAUNCHING and sup.state == SimState.CREATED:
-            with self._admission:
-                sup.lifecycle.plan(target)  # refuse bad requests before counting
-                self._admit()
-                state = sup.lifecycle.request(target)
+        if target in _LAUNCHING and sup.state in _WAITING:
+            state = self.scheduler.submit(sup, target)
         else:
             state = sup.lifecycle.request(target)
         sup.wait_saved(_PERSIST_WAIT)
         return state
 
-    def _admit(self) -> None:
-        """Refuse to launch one more simulation beyond ``max_running``.
+    # -- the queue --------------------------------------------------------------------
+
+    def queue(self) -> dict[str, Any]:
+        """``GET /v1/queue``: the queued runs in order with why each waits, the runs
+        holding a slot, the host's capacity and what is free."""
+        return self.scheduler.view()
+
+    def queue_entry(self, sim_id: str) -> dict[str, Any]:
+        """Raises: SimulationNotFound, NotQueued."""
+        self.get(sim_id)
+        return self.scheduler.entry(sim_id)
+
+    def change_queued(self, sim_id: str, position: int | None = None,
+                      priority: int | None = None, identity: Any = None) -> dict[str, Any]:
+        """Move a queued run and/or give it a new priority; return its entry.
 
         Raises:
-            CapacityReached: the cap is reached; nothing changes.
+            SimulationNotFound, NotQueued, Forbidden.
         """
-        cap = self.rt.config.max_running
-        if cap and self.count_active() >= cap:
-            raise CapacityReached(f"{cap} simulations are running already (the cap); stop one "
-                                  "or wait for one to end")
+        self.get(sim_id)
+        return self.scheduler.change(sim_id, position=position, priority=priority,
+                                     identity=identity)
+
+    def cancel_queued(self, sim_id: str) -> None:
+        """Take a run out of the queue: it is stopped.
+
+        Raises:
+            SimulationNotFound, NotQueued.
+        """
+        sup = self.get(sim_id)
+        with sup.lifecycle.lock:
+            if sup.state != SimState.QUEUED:
+                raise NotQueued(f"simulation {sim_id} is not queued (it is {sup.state})")
+            sup.lifecycle.request(SimState.STOPPED)
+        sup.wait_saved(_PERSIST_WAIT)
 
     def wait_ended(self, sim_id: str, timeout: float) -> dict[str, Any]:
         """The record once the simulation has ended, with its ``results`` listed; or,

@@ -65,7 +65,11 @@ SCHEMAS: dict[str, Any] = {
         error=_nullable({"type": "object"}), exit_code=_nullable({"type": "integer"}),
         logs_uploaded={"type": "boolean"}, status={"type": "object"},
         upload=_nullable({"type": "object"}),
-        experiment_version=_nullable({"type": "string"})),
+        experiment_version=_nullable({"type": "string"}),
+        owner=_nullable({"type": "string"}), priority={"type": "integer"},
+        threads={"type": "integer"}, memory_mb={"type": "number"},
+        queue=_nullable(_obj(["position", "reason"], position={"type": "integer"},
+                             reason={"type": "string"}))),
     "Status": _obj(
         ["state", "sim_time", "real_time", "steps", "timestep", "timeout", "resources"],
         state={"type": "string", "enum": STATES},
@@ -88,7 +92,24 @@ SCHEMAS: dict[str, Any] = {
             "limits": {"type": "object", "additionalProperties": False, "properties": {
                 "memory_mb": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
                 "start_timeout": {"type": "number", "exclusiveMinimum": True, "minimum": 0}}},
-            "state": {"type": "string", "enum": ["initialized", "started"]}}},
+            "state": {"type": "string", "enum": ["initialized", "started"]},
+            "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+            "owner": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
+            "resources": {"type": "object", "additionalProperties": False, "properties": {
+                "threads": {"type": "integer", "minimum": 1},
+                "memory_mb": {"type": "number", "exclusiveMinimum": True, "minimum": 0}}}}},
+    "QueueEntry": _obj(
+        ["id", "position", "priority", "owner", "target", "threads", "memory_mb", "queued_at",
+         "reason"],
+        id={"type": "string"}, position={"type": "integer"}, priority={"type": "integer"},
+        owner=_nullable({"type": "string"}),
+        target={"type": "string", "enum": ["initialized", "started"]},
+        threads={"type": "integer"}, memory_mb={"type": "number"},
+        queued_at={"type": "string"}, reason={"type": "string"}),
+    "QueueChange": {
+        "type": "object", "minProperties": 1, "additionalProperties": False, "properties": {
+            "position": {"type": "integer", "minimum": 0, "description": "0 is the front"},
+            "priority": {"type": "integer", "minimum": -1000, "maximum": 1000}}},
     "StateRequest": _obj(["state"], state={"type": "string",
                                            "enum": sorted(s.value for s in REQUESTABLE_STATES)}),
     "ExperimentSummary": _obj(["name", "files", "size", "main_script"],
@@ -205,13 +226,42 @@ def _simulation_paths() -> dict[str, Any]:
     return paths
 
 
+def _queue_paths() -> dict[str, Any]:
+    held = _obj(["id", "owner", "threads", "memory_mb"], id={"type": "string"},
+                owner=_nullable({"type": "string"}), threads={"type": "integer"},
+                memory_mb={"type": "number"})
+    return {
+        "/v1/queue": {"get": _op("The queue in order, with why each run waits", {
+            "200": _json(_obj(
+                ["queue", "running", "capacity", "free"],
+                queue={"type": "array", "items": _ref("QueueEntry")},
+                running={"type": "array", "items": held},
+                capacity=_obj(["threads", "memory_mb", "max_running", "max_running_per_owner"],
+                              threads={"type": "integer"}, memory_mb={"type": "number"},
+                              max_running={"type": "integer"},
+                              max_running_per_owner={"type": "integer"}),
+                free=_obj(["threads", "memory_mb"], threads={"type": "integer"},
+                          memory_mb={"type": "number"})))})},
+        "/v1/queue/{sim_id}": {
+            "parameters": _SIM_ID,
+            "get": _op("A queued run's entry", {"200": _json(_ref("QueueEntry"))}),
+            "put": _op("Move a queued run and/or change its priority (operators)", {
+                "200": _json(_ref("QueueEntry"))}, requestBody={"required": True, "content": {
+                    "application/json": {"schema": _ref("QueueChange")}}}),
+            "delete": _op("Cancel a queued run (it is stopped)",
+                          {"204": {"description": "cancelled"}}),
+        },
+    }
+
+
 def build_spec(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
         "info": {"title": "simbackend", "version": version,
                  "description": "Run neural-simulation experiments: lifecycle, control, "
                                 "logs and results."},
-        "paths": {**_service_paths(), **_experiment_paths(), **_simulation_paths()},
+        "paths": {**_service_paths(), **_experiment_paths(), **_simulation_paths(),
+                  **_queue_paths()},
         "components": {
             "schemas": SCHEMAS,
             "responses": {"Error": _json(_ref("Error"), "an error")},

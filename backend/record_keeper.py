@@ -50,6 +50,12 @@ class RecordKeeper:
         self.record.state = state
         self.save()
 
+    def update(self, **fields: Any) -> None:
+        """Change plain fields of the record (the queue's priority) and save it."""
+        for name, value in fields.items():
+            setattr(self.record, name, value)
+        self.save()
+
     def ended(self, error: dict[str, Any] | None) -> None:
         self.record.ended_at = utc_now()
         if error is not None:

@@ -45,6 +45,13 @@ class SimulationRecord:
     upload: dict[str, Any] | None = None
     #: The last status the simulation server reported (sim_time, steps, ...).
     status: dict[str, Any] = field(default_factory=dict)
+    #: Who the run belongs to (None: anonymous); the queue's per-owner cap groups by it.
+    owner: str | None = None
+    #: Queue order: higher first, then first come (see :mod:`backend.queue`).
+    priority: int = 0
+    #: What the run reserves of the host while it holds a process.
+    threads: int = 1
+    memory_mb: float = 0.0
 
     def __post_init__(self) -> None:
         self.updated_at = self.updated_at or self.created_at
@@ -74,6 +81,11 @@ class Registry:
             "CREATE TABLE IF NOT EXISTS simulations ("
             " id TEXT PRIMARY KEY, experiment TEXT NOT NULL, state TEXT NOT NULL,"
             " created_at TEXT NOT NULL, record TEXT NOT NULL)")
+        # The queue's order (see backend.queue): a row per queued simulation, written
+        # before its record says queued and removed after it says something else.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS queue ("
+            " id TEXT PRIMARY KEY, seq REAL NOT NULL, target TEXT NOT NULL)")
 
     def insert(self, record: SimulationRecord) -> None:
         """Add a new record.
@@ -99,6 +111,35 @@ class Registry:
                 "SELECT record FROM simulations ORDER BY created_at, id").fetchall()
         for (data,) in rows:
             yield SimulationRecord.from_dict(json.loads(data))
+
+    # -- the queue ------------------------------------------------------------------
+
+    def enqueue(self, sim_id: str, seq: float, target: SimState) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO queue VALUES (?, ?, ?)",
+                             (sim_id, seq, target.value))
+
+    def reorder(self, rows: list[tuple[str, float, SimState]]) -> None:
+        """Rewrite the places of queued simulations, in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("UPDATE queue SET seq = ?, target = ? WHERE id = ?",
+                                     [(seq, target.value, sim_id) for sim_id, seq, target in rows])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def dequeue(self, sim_id: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM queue WHERE id = ?", (sim_id,))
+
+    def queue_rows(self) -> list[tuple[str, float, SimState]]:
+        """``(id, seq, target)`` of every queue row, in sequence order."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, seq, target FROM queue ORDER BY seq").fetchall()
+        return [(sim_id, seq, SimState(target)) for sim_id, seq, target in rows]
 
     def _write(self, sql: str, record: SimulationRecord) -> None:
         data = record.to_dict()

@@ -16,9 +16,12 @@ from lifecycle.errors import InvalidExperiment
 from storage import InvalidKey, validate_key
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_POST_FIELDS = {"experiment", "id", "main_script", "timeout", "params", "state", "limits"}
+_POST_FIELDS = {"experiment", "id", "main_script", "timeout", "params", "state", "limits",
+                "priority", "resources", "owner"}
 #: Most bytes of a simulation's ``params`` as JSON (they are stored in every record).
 MAX_PARAMS_BYTES = 64 * 1024
+#: Priorities a run may have (above 0 only for operators and admins).
+PRIORITIES = range(-1000, 1001)
 #: States a simulation may be asked to reach when it is created.
 CREATE_STATES = (SimState.INITIALIZED, SimState.STARTED)
 
@@ -34,6 +37,18 @@ class NewSimulation:
     timeout: dict[str, float] = field(default_factory=dict)
     limits: dict[str, float] = field(default_factory=dict)
     state: SimState | None = None
+    #: Queue order (higher first); who owns it; what it reserves of the host.
+    priority: int = 0
+    owner: str | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueChange:
+    """A checked ``PUT /v1/queue/<id>`` body."""
+
+    position: int | None = None
+    priority: int | None = None
 
 
 def new_simulation(body: Any) -> NewSimulation:
@@ -69,11 +84,42 @@ def new_simulation(body: Any) -> NewSimulation:
         raise InvalidRequest(f"'params' may take at most {MAX_PARAMS_BYTES} bytes of JSON; "
                              "put large inputs into the experiment's files",
                              code="invalid_params")
+    owner = body.get("owner")
+    if "owner" in body and (not isinstance(owner, str) or not ID_PATTERN.fullmatch(owner)):
+        raise InvalidRequest("'owner' must be 1-64 letters, digits, '.', '_' or '-', starting "
+                             "with a letter or digit", code="invalid_owner")
     return NewSimulation(
         experiment=body["experiment"], id=sim_id, main_script=main_script, params=params,
         timeout=_section(body, "timeout", experiment.timeout, "invalid_timeout"),
         limits=_section(body, "limits", experiment.limits, "invalid_limits"),
-        state=_create_state(body.get("state")))
+        state=_create_state(body.get("state")), owner=owner,
+        priority=_priority(body.get("priority", 0)),
+        resources=_section(body, "resources", experiment.resources, "invalid_resources"))
+
+
+def _priority(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in PRIORITIES:
+        raise InvalidRequest(f"'priority' must be a whole number from {PRIORITIES.start} to "
+                             f"{PRIORITIES.stop - 1}", code="invalid_priority")
+    return value
+
+
+def queue_change(body: Any) -> QueueChange:
+    """Check a ``PUT /v1/queue/<id>`` body: ``{"position"?, "priority"?}``, at least one.
+
+    Raises:
+        InvalidRequest: naming the offending field.
+    """
+    if not isinstance(body, dict) or not body or set(body) - {"position", "priority"}:
+        raise InvalidRequest("the body must be an object with 'position' and/or 'priority'",
+                             code="invalid_queue_change")
+    position = body.get("position")
+    if "position" in body and (isinstance(position, bool) or not isinstance(position, int)
+                               or not 0 <= position < 10**9):
+        raise InvalidRequest("'position' must be a whole number from 0 (the front)",
+                             code="invalid_position")
+    priority = _priority(body["priority"]) if "priority" in body else None
+    return QueueChange(position=position, priority=priority)
 
 
 def _section(body: dict[str, Any], key: str, check: Any, code: str) -> dict[str, float]:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from backend.config import Config
 from backend.launchers import Launcher
@@ -27,6 +27,9 @@ class Runtime:
     uploader: Uploader
     #: Resolves an experiment to the version a launch fetches.
     experiments: ExperimentStore
+    #: Told when a simulation reaches a terminal state, so its slot goes to the next
+    #: queued run at once (the queue's scheduler sets it; it must not block).
+    slot_freed: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -47,5 +50,6 @@ class Services:
         re-adopted by the next start)."""
         self.watchdog.stop()
         self.experiments.stop_collector()
+        self.manager.scheduler.close()
         self.runtime.uploader.close()
         self.runtime.launcher.close()

@@ -115,6 +115,7 @@ class SimulationSupervisor:
         self._saved = self.mailbox.post_marked(self.keeper.set_state, state)
         if state.is_terminal:
             self.mailbox.post(self.ended.set)  # once the record says so
+            self.rt.slot_freed()               # the queue admits the next run now
         else:
             self.mailbox.post(self._converge)
 

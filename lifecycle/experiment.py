@@ -19,6 +19,8 @@ EXPERIMENT_FILE = "experiment.json"
 TIMEOUT_KEYS = frozenset({"sim_time", "real_time"})
 #: Keys of ``limits``.
 LIMIT_KEYS = frozenset({"memory_mb", "start_timeout"})
+#: Keys of ``resources``: what a run reserves of the host while it holds a process.
+RESOURCE_KEYS = frozenset({"threads", "memory_mb"})
 DEFAULT_TIMESTEP = 1.0
 
 
@@ -142,3 +144,17 @@ def timeout(config: dict[str, Any]) -> dict[str, float]:
 def limits(config: dict[str, Any]) -> dict[str, float]:
     """The checked ``limits`` object: ``memory_mb`` and ``start_timeout`` (s)."""
     return section(config, "limits", LIMIT_KEYS)
+
+
+def resources(config: dict[str, Any]) -> dict[str, float | int]:
+    """The checked ``resources`` object: ``threads`` (a whole number) and ``memory_mb``.
+
+    Raises:
+        InvalidExperiment: not an object, an unknown key, or a value that is not a
+            positive number (a positive whole number for ``threads``).
+    """
+    checked: dict[str, float | int] = section(config, "resources", RESOURCE_KEYS)
+    if "threads" in checked:
+        checked["threads"] = positive_number(config["resources"]["threads"],
+                                             "resources.threads", integer=True)
+    return checked

@@ -39,7 +39,7 @@ class BackendSimulationLifecycle(SimulationLifecycle):
         self.actions = actions
         super().__init__(sim_id, initial)
 
-    # created -> initialized
+    # created -> initialized; queued -> initialized (the backend's queue admitted it)
     def on_enter_INITIALIZED(self, event: EventData) -> None:
         self.actions.launch()
 

@@ -12,6 +12,8 @@ class SimState(str, Enum):
     """Where a simulation is in its lifecycle (the value is the wire name)."""
 
     CREATED = "created"
+    #: Asked to run, waiting for the host's capacity (backend only; holds no process).
+    QUEUED = "queued"
     INITIALIZED = "initialized"
     STARTED = "started"
     PAUSED = "paused"

@@ -250,7 +250,7 @@ class Backend:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "backend.cli", "serve", "--port", "0",
                  "--data-dir", str(self.data_dir), "--examples-dir", "", "--stop-grace", "2",
-                 "--upload-retry", "0.2", *self.args],
+                 "--upload-retry", "0.2", "--host-threads", "64", *self.args],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
 

@@ -32,12 +32,15 @@ from lifecycle import (
 from lifecycle.table import TRANSITIONS
 
 S = SimState
-NON_TERMINAL = (S.CREATED, S.INITIALIZED, S.STARTED, S.PAUSED)
-TRIGGERS = ("initialize", "start", "resume", "pause", "stop", "complete", "fail")
+NON_TERMINAL = (S.CREATED, S.QUEUED, S.INITIALIZED, S.STARTED, S.PAUSED)
+TRIGGERS = ("initialize", "enqueue", "admit", "start", "resume", "pause", "stop", "complete",
+            "fail")
 
 #: (source, trigger) -> dest: the lifecycle table of README.rst.
 EDGES: dict[tuple[SimState, str], SimState] = {
     (S.CREATED, "initialize"): S.INITIALIZED,
+    (S.CREATED, "enqueue"): S.QUEUED,          # the backend's queue: host full
+    (S.QUEUED, "admit"): S.INITIALIZED,        # the queue admitted it
     (S.INITIALIZED, "start"): S.STARTED,
     (S.PAUSED, "resume"): S.STARTED,
     (S.STARTED, "pause"): S.PAUSED,
@@ -57,7 +60,7 @@ REQUESTS: dict[tuple[SimState, SimState], list[str]] = {
     **{(state, S.STOPPED): ["stop"] for state in NON_TERMINAL},
 }
 
-SYSTEM_ONLY = (S.CREATED, S.COMPLETED, S.FAILED)
+SYSTEM_ONLY = (S.CREATED, S.QUEUED, S.COMPLETED, S.FAILED)
 
 
 class RecordingLifecycle(SimulationLifecycle):
@@ -325,4 +328,5 @@ def test_sim_state_is_its_wire_name() -> None:
     assert str(S.PAUSED) == f"{S.PAUSED}" == "paused"
     assert json.dumps({"state": S.PAUSED}) == '{"state": "paused"}'
     assert json.loads(json.dumps(list(S))) == [
-        "created", "initialized", "started", "paused", "completed", "stopped", "failed"]
+        "created", "queued", "initialized", "started", "paused", "completed", "stopped",
+        "failed"]
