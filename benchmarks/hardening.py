@@ -1,5 +1,6 @@
-"""Issue 17, before and after: what a 4M-header archive costs, and how /health fares
-under idle sockets and a never-ending chunk-size line.
+"""Issue 17, before and after: what a 4M-header archive costs, how /health fares under
+idle sockets and a never-ending chunk-size line, and what oversized JSON bodies and
+listings cost now (the issue's own figures are the "before" of those).
 
     .venv/bin/python -m benchmarks.hardening [--entries 4000000] [--only archive|front]
 
@@ -174,10 +175,40 @@ def bench_front() -> None:
                 proc.wait(10)
 
 
+def bench_bodies(params_mb: int = 87) -> None:
+    """Item 8: an oversized JSON body, and a listing after many large records."""
+    import psutil
+
+    from benchmarks.common import running_backend
+    from tests.support import loop_experiment
+
+    with running_backend() as backend:
+        backend.upload("loop", loop_experiment())
+        rss = psutil.Process(backend.proc.pid).memory_info().rss
+        body = json.dumps({"experiment": "loop", "params": {"x": "y" * (params_mb << 20)}})
+        began = time.perf_counter()
+        response = backend.post("/v1/simulations", data=body,
+                                headers={"Content-Type": "application/json"}, timeout=120)
+        took = time.perf_counter() - began
+        grown = (psutil.Process(backend.proc.pid).memory_info().rss - rss) / 2**20
+        print(f"POST with {params_mb} MB of params: {response.status_code} "
+              f"{response.json()['error']['code']} in {took * 1000:.0f} ms; backend RSS "
+              f"+{grown:.0f} MiB")
+        params = {"x": "y" * 60_000}  # just under the 64 KiB cap
+        for _ in range(300):
+            backend.create("loop", params=params)
+        began = time.perf_counter()
+        listing = backend.get("/v1/simulations")
+        took = time.perf_counter() - began
+        print(f"GET /v1/simulations with 300 records of 60 kB params: one page of "
+              f"{len(listing.json()['simulations'])}, {len(listing.content) / 1e6:.1f} MB in "
+              f"{took * 1000:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=4_000_000)
-    parser.add_argument("--only", choices=("archive", "front"))
+    parser.add_argument("--only", choices=("archive", "front", "bodies"))
     parser.add_argument("--unpack", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--serve", nargs=2, metavar=("MODE", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -190,6 +221,8 @@ def main() -> None:
             bench_archive(args.entries)
         if args.only in (None, "front"):
             bench_front()
+        if args.only in (None, "bodies"):
+            bench_bodies()
 
 
 if __name__ == "__main__":
