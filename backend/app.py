@@ -11,7 +11,8 @@ from flask_restful import Api
 from backend import errors
 from backend.config import Config
 from backend.experiments import ExperimentStore, seed_examples
-from backend.launchers import LocalLauncher
+from backend.launchers import Launcher, LocalLauncher
+from backend.launchers.slurm import SlurmLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
 from backend.resources import experiments, files, service, simulations
@@ -61,7 +62,7 @@ def build_services(config: Config) -> Services:
                            read_timeout=config.storage_read_timeout, retries=config.storage_retries)
     problem = _storage_problem(storage)
     runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),
-                      launcher=LocalLauncher(), uploader=Uploader(storage, config.upload_retry))
+                      launcher=_launcher(config), uploader=Uploader(storage, config.upload_retry))
     store = ExperimentStore(storage, config.data_dir / "tmp", config.max_archive_bytes)
     if config.examples_dir and problem is None:
         try:
@@ -76,6 +77,13 @@ def build_services(config: Config) -> Services:
     watchdog.start()
     return Services(config=config, storage=storage, runtime=runtime, manager=manager,
                     experiments=store, watchdog=watchdog, storage_problem=problem)
+
+
+def _launcher(config: Config) -> Launcher:
+    """The launcher ``config.launcher`` names (one per backend)."""
+    if config.launcher == SlurmLauncher.name:
+        return SlurmLauncher(config)
+    return LocalLauncher()
 
 
 def _storage_problem(storage: Storage) -> str | None:
