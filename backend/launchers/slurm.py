@@ -58,6 +58,8 @@ JOB_PREFIX = "simbackend-"
 _PRIVATE_ENV = ("AWS_", "SIMBACKEND_")
 # How long to wait for Slurm to end a job after the last scancel (its KillWait).
 _KILL_WAIT = 60.0
+# How long a starting backend waits for the orphan jobs it cancelled to be over.
+_ORPHAN_WAIT = 30.0
 # Seconds between two readiness checks of Slurm when no job is polled.
 _PROBE_INTERVAL = 5.0
 _STDERR_LINES = 20
@@ -226,6 +228,7 @@ class SlurmLauncher(Launcher):
         except SlurmError as exc:
             logger.error("could not look for orphan Slurm jobs: %s", exc)
             return
+        cancelled = []
         for row in rows.values():
             sim_id = job_dir_sim(row, runs_dir)
             if row.final or sim_id is None or not row.name.startswith(JOB_PREFIX):
@@ -236,8 +239,25 @@ class SlurmLauncher(Launcher):
             logger.warning("cancelling orphan: sim %s (slurm job %s)", sim_id, row.job_id)
             try:
                 self.commands.scancel(row.job_id)
+                cancelled.append(row.job_id)
             except SlurmError as exc:
                 logger.error("could not cancel orphan slurm job %s: %s", row.job_id, exc)
+        if cancelled:
+            self._wait_over(cancelled, _ORPHAN_WAIT)
+
+    def _wait_over(self, job_ids: list[str], timeout: float) -> None:
+        """Wait until Slurm says the jobs are over (their run dirs are then left alone)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                rows = self.commands.squeue(job_ids)
+            except SlurmError:
+                return
+            if all(row.final for row in rows.values()):
+                return
+            time.sleep(self.config.slurm_poll_interval)
+        logger.error("slurm jobs %s are not over %g s after scancel", ",".join(job_ids),
+                     timeout)
 
     def problem(self, runs_dir: Path) -> str | None:
         if shutil.which("sbatch") is None:
