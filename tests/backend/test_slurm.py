@@ -19,11 +19,24 @@ import psutil
 import pytest
 
 from tests.slurm_cluster import SlurmCluster, SlurmUnavailable, start_cluster
-from tests.support import Backend, example_files, loop_experiment, wait_until
+from tests.support import LOOP_SCRIPT, Backend, example_files, loop_experiment, wait_until
 
 pytestmark = pytest.mark.slow
 
 RUN_SECONDS = 60
+
+TOKEN_PEEK = '''
+import os
+print("token in the script's environment:", "SIMSERVER_TOKEN" in os.environ)
+'''
+
+STUBBORN = '''
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+sim.run_loop(1)
+while True:          # never back in run_loop, deaf to SIGTERM
+    time.sleep(0.1)
+'''
 
 MEMORY_HOG = '''
 import time
@@ -126,7 +139,7 @@ def test_a_python_run_completes_as_a_slurm_job_with_its_logs_uploaded(
 def test_the_token_stays_off_command_lines_and_the_job_script(
         slurm: SlurmCluster, slurm_backend: Callable[..., Backend], shared: Path) -> None:
     backend = slurm_backend()
-    backend.upload("loop", loop_experiment(sim_time=1e9))
+    backend.upload("loop", loop_experiment(sim_time=1e9, script=TOKEN_PEEK + LOOP_SCRIPT))
     sim_id = backend.create("loop", state="started")["id"]
     backend.wait_advancing(sim_id, timeout=RUN_SECONDS)
     job = job_id(shared, sim_id)
@@ -139,10 +152,11 @@ def test_the_token_stays_off_command_lines_and_the_job_script(
     assert token not in slurm.run("scontrol", "show", "job", job).stdout
     for proc in psutil.process_iter(["cmdline"]):
         assert token not in " ".join(proc.info["cmdline"] or [])
-    # The server dropped it from its environment: what the script starts cannot see it.
-    assert os.environ.get("SIMSERVER_TOKEN") is None
     assert backend.set_state(sim_id, "stopped").status_code == 200
     backend.wait_uploaded(sim_id, timeout=RUN_SECONDS)
+    # The server dropped it from its environment: the script cannot see it.
+    stdout = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text
+    assert "token in the script's environment: False" in stdout
 
 
 def test_a_nest_run_completes_with_its_threads_as_cpus(
@@ -182,6 +196,21 @@ def test_pause_resume_and_stop_through_slurm(
     assert record["state"] == "stopped" and record["error"] is None
     wait_job_over(slurm, job)
     assert job_fields(slurm, job)["JobState"] == "COMPLETED"  # it stopped itself, gracefully
+
+
+def test_a_stop_the_server_ignores_escalates_to_scancel(
+        slurm: SlurmCluster, slurm_backend: Callable[..., Backend], shared: Path) -> None:
+    backend = slurm_backend()  # --stop-grace 2
+    backend.upload("stubborn", loop_experiment(sim_time=1e9, script=STUBBORN))
+    sim_id = backend.create("stubborn", state="started")["id"]
+    backend.wait_server_state(sim_id, "started", timeout=RUN_SECONDS)
+    job = job_id(shared, sim_id)
+    assert backend.set_state(sim_id, "stopped").status_code == 200
+    record = backend.wait_uploaded(sim_id, timeout=RUN_SECONDS)
+    assert record["state"] == "stopped" and record["error"] is None
+    assert f"killing sim {sim_id} (slurm job {job}) with scancel" in backend.log()
+    wait_job_over(slurm, job)
+    assert job_fields(slurm, job)["JobState"] == "CANCELLED"
 
 
 def test_a_job_cancelled_from_outside_fails_with_slurms_reason(
