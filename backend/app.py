@@ -11,7 +11,8 @@ from flask_restful import Api
 from backend import errors, leftovers
 from backend.config import Config
 from backend.experiments import ExperimentStore, seed_examples
-from backend.launchers import LocalLauncher
+from backend.launchers import Launcher, LocalLauncher
+from backend.launchers.slurm import SlurmLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
 from backend.resources import experiments, files, queue, service, simulations
@@ -67,8 +68,8 @@ def build_services(config: Config) -> Services:
     if problem is None:
         leftovers.sweep(config.data_dir, storage, store)
     runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),
-                      launcher=LocalLauncher(), uploader=Uploader(storage, config.upload_retry,
-                                                        config.max_result_files),
+                      launcher=_launcher(config), uploader=Uploader(storage, config.upload_retry,
+                                                          config.max_result_files),
                       experiments=store)
     if config.examples_dir and problem is None:
         try:
@@ -84,6 +85,13 @@ def build_services(config: Config) -> Services:
     store.start_collector(max(1.0, config.experiment_version_grace / 4))
     return Services(config=config, storage=storage, runtime=runtime, manager=manager,
                     experiments=store, watchdog=watchdog, storage_problem=problem)
+
+
+def _launcher(config: Config) -> Launcher:
+    """The launcher ``config.launcher`` names (one per backend)."""
+    if config.launcher == SlurmLauncher.name:
+        return SlurmLauncher(config)
+    return LocalLauncher()
 
 
 def _storage_problem(storage: Storage) -> str | None:

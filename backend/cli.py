@@ -48,6 +48,16 @@ _HELP = {
     "experiment_version_grace": "seconds a replaced experiment version is kept for runs "
                                 "fetching it",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "launcher": "where simulation servers run: local or slurm",
+    "shared_dir": "folder of the run directories, shared with the compute nodes "
+                  "(default: the data dir)",
+    "slurm_partition": "sbatch --partition (default: Slurm's)",
+    "slurm_account": "sbatch --account (default: Slurm's)",
+    "slurm_options": "more sbatch options, shell-quoted, e.g. '--qos=short'",
+    "slurm_bind_host": "address the simulation server binds to on its node "
+                       "(default: the address of the node's hostname)",
+    "slurm_python": "python that runs -m simserver on the nodes (default: the backend's)",
+    "slurm_poll_interval": "seconds between two squeue calls for all jobs",
 }
 _TYPES = {"int": int, "float": float, "Path": Path}
 

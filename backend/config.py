@@ -8,6 +8,9 @@ from typing import Any
 
 from storage import CONNECT_TIMEOUT, READ_TIMEOUT, RETRIES
 
+#: Values of ``Config.launcher``.
+LAUNCHERS = ("local", "slurm")
+
 
 def default_data_dir() -> Path:
     """A per-user data folder (``$XDG_DATA_HOME/simbackend``)."""
@@ -82,9 +85,33 @@ class Config:
     #: just before the switch (runs fetching under a lease keep it as long as they need).
     experiment_version_grace: float = 300.0
     log_level: str = "INFO"
+    #: Where simulation servers run: ``local`` (children of the backend) or ``slurm``
+    #: (one batch job each; see README "Running on Slurm").
+    launcher: str = "local"
+    #: Folder holding the run directories, on a filesystem the backend and the compute
+    #: nodes share (default: the data dir). Run dirs are ``<shared_dir>/runs/<sim_id>``.
+    shared_dir: str = ""
+    #: ``sbatch --partition`` and ``--account`` (empty: Slurm's defaults).
+    slurm_partition: str = ""
+    slurm_account: str = ""
+    #: More ``sbatch`` options, as one shell-quoted string (``--qos=short --constraint=x``).
+    slurm_options: str = ""
+    #: Address the simulation server binds its control API to on its node; empty: the
+    #: address of the node's hostname.
+    slurm_bind_host: str = ""
+    #: Python that runs ``-m simserver`` on the nodes (empty: the backend's own, which
+    #: must then be at the same path there).
+    slurm_python: str = ""
+    #: Seconds between two ``squeue`` calls (one for all of the backend's jobs).
+    slurm_poll_interval: float = 1.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
+        if self.launcher not in LAUNCHERS:
+            raise ValueError(f"SIMBACKEND_LAUNCHER must be one of {', '.join(LAUNCHERS)}, "
+                             f"not {self.launcher!r}")
+        if self.slurm_poll_interval <= 0:
+            raise ValueError("SIMBACKEND_SLURM_POLL_INTERVAL must be positive")
         if not self.storage:
             self.storage = (self.data_dir / "storage").as_uri()
         if self.storage_connect_timeout <= 0 or self.storage_read_timeout <= 0:
@@ -118,7 +145,8 @@ class Config:
 
     @property
     def runs_dir(self) -> Path:
-        return self.data_dir / "runs"
+        base = Path(self.shared_dir).expanduser().resolve() if self.shared_dir else self.data_dir
+        return base / "runs"
 
     @property
     def registry_path(self) -> Path:

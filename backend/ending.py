@@ -26,8 +26,14 @@ class Ending:
 
 
 def classify(reported: SimState | None, reported_error: dict[str, Any] | None,
-             exit: Exit | None, *, had_process: bool = True, stderr_tail: str = "") -> Ending:
+             exit: Exit | None, *, had_process: bool = True, stderr_tail: str = "",
+             stop_requested: bool = True) -> Ending:
     """Decide how a simulation ended.
+
+    A server that reports ``stopped`` nobody asked for was ended by a signal from
+    outside (an admin's ``scancel``, a batch system's time limit): the verdict waits
+    for its exit, and the launcher's word on it (``Exit.error_type``) makes it a
+    failure; without one it stays a stop.
 
     Args:
         reported: the state the server reported last (event or ``status.json``).
@@ -35,11 +41,18 @@ def classify(reported: SimState | None, reported_error: dict[str, Any] | None,
         exit: how its process ended; None while it is still alive.
         had_process: False when a restarted backend found no process to adopt.
         stderr_tail: the last lines of ``stderr.log``, for a crash's error.
+        stop_requested: the backend asked the server to stop (or failed it).
     """
     trigger = _TRIGGERS.get(reported) if reported is not None else None
     if trigger == "fail":
         return Ending("fail", reported_error or {
             "type": "failed", "message": "the simulation server failed without saying why"})
+    if trigger == "stop" and not stop_requested:
+        if exit is None:
+            return Ending(None)
+        if exit.error_type:
+            return Ending("fail", crash_error(exit, had_process=had_process,
+                                              stderr_tail=stderr_tail))
     if trigger is not None:
         return Ending(trigger)
     if exit is None:

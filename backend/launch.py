@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from backend.exceptions import ExperimentNotFound
-from backend.launchers import LaunchSpec
+from backend.launchers import LaunchSpec, ServerHandle
 from backend.limits import Limits, resolve
 from lifecycle.errors import InvalidExperiment
 from lifecycle.experiment import read_experiment
@@ -68,9 +68,10 @@ class Launch(threading.Thread):
             LaunchSpec(self.sup.sim_id, self.run_dir, token, limits.to_dict()),
             on_exit=self.sup.exit_callback)
         self.sup.mailbox.post(self.sup.spawned, handle, limits)
-        info = self._wait_listening(handle, token, deadline)
-        if info is None:
+        listening = self._wait_listening(handle, token, deadline)
+        if listening is None:
             return
+        info, deadline = listening
         self.sup.mailbox.post(self.sup.listening, info)
         while not self.sup.ready.wait(0.05):
             if self._stopped() or handle.exited.is_set():
@@ -115,19 +116,25 @@ class Launch(threading.Thread):
         run = RunConfig(sim_id=self.sup.sim_id, experiment=record["experiment"],
                         main_script=record["main_script"], params=record["params"],
                         timeout=timeout, limits=limits.to_dict(),
-                        token_sha256=token_digest(token))
+                        host=self.rt.launcher.bind_host, token_sha256=token_digest(token))
         write_json_atomic(self.run_dir / RUN_CONFIG_FILE, run.to_dict())
         return limits
 
-    def _wait_listening(self, handle: Any, token: str, deadline: float) -> ServerInfo | None:
-        """Poll for the server's address; None if it died, a stop came, or time ran out."""
+    def _wait_listening(self, handle: ServerHandle, token: str,
+                        deadline: float) -> tuple[ServerInfo, float] | None:
+        """Poll for the server's address; None if it died, a stop came, or time ran out.
+
+        Time spent in a batch queue does not count: the start timeout runs from when
+        the server leaves it, so the deadline moves; it is returned with the address."""
         while True:
             info = self.rt.launcher.server_info(self.run_dir)
             if info is not None and info.token == token:
-                return info
+                return info, deadline
             if handle.exited.wait(_POLL) or self._stopped():
                 return None
-            if time.monotonic() > deadline:
+            if handle.queued():
+                deadline = time.monotonic() + self.limits.start_timeout
+            elif time.monotonic() > deadline:
                 self._start_timed_out()
                 return None
 

@@ -78,7 +78,10 @@ SCHEMAS: dict[str, Any] = {
         steps=_nullable({"type": "integer"}), timestep=_nullable({"type": "number"}),
         timeout=_nullable({"type": "object"}),
         resources=_obj(["cpu_percent", "rss_bytes"], cpu_percent={"type": "number"},
-                       rss_bytes={"type": "integer"})),
+                       rss_bytes={"type": "integer"}),
+        launcher=_obj(["name"], name={"type": "string"},
+                      job_id=_nullable({"type": "string"}), state=_nullable({"type": "string"}),
+                      reason=_nullable({"type": "string"}), node=_nullable({"type": "string"}))),
     "NewSimulation": {
         "type": "object", "required": ["experiment"], "additionalProperties": False,
         "properties": {

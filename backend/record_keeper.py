@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from backend.ending import exit_code
 from backend.exceptions import SimulationBusy
-from backend.launchers import Exit
+from backend.launchers import Exit, file_tail
 from backend.registry import SimulationRecord, utc_now
 from backend.services import Runtime
 from backend.status import STATUS_KEYS
@@ -79,7 +79,8 @@ class RecordKeeper:
         self.record.status = {**self.record.status,
                               **{k: status[k] for k in STATUS_KEYS if k in status}}
         reported = SimState(status["state"]) if status.get("state") else None
-        return reported, status.get("error"), _tail(self.run_dir / LOGS_DIR / STDERR_LOG)
+        tail = file_tail(self.run_dir / LOGS_DIR / STDERR_LOG, _STDERR_TAIL_LINES)
+        return reported, status.get("error"), tail
 
     # -- after the end -------------------------------------------------------------
 
@@ -137,14 +138,3 @@ class RecordKeeper:
         remove_tree(self.run_dir)
         self.rt.registry.delete(sim_id)
         self.deleted = True
-
-
-def _tail(path: Path, lines: int = _STDERR_TAIL_LINES) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    return "\n".join(text.rstrip("\n").splitlines()[-lines:])

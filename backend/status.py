@@ -29,6 +29,9 @@ def live_status(snapshot: dict[str, Any], client: ControlClient | None,
             state = live.get("state", state)
         except ControlError:
             pass
+    details = server.details() if server is not None else {}
+    if details:
+        status["launcher"] = details
     return {"state": snapshot["state"], "server_state": state, **status}
 
 

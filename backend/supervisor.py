@@ -179,7 +179,8 @@ class SimulationSupervisor:
             return
         state = SimState(event["state"])
         self.link.at(state, event["seq"])
-        ending = classify(state, event.get("error"), None)
+        ending = classify(state, event.get("error"), None,
+                          stop_requested=self.stop_requested.is_set())
         if ending.trigger is None:
             self._converge()
             return
@@ -219,7 +220,7 @@ class SimulationSupervisor:
         reported, error, tail = self.keeper.exited(exit)
         self.link.state = reported or self.link.state
         ending = classify(reported, error, exit, had_process=self.server is not None,
-                          stderr_tail=tail)
+                          stderr_tail=tail, stop_requested=self.stop_requested.is_set())
         if ending.trigger is not None:
             self._system(ending.trigger, error=ending.error)
         if self.server is not None:

@@ -31,6 +31,10 @@ STDERR_LOG = "stderr.log"
 #: (never the command line: that is world-readable in ``ps``).
 TOKEN_ENV = "SIMSERVER_TOKEN"
 
+#: ``RunConfig.host`` asking the simulation server to bind its control API to the
+#: address of its node's hostname (a server launched on another host, e.g. by Slurm).
+NODE_HOST = "@node"
+
 #: Commands the control API takes (``POST /command``) and the state each leads to.
 COMMAND_TARGETS: dict[str, SimState] = {
     "start": SimState.STARTED, "resume": SimState.STARTED,
@@ -67,6 +71,7 @@ class RunConfig:
     params: dict[str, Any] = field(default_factory=dict)
     timeout: dict[str, float] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
+    #: Address the control API binds to; ``NODE_HOST``: the node's own address.
     host: str = "127.0.0.1"
     #: ``token_digest`` of the launch's control token: a simulation server whose
     #: token does not match belongs to another launch of this run dir and must leave.

@@ -10,6 +10,7 @@ import hmac
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -25,9 +26,9 @@ from lifecycle import (
 from lifecycle.errors import InvalidExperiment
 from lifecycle.experiment import optional_positive, read_experiment
 from lifecycle.messages import (
-    COMMAND_TARGETS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR,
-    RUN_CONFIG_FILE, SERVER_FILE, SIMULATION_LOG, STATUS_FILE, RunConfig, ServerInfo, read_json,
-    token_digest,
+    COMMAND_TARGETS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXPERIMENT_DIR, LOGS_DIR, NODE_HOST,
+    RESULTS_DIR, RUN_CONFIG_FILE, SERVER_FILE, SIMULATION_LOG, STATUS_FILE, RunConfig, ServerInfo,
+    read_json, token_digest,
 )
 from simserver import script
 from simserver.control import ControlServer
@@ -131,10 +132,11 @@ class SimulationServer:
 
     def run(self) -> int:
         """Serve, initialize, wait for start, run the script; return the exit code."""
-        control = ControlServer(self.config.host, self.token, self)
+        host = bind_address(self.config.host)
+        control = ControlServer(host, self.token, self)
         control.serve_in_thread()
         info = ServerInfo(pid=os.getpid(), create_time=psutil.Process().create_time(),
-                          host=self.config.host, port=control.port, token=self.token)
+                          host=host, port=control.port, token=self.token)
         write_json_atomic(self.run_dir / SERVER_FILE, info.to_dict(), mode=0o600)
         logger.info("listening: %s", info.url)
         try:
@@ -268,6 +270,18 @@ def _drive_session(session: NestSession, state: SimState) -> None:
         session.pause()
     elif state in TERMINAL_STATES:
         session.stop()
+
+
+def bind_address(host: str) -> str:
+    """The address to serve the control API on: ``host``, or for ``NODE_HOST`` the
+    address of this node's hostname (what the backend on another host can reach).
+
+    Raises:
+        OSError: the hostname does not resolve.
+    """
+    if host != NODE_HOST:
+        return host
+    return socket.gethostbyname(socket.gethostname())
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

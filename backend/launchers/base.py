@@ -10,13 +10,47 @@ pool of warm processes, or submit it to a batch system.
 from __future__ import annotations
 
 import abc
+import os
 import signal
+import sys
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from lifecycle.messages import SERVER_FILE, ServerInfo, read_json
+import lifecycle
+from lifecycle.messages import SERVER_FILE, TOKEN_ENV, ServerInfo, read_json
+
+# simserver sits beside lifecycle in the distribution; the server must find both.
+_CODE_ROOT = str(Path(lifecycle.__file__).resolve().parent.parent)
+
+
+def server_command(run_dir: Path, python: str = "") -> list[str]:
+    """The command line of a simulation server (it carries no secret)."""
+    return [python or sys.executable, "-m", "simserver", "--run-dir", str(run_dir)]
+
+
+def server_environment(token: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``environ`` (default: the backend's) with the control token, and the code on
+    ``PYTHONPATH``."""
+    env = dict(os.environ if environ is None else environ)
+    env[TOKEN_ENV] = token
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_CODE_ROOT, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def file_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a (log) file, "" if it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
 
 
 @dataclass(frozen=True)
@@ -97,12 +131,25 @@ class ServerHandle(abc.ABC):
     def resources(self) -> dict[str, float]:
         """``cpu_percent`` (since the last call) and ``rss_bytes`` of all it runs."""
 
+    def details(self) -> dict[str, Any]:
+        """What the launcher knows of it, for ``GET .../status`` (``launcher``); {} for
+        nothing worth saying."""
+        return {}
+
+    def queued(self) -> bool:
+        """True while it waits for resources (a batch queue) and has not started: the
+        start timeout counts from when it leaves the queue."""
+        return False
+
 
 class Launcher(abc.ABC):
     """Starts simulation servers and ends them, escalating when they do not obey."""
 
     #: The name ``--launcher`` selects it by.
     name = ""
+    #: ``RunConfig.host``: where the server binds its control API (loopback for a
+    #: server on this host; ``NODE_HOST`` for its node's address).
+    bind_host = "127.0.0.1"
 
     @abc.abstractmethod
     def spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> ServerHandle:

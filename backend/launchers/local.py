@@ -17,14 +17,12 @@ from pathlib import Path
 
 import psutil
 
-import lifecycle
-from backend.launchers.base import Exit, ExitCallback, Launcher, LaunchSpec, ServerHandle
-from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG, TOKEN_ENV
+from backend.launchers.base import (
+    Exit, ExitCallback, Launcher, LaunchSpec, ServerHandle, server_command, server_environment,
+)
+from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG
 
 logger = logging.getLogger(__name__)
-
-# simserver sits beside lifecycle in the distribution; the child must find both.
-_CODE_ROOT = str(Path(lifecycle.__file__).resolve().parent.parent)
 # How long a SIGKILLed process tree gets to disappear before we stop waiting.
 _KILL_WAIT = 5.0
 
@@ -116,14 +114,10 @@ class LocalLauncher(Launcher):
         self.ops = ops or ProcessOps()
 
     def spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> LocalServer:
-        env = dict(os.environ)
-        env[TOKEN_ENV] = spec.token
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_CODE_ROOT, env.get("PYTHONPATH", "")) if p)
         logs = spec.run_dir / LOGS_DIR
         popen = self.ops.spawn(
-            [sys.executable, "-m", "simserver", "--run-dir", str(spec.run_dir)],
-            cwd=spec.run_dir / EXPERIMENT_DIR, env=env,
+            server_command(spec.run_dir),
+            cwd=spec.run_dir / EXPERIMENT_DIR, env=server_environment(spec.token),
             stdout=logs / STDOUT_LOG, stderr=logs / STDERR_LOG)
         logger.info("spawned: sim %s (pid %d)", spec.sim_id, popen.pid)
         return LocalServer(spec.sim_id, psutil.Process(popen.pid), popen, on_exit)

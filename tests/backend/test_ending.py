@@ -68,3 +68,26 @@ def test_a_launchers_reason_is_the_message() -> None:
 ])
 def test_exit_code(exit: Exit, reported, code) -> None:
     assert exit_code(exit, reported) == code
+
+
+CANCELLED = Exit(0, None, "Slurm cancelled job 7 (scancel by its owner or an admin)",
+                 "slurm_cancelled")
+
+
+@pytest.mark.parametrize("exit, trigger, error_type", [
+    (None, None, None),                           # wait for the exit and the launcher's word
+    (Exit(0, None), "stop", None),                # a plain SIGTERM: a stop, as before
+    (CANCELLED, "fail", "slurm_cancelled"),       # ended from outside: a failure, and why
+])
+def test_a_stop_nobody_asked_for_waits_for_the_launchers_verdict(exit, trigger,
+                                                                  error_type) -> None:
+    ending = classify(SimState.STOPPED, None, exit, stop_requested=False)
+    assert ending.trigger == trigger
+    assert (ending.error or {}).get("type") == error_type
+    if error_type:
+        assert "scancel by its owner or an admin" in ending.error["message"]
+
+
+def test_a_stop_the_backend_asked_for_stays_a_stop_whatever_the_launcher_says() -> None:
+    assert classify(SimState.STOPPED, None, CANCELLED, stop_requested=True).trigger == "stop"
+    assert classify(SimState.STOPPED, None, None, stop_requested=True).trigger == "stop"
