@@ -12,6 +12,8 @@ from backend import errors
 from backend.config import Config
 from backend.experiments import ExperimentStore, seed_examples
 from backend.launchers import LocalLauncher
+from backend.launchers.boundary import open_boundary
+from backend.launchers.environment import extra_names
 from backend.manager import SimulationManager
 from backend.registry import Registry
 from backend.resources import experiments, files, service, simulations
@@ -60,8 +62,12 @@ def build_services(config: Config) -> Services:
     storage = open_storage(config.storage, connect_timeout=config.storage_connect_timeout,
                            read_timeout=config.storage_read_timeout, retries=config.storage_retries)
     problem = _storage_problem(storage)
+    launcher = LocalLauncher(boundary=open_boundary(config.run_boundary, config.runs_dir),
+                             script_env=extra_names(config.script_env))
     runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),
-                      launcher=LocalLauncher(), uploader=Uploader(storage, config.upload_retry))
+                      launcher=launcher,
+                      uploader=Uploader(storage, config.upload_retry, config.max_log_bytes,
+                                        config.max_results_bytes))
     store = ExperimentStore(storage, config.data_dir / "tmp", config.max_archive_bytes)
     if config.examples_dir and problem is None:
         try:

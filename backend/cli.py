@@ -37,6 +37,12 @@ _HELP = {
     "storage_retries": "retries of a failed S3 request",
     "max_archive_bytes": "largest experiment archive accepted",
     "max_wait": "longest POST /v1/simulations?wait= in seconds",
+    "run_boundary": "what holds all processes of a run: auto, cgroup (v2) or marker "
+                    "(an environment variable)",
+    "script_env": "more environment variables simulation servers may see, comma-separated "
+                  "('*' ends a prefix)",
+    "max_log_bytes": "largest size of each log file of a run; the head is cut (0: no cap)",
+    "max_results_bytes": "largest results folder of a run; over it the run fails (0: no cap)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 _TYPES = {"int": int, "float": float, "Path": Path}
@@ -76,7 +82,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials in ..."
     try:
         app = create_app(config)
-    except StorageError as exc:  # an unusable storage URL: nothing to serve
+    except (StorageError, ValueError) as exc:  # unusable storage URL, run boundary
         print(f"simbackend: {exc}", file=sys.stderr)
         return 2
     problem = app.extensions["simbackend"].storage_problem

@@ -140,6 +140,10 @@ class Launcher(abc.ABC):
     def clean_orphans(self, runs_dir: Path, owned: dict[str, ServerHandle]) -> None:
         """Kill servers of run dirs under ``runs_dir`` that no handle in ``owned`` is."""
 
+    def facts(self) -> dict[str, Any]:
+        """What ``GET /`` tells of the launcher: its name, how it holds runs."""
+        return {"name": self.name}
+
     def problem(self, runs_dir: Path) -> str | None:
         """Why no server could be launched now (readiness), or None."""
         return None

@@ -30,7 +30,8 @@ class Root(Resource):
                 "kernels": {"nest": package_version("nest-simulator"),
                             "neuron": package_version("neuron"),
                             "python": platform.python_version()},
-                "storage": self.services.storage.describe()}
+                "storage": self.services.storage.describe(),
+                "launcher": self.services.runtime.launcher.facts()}
 
 
 class OpenAPI(Resource):

@@ -1,0 +1,102 @@
+"""Disk limits of a run: its log files are cut to a cap, its results folder measured.
+
+The server's ``stdout.log``/``stderr.log`` are plain files the launcher opened with
+``O_APPEND``: the server, the script and anything the script starts write to the
+same descriptors, and whatever was written is on disk even if the server is killed
+with SIGKILL. So the cap is kept from outside, on the file, by the watchdog while
+the run lives (a few times a second) and by the uploader once it has ended (when no
+writer is left, exactly): over the cap, the head is cut, the tail kept from the
+start of a line, behind a marker that counts every byte cut so far.
+"""
+from __future__ import annotations
+
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+from backend.limits import MIB
+
+_MARKER = "[simbackend: {cut} bytes cut from the head of this log, over its cap of {cap}]\n"
+_MARKER_RE = re.compile(rb"\[simbackend: (\d+) bytes cut from the head of this log[^\n]*\n")
+# Room left for the marker when the tail is sized to fit the cap.
+_MARKER_ROOM = 128
+
+
+def cap_log(path: Path, cap: int, keep: int | None = None) -> int:
+    """Cut the head of ``path`` if it is over ``cap`` bytes; return the bytes cut now.
+
+    ``keep``: the tail kept (default: as much as fits in ``cap`` with the marker).
+    Writers may go on appending meanwhile: the tail is read up to the end until the
+    size holds still, and the file rewritten in one write right after truncating it;
+    only what lands in that instant can be lost (none once the run has ended).
+    """
+    if cap <= 0:
+        return 0
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    except OSError:
+        return 0
+    with os.fdopen(fd, "r+b") as f:
+        size = os.fstat(fd).st_size
+        if size <= cap:
+            return 0
+        earlier = _cut_before(f.read(256))
+        start = size - max(0, min(keep or cap, cap) - _MARKER_ROOM)
+        f.seek(start)
+        tail = f.read()
+        while (now := os.fstat(fd).st_size) > start + len(tail):  # appended meanwhile
+            tail += f.read(now - start - len(tail))
+        newline = tail.find(b"\n")
+        if 0 <= newline < len(tail) - 1:
+            start, tail = start + newline + 1, tail[newline + 1:]
+        cut = start - (_marker_length(earlier, cap) if earlier is not None else 0)
+        total = (earlier or 0) + cut
+        f.truncate(0)
+        f.write(_MARKER.format(cut=total, cap=cap).encode() + tail)
+    return cut
+
+
+def cap_logs(folder: Path, cap: int, keep: int | None = None) -> int:
+    """:func:`cap_log` every file of ``folder``; the bytes cut now."""
+    if cap <= 0:
+        return 0
+    try:
+        paths = [p for p in folder.iterdir() if p.is_file() and not p.is_symlink()]
+    except OSError:
+        return 0
+    return sum(cap_log(path, cap, keep) for path in paths)
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes in the regular files below ``folder`` (symlinks not followed)."""
+    total = 0
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total
+
+
+def results_breach(size: int, cap: int) -> dict[str, Any] | None:
+    """The ``results_limit`` error of a results folder of ``size`` bytes, or None."""
+    if cap <= 0 or size <= cap:
+        return None
+    return {"type": "results_limit", "results_bytes": size, "limit_bytes": cap,
+            "message": f"the script wrote {size / MIB:.1f} MiB of results, over the limit "
+                       f"of {cap / MIB:.1f} MiB (--max-results-bytes)"}
+
+
+def _cut_before(head: bytes) -> int | None:
+    """Bytes an earlier cut removed, from the marker at the head; None if none."""
+    match = _MARKER_RE.match(head)
+    return int(match.group(1)) if match else None
+
+
+def _marker_length(cut: int, cap: int) -> int:
+    return len(_MARKER.format(cut=cut, cap=cap).encode())
