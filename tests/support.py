@@ -379,3 +379,13 @@ def loop_experiment(sim_time: float = 100.0, script: str = LOOP_SCRIPT,
               **extra}
     return {"experiment.json": json.dumps(config), "counter.py": COUNTER_ENGINE,
             "main.py": script}
+
+
+def assert_health_fast(backend: Backend, within: float = 0.1, times: int = 3) -> None:
+    """``GET /health`` answers 200 within ``within`` s, ``times`` times in a row."""
+    for _ in range(times):
+        began = time.monotonic()
+        response = backend.get("/health", timeout=5)
+        took = time.monotonic() - began
+        assert response.status_code == 200, response.text
+        assert took < within, f"/health took {took * 1000:.0f} ms"
