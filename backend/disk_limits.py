@@ -22,40 +22,66 @@ _MARKER = "[simbackend: {cut} bytes cut from the head of this log, over its cap 
 _MARKER_RE = re.compile(rb"\[simbackend: (\d+) bytes cut from the head of this log[^\n]*\n")
 # Room left for the marker when the tail is sized to fit the cap.
 _MARKER_ROOM = 128
+# Rounds of moving up what writers appended during a cut; a writer that outruns them
+# all loses what it wrote in the last one.
+_CATCH_UP = 16
 
 
 def cap_log(path: Path, cap: int, keep: int | None = None) -> int:
     """Cut the head of ``path`` if it is over ``cap`` bytes; return the bytes cut now.
 
     ``keep``: the tail kept (default: as much as fits in ``cap`` with the marker).
-    Writers may go on appending meanwhile: the tail is read up to the end until the
-    size holds still, and the file rewritten in one write right after truncating it;
-    only what lands in that instant can be lost (none once the run has ended).
+    Writers may go on appending (``O_APPEND``) meanwhile: the marker and the tail are
+    written over the head in place, what was appended since is moved up behind them
+    until the size holds still, and only then is the file truncated to its new end.
+    So the marker stays first and the order holds; only what lands between the last
+    look at the size and the truncation (microseconds) can be lost, none once the run
+    has ended.
     """
     if cap <= 0:
         return 0
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        fd = os.open(path, os.O_RDWR)  # not O_APPEND: pwrite must write where it is told
     except OSError:
         return 0
-    with os.fdopen(fd, "r+b") as f:
+    try:
         size = os.fstat(fd).st_size
         if size <= cap:
             return 0
-        earlier = _cut_before(f.read(256))
+        earlier = _cut_before(os.pread(fd, 256, 0))
         start = size - max(0, min(keep or cap, cap) - _MARKER_ROOM)
-        f.seek(start)
-        tail = f.read()
-        while (now := os.fstat(fd).st_size) > start + len(tail):  # appended meanwhile
-            tail += f.read(now - start - len(tail))
+        tail = _read_from(fd, start, size)
         newline = tail.find(b"\n")
         if 0 <= newline < len(tail) - 1:
             start, tail = start + newline + 1, tail[newline + 1:]
         cut = start - (_marker_length(earlier, cap) if earlier is not None else 0)
-        total = (earlier or 0) + cut
-        f.truncate(0)
-        f.write(_MARKER.format(cut=total, cap=cap).encode() + tail)
+        head = _MARKER.format(cut=(earlier or 0) + cut, cap=cap).encode() + tail
+        end, read = _write_at(fd, head, 0), size
+        for _ in range(_CATCH_UP):  # appended meanwhile: move it up behind
+            now = os.fstat(fd).st_size
+            if now <= read:
+                break
+            end += _write_at(fd, _read_from(fd, read, now), end)
+            read = now
+        os.ftruncate(fd, end)
+    finally:
+        os.close(fd)
     return cut
+
+
+def _read_from(fd: int, start: int, end: int) -> bytes:
+    parts, offset = [], start
+    while offset < end and (part := os.pread(fd, end - offset, offset)):
+        parts.append(part)
+        offset += len(part)
+    return b"".join(parts)
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> int:
+    view, done = memoryview(data), 0
+    while done < len(data):
+        done += os.pwrite(fd, view[done:], offset + done)
+    return done
 
 
 def cap_logs(folder: Path, cap: int, keep: int | None = None) -> int:

@@ -331,6 +331,18 @@ class Backend:
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()
             except (psutil.Error, ProcessLookupError, PermissionError):
                 continue
+        self._remove_run_cgroups()
+
+    def _remove_run_cgroups(self) -> None:
+        """The run cgroups the backend left (it was stopped with its runs alive)."""
+        from backend.launchers.boundary import CgroupBoundary, cgroup_root, runs_key
+
+        key = runs_key((self.data_dir / "runs").resolve())
+        root = cgroup_root(key)
+        if root is not None and root.is_dir():
+            boundary = CgroupBoundary(key, root)
+            for sim_id in boundary.runs():
+                boundary.kill(sim_id)
 
 
 # -- experiments used across the tests -----------------------------------------

@@ -217,16 +217,21 @@ def open_boundary(mode: str, runs_dir: Path) -> Boundary:
     return boundary
 
 
+def cgroup_root(key: str) -> Path | None:
+    """Where the run cgroups of the backend whose runs folder has ``key`` go, made or
+    not; None without a cgroup v2 hierarchy."""
+    mount, own = _cgroup2_mount(), _own_cgroup()
+    if mount is None or own is None:
+        return None
+    return mount / own.lstrip("/") / f"simbackend-{key}"
+
+
 def _cgroup_root(key: str) -> tuple[Path | None, str]:
     """Where this backend's run cgroups go, proven by moving a process into one; or
     None and why not."""
-    mount = _cgroup2_mount()
-    if mount is None:
-        return None, "no cgroup v2 hierarchy is mounted"
-    own = _own_cgroup()
-    if own is None:
-        return None, "this process is in no cgroup v2"
-    root = mount / own.lstrip("/") / f"simbackend-{key}"
+    root = cgroup_root(key)
+    if root is None:
+        return None, "no cgroup v2 hierarchy is mounted, or this process is in none"
     probe = root / f"probe-{os.getpid()}"
     try:
         probe.mkdir(parents=True, exist_ok=True)

@@ -158,3 +158,12 @@ def test_a_script_sees_only_the_allowed_environment(make_backend: Callable[..., 
     assert env["LAB_SETTING"] == "on" and env["PATH"] == os.environ["PATH"]
     assert env["SIMBACKEND_RUN"].startswith(f"{sim_id}:")
     backend.wait_uploaded(sim_id)  # wound up: its boundary is gone too
+
+
+def test_an_unknown_run_boundary_or_a_negative_cap_is_refused(tmp_path: Path) -> None:
+    from backend.config import Config
+
+    with pytest.raises(ValueError, match="SIMBACKEND_RUN_BOUNDARY='jail' is not one of auto"):
+        Config(data_dir=tmp_path, run_boundary="jail")
+    with pytest.raises(ValueError, match="SIMBACKEND_MAX_LOG_BYTES"):
+        Config(data_dir=tmp_path, max_log_bytes=-1)
