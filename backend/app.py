@@ -12,6 +12,8 @@ from backend import errors, leftovers
 from backend.config import Config
 from backend.experiments import ExperimentStore, seed_examples
 from backend.launchers import Launcher, LocalLauncher
+from backend.launchers.boundary import open_boundary
+from backend.launchers.environment import extra_names
 from backend.launchers.slurm import SlurmLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
@@ -68,8 +70,9 @@ def build_services(config: Config) -> Services:
     if problem is None:
         leftovers.sweep(config.data_dir, storage, store)
     runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),
-                      launcher=_launcher(config), uploader=Uploader(storage, config.upload_retry,
-                                                          config.max_result_files),
+                      launcher=_launcher(config),
+                      uploader=Uploader(storage, config.upload_retry, config.max_result_files,
+                                        config.max_log_bytes, config.max_results_bytes),
                       experiments=store)
     if config.examples_dir and problem is None:
         try:
@@ -91,7 +94,8 @@ def _launcher(config: Config) -> Launcher:
     """The launcher ``config.launcher`` names (one per backend)."""
     if config.launcher == SlurmLauncher.name:
         return SlurmLauncher(config)
-    return LocalLauncher()
+    return LocalLauncher(boundary=open_boundary(config.run_boundary, config.runs_dir),
+                         script_env=extra_names(config.script_env))
 
 
 def _storage_problem(storage: Storage) -> str | None:

@@ -47,6 +47,12 @@ _HELP = {
     "max_wait": "longest POST /v1/simulations?wait= in seconds",
     "experiment_version_grace": "seconds a replaced experiment version is kept for runs "
                                 "fetching it",
+    "run_boundary": "what holds all processes of a run: auto, cgroup (v2) or marker "
+                    "(an environment variable)",
+    "script_env": "more environment variables simulation servers may see, comma-separated "
+                  "('*' ends a prefix)",
+    "max_log_bytes": "largest size of each log file of a run; the head is cut (0: no cap)",
+    "max_results_bytes": "largest results folder of a run; over it the run fails (0: no cap)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "launcher": "where simulation servers run: local or slurm",
     "shared_dir": "folder of the run directories, shared with the compute nodes "
@@ -97,7 +103,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "found credentials in ..."
     try:
         app = create_app(config)
-    except StorageError as exc:  # an unusable storage URL: nothing to serve
+    except (StorageError, ValueError) as exc:  # unusable storage URL, run boundary
         print(f"simbackend: {exc}", file=sys.stderr)
         return 2
     problem = app.extensions["simbackend"].storage_problem

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from backend.launchers.boundary import MODES
 from storage import CONNECT_TIMEOUT, READ_TIMEOUT, RETRIES
 
 #: Values of ``Config.launcher``.
@@ -84,6 +85,20 @@ class Config:
     #: Seconds a replaced experiment version stays in storage for runs that resolved it
     #: just before the switch (runs fetching under a lease keep it as long as they need).
     experiment_version_grace: float = 300.0
+    #: What holds every process of a run, so none outlives a stop or hides from the
+    #: memory watchdog: ``cgroup`` (a cgroup v2 per run), ``marker`` (the
+    #: ``SIMBACKEND_RUN`` variable in each process's environment), ``auto`` (a
+    #: cgroup where this machine allows one, else the marker).
+    run_boundary: str = "auto"
+    #: More names of the backend's environment a simulation server may see, comma-
+    #: separated (``*`` ends a prefix); the rest stays out (credentials).
+    script_env: str = ""
+    #: Largest size of each log file of a run, in bytes (0: no cap); past it the
+    #: head is cut, a marker says how much, the tail is kept.
+    max_log_bytes: int = 64 * 1024 * 1024
+    #: Largest results folder of a run, in bytes (0: no cap); past it the run fails
+    #: with ``results_limit`` and no more than this is uploaded.
+    max_results_bytes: int = 1024 * 1024 * 1024
     log_level: str = "INFO"
     #: Where simulation servers run: ``local`` (children of the backend) or ``slurm``
     #: (one batch job each; see README "Running on Slurm").
@@ -126,6 +141,12 @@ class Config:
                              "max_running_per_owner must not be negative")
         if self.storage_retries < 0:
             raise ValueError("SIMBACKEND_STORAGE_RETRIES must not be negative")
+        if self.run_boundary not in MODES:
+            raise ValueError(f"SIMBACKEND_RUN_BOUNDARY={self.run_boundary!r} is not one of "
+                             f"{', '.join(MODES)}")
+        if self.max_log_bytes < 0 or self.max_results_bytes < 0:
+            raise ValueError("SIMBACKEND_MAX_LOG_BYTES and SIMBACKEND_MAX_RESULTS_BYTES "
+                             "must not be negative")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:

@@ -138,7 +138,9 @@ def _service_paths() -> dict[str, Any]:
             ["name", "version", "api", "kernels"], name={"type": "string"},
             version={"type": "string"}, api={"type": "string"}, storage={"type": "string"},
             kernels=_obj(["nest", "python"], nest=_nullable({"type": "string"}),
-                         python={"type": "string"})))})},
+                         python={"type": "string"}),
+            launcher=_obj(["name"], name={"type": "string"},
+                          boundary={"type": "string", "enum": ["cgroup", "marker"]})))})},
         "/health": {"get": _op("Liveness", {"200": _json(_obj(["status"],
                                                               status={"type": "string"}))})},
         "/ready": {"get": _op("Readiness: storage reachable, can spawn", {

@@ -4,23 +4,33 @@ The uploader only moves files: the supervisor that asked marks the record upload
 and removes the run directory (see :class:`UploadJob`), so a run directory goes only
 after a verified upload. A failed upload is retried in the background with doubling
 delays, for as long as it takes; nothing is lost while storage is down.
+
+What goes up is capped: each log file to ``max_log_bytes`` (its head cut, see
+:mod:`backend.disk_limits`), the results to ``max_results_bytes`` — files in path
+order while they fit, the rest left out and named in the stored ``record.json``'s
+``results_left_out``.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from backend.disk_limits import cap_logs, folder_size
 from lifecycle.messages import LOGS_DIR, RESULTS_DIR
 from storage import Storage, StorageError
+from storage.tree import remove_tree, scan
 
 logger = logging.getLogger(__name__)
 
 _MAX_DELAY = 300.0
+_CAPPED_RESULTS = ".results-capped"  # in the run dir: hard links to what is uploaded
+_LEFT_OUT_NAMES = 100
 
 
 def simulation_prefix(sim_id: str) -> str:
@@ -41,10 +51,13 @@ class UploadJob:
 class Uploader:
     """Uploads finished simulations; keeps retrying the ones that failed."""
 
-    def __init__(self, storage: Storage, retry_delay: float, max_files: int = 10_000) -> None:
+    def __init__(self, storage: Storage, retry_delay: float, max_files: int = 10_000,
+                 max_log_bytes: int = 0, max_results_bytes: int = 0) -> None:
         self.storage = storage
         self.max_files = max_files
         self.retry_delay = retry_delay
+        self.max_log_bytes = max_log_bytes
+        self.max_results_bytes = max_results_bytes
         self._pending: dict[str, tuple[UploadJob, float, float]] = {}
         self._active: set[str] = set()  # uploading right now
         self._cond = threading.Condition()
@@ -80,12 +93,23 @@ class Uploader:
 
     def _transfer(self, job: UploadJob) -> None:
         prefix = simulation_prefix(job.sim_id)
-        count = 0
-        for sub in (LOGS_DIR, RESULTS_DIR):
-            if (job.run_dir / sub).is_dir():
-                count += len(self.storage.upload_dir(job.run_dir / sub, f"{prefix}{sub}/",
-                                                     max_files=self.max_files))
+        count, left_out = 0, None
+        logs, results = job.run_dir / LOGS_DIR, job.run_dir / RESULTS_DIR
+        if logs.is_dir():
+            cap_logs(logs, self.max_log_bytes)  # the run has ended: no writer is left
+            count += len(self.storage.upload_dir(logs, f"{prefix}{LOGS_DIR}/",
+                                                 max_files=self.max_files))
+        if results.is_dir():
+            if self.max_results_bytes and folder_size(results) > self.max_results_bytes:
+                results, left_out = _within(results, job.run_dir / _CAPPED_RESULTS,
+                                            self.max_results_bytes)
+                logger.warning("upload: sim %s: left out %d results files (%d bytes) over "
+                               "the limit", job.sim_id, left_out["count"], left_out["bytes"])
+            count += len(self.storage.upload_dir(results, f"{prefix}{RESULTS_DIR}/",
+                                                 max_files=self.max_files))
         final = {**job.record(), "logs_uploaded": True}
+        if left_out is not None:
+            final["results_left_out"] = left_out
         self.storage.put_bytes(f"{prefix}record.json", json.dumps(final, indent=1).encode())
         logger.info("uploaded: sim %s (%d files) to %s", job.sim_id, count,
                     self.storage.describe())
@@ -129,3 +153,20 @@ class Uploader:
                 self._active.discard(job.sim_id)
         job.on_uploaded()
         return True
+
+
+def _within(results: Path, staging: Path, cap: int) -> tuple[Path, dict[str, Any]]:
+    """Hard-link into ``staging`` the results files that fit in ``cap`` bytes, in path
+    order; return it and what was left out."""
+    remove_tree(staging)
+    used, left = 0, []
+    for relative, (path, size) in sorted(scan(results).files.items()):
+        if used + size > cap:
+            left.append((relative, size))
+            continue
+        used += size
+        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+        os.link(path, staging / relative)
+    staging.mkdir(exist_ok=True)
+    return staging, {"count": len(left), "bytes": sum(size for _, size in left),
+                     "limit_bytes": cap, "files": [name for name, _ in left[:_LEFT_OUT_NAMES]]}

@@ -1,13 +1,17 @@
-"""The watchdog: checks the limits of every running simulation, a few times a second."""
+"""The watchdog: checks the limits of every running simulation, a few times a second:
+memory and real time, and the disk (logs cut to their cap, results measured)."""
 from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
+from backend.disk_limits import cap_logs, folder_size, results_breach
 from backend.launchers import ServerHandle
 from backend.limits import MIB, Limits
 from lifecycle import SimState
+from lifecycle.messages import LOGS_DIR, RESULTS_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +20,7 @@ class Watched(Protocol):
     """What the watchdog reads of a simulation (its supervisor)."""
 
     sim_id: str
+    run_dir: Path
     server: ServerHandle | None
     limits: Limits | None
     link: Any
@@ -62,8 +67,14 @@ def check_limits(sup: Watched) -> None:
             or sup.state.is_terminal:
         return
     sup.resources = server.resources()
-    grace = sup.rt.config.stop_grace
-    error = limit_breach(limits, sup.resources, sup.link.running.elapsed(), grace)
+    config = sup.rt.config
+    # Half the cap is kept, so a log spewing without end is cut now and then, not
+    # at every check.
+    cap_logs(sup.run_dir / LOGS_DIR, config.max_log_bytes, config.max_log_bytes // 2)
+    grace = config.stop_grace
+    error = limit_breach(limits, sup.resources, sup.link.running.elapsed(), grace) or \
+        (results_breach(folder_size(sup.run_dir / RESULTS_DIR), config.max_results_bytes)
+         if config.max_results_bytes else None)
     if error is not None:
         sup.limit_hit = True
         sup.mailbox.post(sup.fail, error, min(grace, 2.0))

@@ -407,6 +407,18 @@ class Backend:
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()
             except (psutil.Error, ProcessLookupError, PermissionError):
                 continue
+        self._remove_run_cgroups()
+
+    def _remove_run_cgroups(self) -> None:
+        """The run cgroups the backend left (it was stopped with its runs alive)."""
+        from backend.launchers.boundary import CgroupBoundary, cgroup_root, runs_key
+
+        key = runs_key((self.data_dir / "runs").resolve())
+        root = cgroup_root(key)
+        if root is not None and root.is_dir():
+            boundary = CgroupBoundary(key, root)
+            for sim_id in boundary.runs():
+                boundary.kill(sim_id)
 
 
 # -- experiments used across the tests -----------------------------------------
@@ -455,3 +467,13 @@ def loop_experiment(sim_time: float = 100.0, script: str = LOOP_SCRIPT,
               **extra}
     return {"experiment.json": json.dumps(config), "counter.py": COUNTER_ENGINE,
             "main.py": script}
+
+
+def assert_health_fast(backend: Backend, within: float = 0.1, times: int = 3) -> None:
+    """``GET /health`` answers 200 within ``within`` s, ``times`` times in a row."""
+    for _ in range(times):
+        began = time.monotonic()
+        response = backend.get("/health", timeout=5)
+        took = time.monotonic() - began
+        assert response.status_code == 200, response.text
+        assert took < within, f"/health took {took * 1000:.0f} ms"

@@ -14,12 +14,13 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import lifecycle
+from backend.launchers.environment import allowed_environment
 from lifecycle.messages import SERVER_FILE, TOKEN_ENV, ServerInfo, read_json
 
 # simserver sits beside lifecycle in the distribution; the server must find both.
@@ -31,10 +32,12 @@ def server_command(run_dir: Path, python: str = "") -> list[str]:
     return [python or sys.executable, "-m", "simserver", "--run-dir", str(run_dir)]
 
 
-def server_environment(token: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """``environ`` (default: the backend's) with the control token, and the code on
-    ``PYTHONPATH``."""
-    env = dict(os.environ if environ is None else environ)
+def server_environment(token: str, environ: Mapping[str, str] | None = None,
+                       extra: Iterable[str] = ()) -> dict[str, str]:
+    """What a simulation server's environment is: the allowed names of ``environ``
+    (default: the backend's; see :mod:`backend.launchers.environment`) and ``extra``,
+    the control token, and the code on ``PYTHONPATH``."""
+    env = allowed_environment(os.environ if environ is None else environ, extra)
     env[TOKEN_ENV] = token
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (_CODE_ROOT, env.get("PYTHONPATH", "")) if p)
@@ -186,6 +189,10 @@ class Launcher(abc.ABC):
     @abc.abstractmethod
     def clean_orphans(self, runs_dir: Path, owned: dict[str, ServerHandle]) -> None:
         """Kill servers of run dirs under ``runs_dir`` that no handle in ``owned`` is."""
+
+    def facts(self) -> dict[str, Any]:
+        """What ``GET /`` tells of the launcher: its name, how it holds runs."""
+        return {"name": self.name}
 
     def problem(self, runs_dir: Path) -> str | None:
         """Why no server could be launched now (readiness), or None."""

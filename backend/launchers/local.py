@@ -1,25 +1,31 @@
 """The local launcher: simulation servers as child processes of this host.
 
-Spawn in a session of its own, reap in one thread per process, stop with SIGTERM
-then SIGKILL to the whole process group and tree, measure resources. OS calls go
-through :class:`ProcessOps`, so unit tests can record them.
+Spawn in a session of its own, inside the run's boundary (a cgroup, or an
+environment marker: :mod:`backend.launchers.boundary`) and with only the environment
+it needs (:mod:`backend.launchers.environment`); reap in one thread per process;
+stop with SIGTERM then SIGKILL to the process group and every process of the
+boundary; measure resources over the boundary. OS calls go through
+:class:`ProcessOps`, so unit tests can record them.
 """
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any, Iterable
 
 import psutil
 
 from backend.launchers.base import (
     Exit, ExitCallback, Launcher, LaunchSpec, ServerHandle, server_command, server_environment,
 )
+from backend.launchers.boundary import RUN_ENV, Boundary, MarkerBoundary, join_argv
 from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG
 
 logger = logging.getLogger(__name__)
@@ -33,7 +39,11 @@ class ProcessOps:
     clock = staticmethod(time.monotonic)
 
     def spawn(self, argv: list[str], *, cwd: Path, env: dict[str, str],
-              stdout: Path, stderr: Path) -> subprocess.Popen:
+              stdout: Path, stderr: Path, join: Path | None = None) -> subprocess.Popen:
+        """Start ``argv``; with ``join`` (a ``cgroup.procs``), inside that cgroup from
+        its first instruction on."""
+        if join is not None:
+            argv = join_argv(join, argv)
         with open(stdout, "ab") as out, open(stderr, "ab") as err:
             return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True,
@@ -62,11 +72,12 @@ class LocalServer(ServerHandle):
     """
 
     def __init__(self, sim_id: str, ps: psutil.Process, popen: subprocess.Popen | None,
-                 on_exit: ExitCallback) -> None:
+                 on_exit: ExitCallback, boundary: Boundary) -> None:
         super().__init__(sim_id, on_exit)
         self.pid = ps.pid
         self.ps = ps
         self.popen = popen
+        self.boundary = boundary
         self._measured: dict[int, psutil.Process] = {ps.pid: ps}
         threading.Thread(target=self._reap, name=f"reap-{sim_id}", daemon=True).start()
 
@@ -87,11 +98,14 @@ class LocalServer(ServerHandle):
         self._ended(exit)
 
     def tree(self) -> list[psutil.Process]:
-        """The process and every descendant still alive."""
+        """The server, its descendants, and every other process of its run's boundary
+        (those that left the tree: double forks, ``setsid``)."""
         try:
-            return [self.ps, *self.ps.children(recursive=True)]
+            procs = [self.ps, *self.ps.children(recursive=True)]
         except psutil.Error:
-            return []
+            procs = []
+        procs.extend(self.boundary.members(self.sim_id))
+        return list({proc.pid: proc for proc in procs}.values())
 
     def resources(self) -> dict[str, float]:
         cpu, rss = 0.0, 0
@@ -110,17 +124,29 @@ class LocalLauncher(Launcher):
 
     name = "local"
 
-    def __init__(self, ops: ProcessOps | None = None) -> None:
+    def __init__(self, ops: ProcessOps | None = None, boundary: Boundary | None = None,
+                 script_env: Iterable[str] = ()) -> None:
+        """``boundary``: what holds each run (default: a marker of this launcher's own);
+        ``script_env``: names (``*`` ends a prefix) passed to servers besides the usual."""
         self.ops = ops or ProcessOps()
+        self.boundary = boundary or MarkerBoundary(secrets.token_hex(6))
+        self.script_env = tuple(script_env)
+
+    def facts(self) -> dict[str, Any]:
+        return {"name": self.name, "boundary": self.boundary.kind}
 
     def spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> LocalServer:
+        env = server_environment(spec.token, extra=self.script_env)
+        env[RUN_ENV] = self.boundary.marker(spec.sim_id)
         logs = spec.run_dir / LOGS_DIR
         popen = self.ops.spawn(
             server_command(spec.run_dir),
-            cwd=spec.run_dir / EXPERIMENT_DIR, env=server_environment(spec.token),
-            stdout=logs / STDOUT_LOG, stderr=logs / STDERR_LOG)
+            cwd=spec.run_dir / EXPERIMENT_DIR, env=env,
+            stdout=logs / STDOUT_LOG, stderr=logs / STDERR_LOG,
+            join=self.boundary.prepare(spec.sim_id))
         logger.info("spawned: sim %s (pid %d)", spec.sim_id, popen.pid)
-        return LocalServer(spec.sim_id, psutil.Process(popen.pid), popen, on_exit)
+        return LocalServer(spec.sim_id, psutil.Process(popen.pid), popen, on_exit,
+                           self.boundary)
 
     def adopt(self, sim_id: str, run_dir: Path, on_exit: ExitCallback) -> LocalServer | None:
         """Attach to the process ``server.json`` names, if it is alive and is the same
@@ -135,10 +161,11 @@ class LocalLauncher(Launcher):
         except psutil.Error:
             return None
         logger.info("adopted: sim %s (pid %d)", sim_id, info.pid)
-        return LocalServer(sim_id, ps, None, on_exit)
+        return LocalServer(sim_id, ps, None, on_exit, self.boundary)
 
     def terminate(self, handle: ServerHandle, grace: float) -> None:
-        """SIGTERM the process group and tree; SIGKILL what is left after ``grace`` s."""
+        """SIGTERM the process group and the run's processes; SIGKILL what is left
+        after ``grace`` s."""
         proc = _local(handle)
         tree = proc.tree()
         if not proc.exited.is_set():
@@ -154,6 +181,8 @@ class LocalLauncher(Launcher):
         self._kill(proc, proc.tree())
 
     def clean_orphans(self, runs_dir: Path, owned: dict[str, ServerHandle]) -> None:
+        """Kill servers no handle owns, then every run boundary no handle owns (what
+        scripts of runs that ended while no backend ran left behind)."""
         for sim_id, proc in _find_servers(runs_dir).items():
             handle = owned.get(sim_id)
             if isinstance(handle, LocalServer) and handle.pid == proc.pid:
@@ -169,6 +198,9 @@ class LocalLauncher(Launcher):
             for member in tree:
                 self.ops.signal_process(member, signal.SIGKILL)
             self.ops.wait_procs(tree, _KILL_WAIT)
+        for sim_id in self.boundary.runs() - set(owned):
+            logger.warning("killing orphan run: sim %s (%s)", sim_id, self.boundary.kind)
+            self.boundary.kill(sim_id)
 
     def problem(self, runs_dir: Path) -> str | None:
         try:
@@ -179,11 +211,14 @@ class LocalLauncher(Launcher):
             return f"cannot run {Path(sys.executable).name} in the runs folder"
         return None
 
+    def close(self) -> None:
+        self.boundary.close()
+
     def _kill(self, proc: LocalServer, tree: list[psutil.Process]) -> None:
         self.ops.signal_group(proc.pid, signal.SIGKILL)
         for member in tree:
             self.ops.signal_process(member, signal.SIGKILL)
-        self.ops.wait_procs(tree[1:], _KILL_WAIT)
+        self.boundary.kill(proc.sim_id)  # waits for the last one, wherever it went
         proc.exited.wait(_KILL_WAIT)
 
 

@@ -55,7 +55,6 @@ JOB_PREFIX = "simbackend-"
 
 # Variables of the backend that a job must not carry to a compute node: storage
 # credentials and the backend's own settings (a simulation server needs neither).
-_PRIVATE_ENV = ("AWS_", "SIMBACKEND_")
 # How long to wait for Slurm to end a job after the last scancel (its KillWait).
 _KILL_WAIT = 60.0
 # How long a starting backend waits for the orphan jobs it cancelled to be over.
@@ -360,8 +359,8 @@ def _slurm(handle: ServerHandle) -> SlurmJob:
 def job_environment(token: str) -> dict[str, str]:
     """sbatch's environment, which the job inherits: the backend's, less its secrets,
     plus the control token."""
-    own = {k: v for k, v in os.environ.items() if not k.startswith(_PRIVATE_ENV)}
-    return server_environment(token, own)
+    # sbatch itself needs the SLURM_* settings (SLURM_CONF ...); the job inherits them.
+    return server_environment(token, extra=("SLURM_*",))
 
 
 def limit_options(limits: dict[str, Any], cpus: int, margin: float) -> list[str]:

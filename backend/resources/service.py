@@ -29,7 +29,8 @@ class Root(Resource):
                 "api": "v1",
                 "kernels": {"nest": package_version("nest-simulator"),
                             "neuron": package_version("neuron"),
-                            "python": platform.python_version()}}
+                            "python": platform.python_version()},
+                "launcher": self.services.runtime.launcher.facts()}
 
 
 class OpenAPI(Resource):

@@ -1,0 +1,169 @@
+"""A script cannot leave its run: processes that escape the tree (a double fork with
+``setsid``) are stopped with it and counted by the memory watchdog, in both run
+boundaries; and a script does not see the backend's environment."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psutil
+import pytest
+
+from backend.launchers.boundary import open_boundary
+from tests.support import Backend, assert_health_fast, loop_experiment, wait_until
+
+
+def _cgroup_possible(tmp: Path) -> bool:
+    return open_boundary("auto", tmp / "runs").kind == "cgroup"
+
+
+# The script starts a daemon the classic way (sh backgrounds `setsid python`, then
+# exits): its parent is init, it is in a session of its own, it is no descendant of
+# the server. It writes its pid to results/escaped.pid and, once the test has seen it
+# (escaped.pid.seen), holds `hog_mb` MiB.
+ESCAPING = '''
+import subprocess, sys, time
+DAEMON = """
+import os, sys, time
+path = os.path.join(sys.argv[1], "escaped.pid")
+with open(path + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(path + ".tmp", path)
+while not os.path.exists(path + ".seen"):
+    time.sleep(0.01)
+hog = b"x" * (int(sys.argv[2]) * 2**20)
+while True:
+    time.sleep(1)
+"""
+subprocess.run(["/bin/sh", "-c", 'setsid "$0" -c "$1" "$2" "$3" &', sys.executable, DAEMON,
+                str(sim.results_dir), str(sim.params.get("hog_mb", 0))], check=True)
+while True:
+    sim.run_loop(1)
+    time.sleep(0.005)
+'''
+
+
+@pytest.fixture(params=["cgroup", "marker"])
+def boundary_backend(request: pytest.FixtureRequest, tmp_path: Path,
+                     make_backend: Callable[..., Backend]) -> Backend:
+    if request.param == "cgroup" and not _cgroup_possible(tmp_path):
+        pytest.skip("no cgroup v2 can be made and joined on this machine")
+    backend = make_backend(args=("--run-boundary", request.param)).start()
+    assert backend.get("/").json()["launcher"] == {"name": "local",
+                                                   "boundary": request.param}
+    backend.upload("escape", loop_experiment(script=ESCAPING, sim_time=1e9))
+    return backend
+
+
+@pytest.fixture
+def escaped() -> Iterator[list[int]]:
+    """Pids the test saw escape; killed at teardown if the backend missed them."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_escaped(backend: Backend, sim_id: str, pids: list[int]) -> int:
+    pid_file = backend.data_dir / "runs" / sim_id / "results" / "escaped.pid"
+    pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 20,
+                         "the daemon to start"))
+    pids.append(pid)
+    server = psutil.Process(json.loads(
+        (backend.data_dir / "runs" / sim_id / "server.json").read_text())["pid"])
+    assert pid not in {p.pid for p in server.children(recursive=True)}  # it did escape
+    assert os.getsid(pid) != os.getsid(server.pid)
+    pid_file.with_name("escaped.pid.seen").touch()
+    return pid
+
+
+def test_stop_ends_a_process_that_left_the_tree(boundary_backend: Backend,
+                                                escaped: list[int]) -> None:
+    backend = boundary_backend
+    sim_id = backend.create("escape", state="started")["id"]
+    pid = _wait_escaped(backend, sim_id, escaped)
+    assert_health_fast(backend)
+    assert backend.set_state(sim_id, "stopped").status_code == 200
+    record = backend.wait_state(sim_id, "stopped")
+    assert record["error"] is None
+    wait_until(lambda: not _alive(pid), 10, f"escaped pid {pid} to be killed")
+    backend.wait_uploaded(sim_id)
+    assert_health_fast(backend)
+
+
+def test_memory_watchdog_counts_a_process_that_left_the_tree(boundary_backend: Backend,
+                                                             escaped: list[int]) -> None:
+    backend = boundary_backend
+    sim_id = backend.create("escape", params={"hog_mb": 300}, limits={"memory_mb": 200},
+                            state="started")["id"]
+    pid = _wait_escaped(backend, sim_id, escaped)
+    assert_health_fast(backend)
+    record = backend.wait_state(sim_id, "failed", timeout=20)
+    assert record["error"]["type"] == "memory_limit"
+    assert record["error"]["rss_bytes"] > 200 * 2**20  # the server alone is far below
+    assert "over its limit of 200 MiB" in record["error"]["message"]
+    wait_until(lambda: not _alive(pid), 10, f"escaped pid {pid} to be killed")
+    assert_health_fast(backend)
+
+
+def test_a_restarted_backend_kills_what_a_run_that_ended_meanwhile_left(
+        boundary_backend: Backend, escaped: list[int]) -> None:
+    backend = boundary_backend
+    sim_id = backend.create("escape", state="started")["id"]
+    pid = _wait_escaped(backend, sim_id, escaped)
+    server = next(iter(backend.simserver_pids()))
+    backend.kill9()
+    os.kill(server, signal.SIGKILL)  # its server dies while no backend runs
+    wait_until(lambda: not _alive(server), 10, "the server to die")
+    assert _alive(pid)
+    backend.start()
+    wait_until(lambda: not _alive(pid), 10, f"the leftover pid {pid} to be killed")
+    record = backend.wait_state(sim_id, "failed")
+    assert record["error"]["type"] == "crashed"
+
+
+ENVIRONMENT = '''
+import json, os
+(sim.results_dir / "env.json").write_text(json.dumps(dict(os.environ)))
+'''
+
+
+def test_a_script_sees_only_the_allowed_environment(make_backend: Callable[..., Backend]) -> None:
+    backend = make_backend(env={"AWS_SECRET_ACCESS_KEY": "do-not-leak",
+                                "SIMBACKEND_SCRIPT_ENV": "LAB_*", "LAB_SETTING": "on",
+                                "OTHER_SETTING": "off"}).start()
+    backend.upload("env", loop_experiment(script=ENVIRONMENT))
+    sim_id = backend.create("env", state="started")["id"]
+    assert backend.wait_state(sim_id, "completed")["error"] is None
+    response = backend.get(f"/v1/simulations/{sim_id}/results/env.json")
+    assert response.status_code == 200, response.text
+    env = response.json()
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "OTHER_SETTING" not in env
+    assert not [name for name in env if name.startswith("SIMBACKEND_") and
+                name != "SIMBACKEND_RUN"]
+    assert "SIMSERVER_TOKEN" not in env            # the server took it out for itself
+    assert env["LAB_SETTING"] == "on" and env["PATH"] == os.environ["PATH"]
+    assert env["SIMBACKEND_RUN"].startswith(f"{sim_id}:")
+    backend.wait_uploaded(sim_id)  # wound up: its boundary is gone too
+
+
+def test_an_unknown_run_boundary_or_a_negative_cap_is_refused(tmp_path: Path) -> None:
+    from backend.config import Config
+
+    with pytest.raises(ValueError, match="SIMBACKEND_RUN_BOUNDARY='jail' is not one of auto"):
+        Config(data_dir=tmp_path, run_boundary="jail")
+    with pytest.raises(ValueError, match="SIMBACKEND_MAX_LOG_BYTES"):
+        Config(data_dir=tmp_path, max_log_bytes=-1)
