@@ -14,7 +14,8 @@ from backend.experiments import ExperimentStore, seed_examples
 from backend.launchers import LocalLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
-from backend.resources import experiments, files, service, simulations
+from backend.nest_gateway import NestGateway
+from backend.resources import experiments, files, nest, service, simulations
 from backend.services import Runtime, Services
 from backend.uploader import Uploader
 from backend.watchdog import Watchdog
@@ -37,6 +38,9 @@ ROUTES = [
     (files.LogFile, "/v1/simulations/<sim_id>/logs/<path:name>"),
     (files.ResultList, "/v1/simulations/<sim_id>/results"),
     (files.ResultFile, "/v1/simulations/<sim_id>/results/<path:name>"),
+    (nest.NestApi, "/v1/simulations/<sim_id>/nest"),
+    (nest.NestApi, "/v1/simulations/<sim_id>/nest/"),
+    (nest.NestApi, "/v1/simulations/<sim_id>/nest/<path:rest>"),
 ]
 
 
@@ -79,9 +83,12 @@ def build_services(config: Config) -> Services:
     manager.load()
     watchdog = Watchdog(manager.running, config.watchdog_interval)
     watchdog.start()
+    gateway = NestGateway(manager, config)
+    gateway.start()
     store.start_collector(max(1.0, config.experiment_version_grace / 4))
     return Services(config=config, storage=storage, runtime=runtime, manager=manager,
-                    experiments=store, watchdog=watchdog, storage_problem=problem)
+                    experiments=store, watchdog=watchdog, nest=gateway,
+                    storage_problem=problem)
 
 
 def _storage_problem(storage: Storage) -> str | None:
@@ -109,7 +116,10 @@ def create_app(config: Config | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["simbackend"] = services
     api = JsonApi(app)
-    for resource, route in ROUTES:
-        api.add_resource(resource, route, resource_class_kwargs={"services": services})
+    routes: dict[type, list[str]] = {}
+    for resource, route in ROUTES:  # a resource with several routes is added once
+        routes.setdefault(resource, []).append(route)
+    for resource, rules in routes.items():
+        api.add_resource(resource, *rules, resource_class_kwargs={"services": services})
     errors.register(app)
     return app

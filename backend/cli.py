@@ -44,6 +44,12 @@ _HELP = {
     "max_wait": "longest POST /v1/simulations?wait= in seconds",
     "experiment_version_grace": "seconds a replaced experiment version is kept for runs "
                                 "fetching it",
+    "nest_idle_timeout": "seconds without a NEST API request before a NEST session is "
+                         "stopped (0: never)",
+    "nest_long_calls": "most Simulate/Run/exec calls in flight at once (0: half the threads)",
+    "nest_server": "host:port of the drop-in NEST Server API ('' none; nest-server: "
+                   "127.0.0.1:52425)",
+    "nest_cors_origins": "origins allowed to call the NEST Server API from a browser",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 _TYPES = {"int": int, "float": float, "Path": Path}

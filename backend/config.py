@@ -75,6 +75,18 @@ class Config:
     #: Seconds a replaced experiment version stays in storage for runs that resolved it
     #: just before the switch (runs fetching under a lease keep it as long as they need).
     experiment_version_grace: float = 300.0
+    #: Seconds a NEST session may go without a NEST API request before it is stopped
+    #: (0: never); ``idle_timeout`` in POST overrides it.
+    nest_idle_timeout: float = 600.0
+    #: Most NEST calls that last (Simulate, Run, /exec) in flight at once, over all
+    #: sessions; each holds a worker thread (0: half of ``threads``).
+    nest_long_calls: int = 0
+    #: ``host:port`` of the drop-in NEST Server API (one session per API key at the root
+    #: of the port; ``simbackend nest-server`` defaults it to 127.0.0.1:52425); '' for none.
+    nest_server: str = ""
+    #: Origins (comma-separated, ``*`` wildcards) whose browsers may call the NEST
+    #: Server API (CORS), as NEST Server allows by default.
+    nest_cors_origins: str = "http://localhost:*,http://127.0.0.1:*"
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -87,6 +99,10 @@ class Config:
         if self.connection_limit < 1 or self.channel_timeout <= 0 or self.max_header_bytes < 1:
             raise ValueError("SIMBACKEND_CONNECTION_LIMIT, SIMBACKEND_CHANNEL_TIMEOUT and "
                              "SIMBACKEND_MAX_HEADER_BYTES must be positive")
+        if self.nest_long_calls <= 0:
+            self.nest_long_calls = max(1, self.threads // 2)
+        if self.nest_idle_timeout < 0:
+            raise ValueError("SIMBACKEND_NEST_IDLE_TIMEOUT must not be negative")
         if self.storage_retries < 0:
             raise ValueError("SIMBACKEND_STORAGE_RETRIES must not be negative")
 

@@ -16,8 +16,9 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from backend.exceptions import (
-    BackendError, CapacityReached, Conflict, InvalidRequest, NotFound, RequestTooLarge,
-    ScratchSpaceError, UnsupportedMediaType,
+    BackendError, CapacityReached, Conflict, InvalidRequest, NestCallsBusy, NotFound,
+    RequestTooLarge, ScratchSpaceError, SessionTimeout, SessionUnreachable,
+    UnsupportedMediaType,
 )
 from lifecycle import InvalidTransition, UnknownState
 from lifecycle.errors import InvalidExperiment
@@ -34,6 +35,9 @@ STATUSES: list[tuple[type[Exception], int, str | None]] = [
     (Conflict, 409, None),
     (CapacityReached, 429, None),
     (ScratchSpaceError, 503, None),
+    (NestCallsBusy, 503, None),
+    (SessionTimeout, 504, None),
+    (SessionUnreachable, 502, None),
     (UnknownState, 400, "invalid_state"),
     (InvalidTransition, 409, "invalid_transition"),
     (InvalidExperiment, 400, "invalid_experiment"),

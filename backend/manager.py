@@ -90,31 +90,48 @@ class SimulationManager:
             ExperimentNotFound; InvalidRequest: the main script is not in the experiment;
             DuplicateSimulation: the client-chosen id is taken; CapacityReached.
         """
-        config = self.experiments.config(new.experiment)
-        main_script = new.main_script or config.get("main_script")
-        if not self.experiments.has_file(new.experiment, main_script):
-            raise InvalidRequest(f"main_script {main_script!r} is not in experiment "
-                                 f"{new.experiment!r}", code="invalid_main_script")
+        main_script, kernel = self._script_of(new)
         with self._admission:
             if new.state is not None:
                 self._admit()
-            sup = self._insert(new, main_script)
+            sup = self._insert(new, main_script, kernel)
             if new.state is not None:
                 sup.lifecycle.request(new.state)
         sup.wait_saved(_PERSIST_WAIT)
         return sup.snapshot
 
-    def _insert(self, new: NewSimulation, main_script: str) -> SimulationSupervisor:
+    def _script_of(self, new: NewSimulation) -> tuple[str, str | None]:
+        """The run's main script and kernel session: an experiment whose
+        ``experiment.json`` has ``"nest_session"`` and no script is a NEST session too.
+
+        Raises:
+            ExperimentNotFound; InvalidRequest: the main script is not in the experiment.
+        """
+        if new.experiment is None:
+            return "", new.kernel
+        config = self.experiments.config(new.experiment)
+        main_script = new.main_script or config.get("main_script")
+        if main_script is None and "nest_session" in config:
+            return "", "nest"
+        if not self.experiments.has_file(new.experiment, main_script):
+            raise InvalidRequest(f"main_script {main_script!r} is not in experiment "
+                                 f"{new.experiment!r}", code="invalid_main_script")
+        return main_script, None
+
+    def _insert(self, new: NewSimulation, main_script: str,
+                kernel: str | None) -> SimulationSupervisor:
         with self._lock:
             sim_id = new.id or self._new_id()
             if sim_id in self._sims:
                 raise DuplicateSimulation(f"a simulation with id {sim_id!r} exists")
             record = SimulationRecord(id=sim_id, experiment=new.experiment,
                                       main_script=main_script, params=new.params,
-                                      timeout=new.timeout, limits=new.limits)
+                                      timeout=new.timeout, limits=new.limits, kernel=kernel,
+                                      nest=new.nest if kernel else None)
             self.rt.registry.insert(record)
             sup = self._sims[sim_id] = SimulationSupervisor(record, self.rt)
-        logger.info("created: sim %s (experiment %s)", sim_id, record.experiment)
+        logger.info("created: sim %s (%s)", sim_id, f"experiment {record.experiment}"
+                    if record.experiment else "NEST session")
         return sup
 
     def set_state(self, sim_id: str, target: SimState) -> SimState:
