@@ -74,7 +74,7 @@ def handle(exc: Exception) -> Response:
     for cls, status, code in STATUSES:
         if isinstance(exc, cls):
             if status >= 500:
-                logger.warning("%s: %s", code, exc)
+                logger.warning("%s: %s", code or getattr(exc, "code", "error"), exc)
             if isinstance(exc, BackendError):
                 return error_response(status, code or exc.code, exc.message, **exc.details)
             return error_response(status, code or "error", str(exc))

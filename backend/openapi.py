@@ -80,6 +80,8 @@ SCHEMAS: dict[str, Any] = {
         sim_time=_nullable({"type": "number"}), real_time=_nullable({"type": "number"}),
         steps=_nullable({"type": "integer"}), timestep=_nullable({"type": "number"}),
         timeout=_nullable({"type": "object"}),
+        nest_session={"type": "object", "description": "a NEST session's kernel: "
+                      "biological_time, simulating, simulate_until, paused, stopping"},
         resources=_obj(["cpu_percent", "rss_bytes"], cpu_percent={"type": "number"},
                        rss_bytes={"type": "integer"})),
     "NewSimulation": {
