@@ -17,7 +17,8 @@ from backend.launchers.environment import extra_names
 from backend.launchers.slurm import SlurmLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
-from backend.resources import experiments, files, queue, service, simulations
+from backend.nest_gateway import NestGateway
+from backend.resources import experiments, files, nest, queue, service, simulations
 from backend.services import Runtime, Services
 from backend.uploader import Uploader
 from backend.watchdog import Watchdog
@@ -42,6 +43,9 @@ ROUTES = [
     (files.ResultFile, "/v1/simulations/<sim_id>/results/<path:name>"),
     (queue.Queue, "/v1/queue"),
     (queue.QueueEntry, "/v1/queue/<sim_id>"),
+    (nest.NestApi, "/v1/simulations/<sim_id>/nest"),
+    (nest.NestApi, "/v1/simulations/<sim_id>/nest/"),
+    (nest.NestApi, "/v1/simulations/<sim_id>/nest/<path:rest>"),
 ]
 
 
@@ -85,9 +89,12 @@ def build_services(config: Config) -> Services:
     manager.load()
     watchdog = Watchdog(manager.running, config.watchdog_interval)
     watchdog.start()
+    gateway = NestGateway(manager, config)
+    gateway.start()
     store.start_collector(max(1.0, config.experiment_version_grace / 4))
     return Services(config=config, storage=storage, runtime=runtime, manager=manager,
-                    experiments=store, watchdog=watchdog, storage_problem=problem)
+                    experiments=store, watchdog=watchdog, nest=gateway,
+                    storage_problem=problem)
 
 
 def _launcher(config: Config) -> Launcher:
@@ -123,7 +130,10 @@ def create_app(config: Config | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions["simbackend"] = services
     api = JsonApi(app)
-    for resource, route in ROUTES:
-        api.add_resource(resource, route, resource_class_kwargs={"services": services})
+    routes: dict[type, list[str]] = {}
+    for resource, route in ROUTES:  # a resource with several routes is added once
+        routes.setdefault(resource, []).append(route)
+    for resource, rules in routes.items():
+        api.add_resource(resource, *rules, resource_class_kwargs={"services": services})
     errors.register(app)
     return app

@@ -6,7 +6,10 @@ import json
 import logging
 import os
 import sys
-from dataclasses import fields
+import threading
+from dataclasses import fields, replace
+from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 from backend.config import Config
@@ -53,6 +56,12 @@ _HELP = {
                   "('*' ends a prefix)",
     "max_log_bytes": "largest size of each log file of a run; the head is cut (0: no cap)",
     "max_results_bytes": "largest results folder of a run; over it the run fails (0: no cap)",
+    "nest_idle_timeout": "seconds without a NEST API request before a NEST session is "
+                         "stopped (0: never)",
+    "nest_long_calls": "most Simulate/Run/exec calls in flight at once (0: half the threads)",
+    "nest_server": "host:port of the drop-in NEST Server API ('' none; nest-server: "
+                   "127.0.0.1:52425)",
+    "nest_cors_origins": "origins allowed to call the NEST Server API from a browser",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "launcher": "where simulation servers run: local or slurm",
     "shared_dir": "folder of the run directories, shared with the compute nodes "
@@ -65,6 +74,9 @@ _HELP = {
     "slurm_python": "python that runs -m simserver on the nodes (default: the backend's)",
     "slurm_poll_interval": "seconds between two squeue calls for all jobs",
 }
+#: Where ``simbackend nest-server`` serves the drop-in NEST Server API by default
+#: (NEST Server's own port).
+DROPIN_ADDRESS = "127.0.0.1:52425"
 _TYPES = {"int": int, "float": float, "Path": Path}
 
 
@@ -73,13 +85,29 @@ def _parser() -> argparse.ArgumentParser:
                                      description="Run neural-simulation experiments over REST.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the backend")
+    dropin = sub.add_parser("nest-server", help="start the backend and the drop-in NEST "
+                            "Server API (one NEST session per API key) at the root of "
+                            f"{DROPIN_ADDRESS} (--nest-server)")
     # One flag per configuration field, named and typed after it.
-    for f in fields(Config):
-        env = f"SIMBACKEND_{f.name.upper()}"
-        serve.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
-                           type=_TYPES.get(str(f.type), str),
-                           help=f"{_HELP.get(f.name, '')} ({env})")
+    for command in (serve, dropin):
+        for f in fields(Config):
+            env = f"SIMBACKEND_{f.name.upper()}"
+            command.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
+                                 type=_TYPES.get(str(f.type), str),
+                                 help=f"{_HELP.get(f.name, '')} ({env})")
     return parser
+
+
+def config_overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The flags given, plus the defaults that depend on the command."""
+    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    if args.command == "nest-server" and overrides.get("nest_server") is None and \
+            "SIMBACKEND_NEST_SERVER" not in environ:
+        overrides["nest_server"] = DROPIN_ADDRESS
+    if overrides.get("examples_dir") is None and "SIMBACKEND_EXAMPLES_DIR" not in environ \
+            and _EXAMPLES.is_dir():
+        overrides["examples_dir"] = str(_EXAMPLES)
+    return overrides
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -88,10 +116,7 @@ def serve(args: argparse.Namespace) -> int:
 
     # Registry, run files, tokens, uploads in flight: nobody else's business.
     os.umask(0o077)
-    overrides = {k: v for k, v in vars(args).items() if k != "command"}
-    if overrides.get("examples_dir") is None and "SIMBACKEND_EXAMPLES_DIR" not in os.environ \
-            and _EXAMPLES.is_dir():
-        overrides["examples_dir"] = str(_EXAMPLES)
+    overrides = config_overrides(args, os.environ)
     try:
         config = Config.from_env(**overrides)
     except ValueError as exc:
@@ -113,6 +138,12 @@ def serve(args: argparse.Namespace) -> int:
     server = create_server(app, config)
     port = server.effective_port
     address = {"url": f"http://{config.host}:{port}", "pid": os.getpid()}
+    if config.nest_server:
+        try:
+            address["nest_server_url"] = _serve_dropin(app, config)
+        except (ValueError, OSError) as exc:
+            print(f"simbackend: --nest-server {config.nest_server!r}: {exc}", file=sys.stderr)
+            return 2
     (config.data_dir / "backend.json").write_text(json.dumps(address))
     logger.info("listening: %s (data %s, storage %s)", address["url"], config.data_dir,
                 config.storage)
@@ -121,9 +152,31 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_dropin(app: Any, config: Config) -> str:
+    """Bind the drop-in NEST Server API and serve it on a thread; return its URL.
+
+    Raises:
+        ValueError: not ``host:port``; OSError: the port cannot be bound.
+    """
+    from backend.nest_dropin import create_dropin_app
+    from backend.wsgi_server import create_server
+
+    host, sep, port = config.nest_server.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError("expected host:port, such as 127.0.0.1:52425")
+    dropin = create_dropin_app(app.extensions["simbackend"])
+    server = create_server(dropin, replace(config, host=host.strip("[]") or config.host,
+                                           port=int(port)))
+    threading.Thread(target=server.run, name="nest-server", daemon=True).start()
+    url = f"http://{host or config.host}:{server.effective_port}"
+    logger.info("listening: %s (drop-in NEST Server API, one session per API key)", url)
+    print(f"simbackend NEST Server API on {url}", flush=True)
+    return url
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
+    if args.command in ("serve", "nest-server"):
         return serve(args)
     return 2
 

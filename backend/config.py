@@ -99,6 +99,18 @@ class Config:
     #: Largest results folder of a run, in bytes (0: no cap); past it the run fails
     #: with ``results_limit`` and no more than this is uploaded.
     max_results_bytes: int = 1024 * 1024 * 1024
+    #: Seconds a NEST session may go without a NEST API request before it is stopped
+    #: (0: never); ``idle_timeout`` in POST overrides it.
+    nest_idle_timeout: float = 600.0
+    #: Most NEST calls that last (Simulate, Run, /exec) in flight at once, over all
+    #: sessions; each holds a worker thread (0: half of ``threads``).
+    nest_long_calls: int = 0
+    #: ``host:port`` of the drop-in NEST Server API (one session per API key at the root
+    #: of the port; ``simbackend nest-server`` defaults it to 127.0.0.1:52425); '' for none.
+    nest_server: str = ""
+    #: Origins (comma-separated, ``*`` wildcards) whose browsers may call the NEST
+    #: Server API (CORS), as NEST Server allows by default.
+    nest_cors_origins: str = "http://localhost:*,http://127.0.0.1:*"
     log_level: str = "INFO"
     #: Where simulation servers run: ``local`` (children of the backend) or ``slurm``
     #: (one batch job each; see README "Running on Slurm").
@@ -139,6 +151,10 @@ class Config:
                self.max_running_per_owner) < 0:
             raise ValueError("host_threads, host_memory_mb, max_running and "
                              "max_running_per_owner must not be negative")
+        if self.nest_long_calls <= 0:
+            self.nest_long_calls = max(1, self.threads // 2)
+        if self.nest_idle_timeout < 0:
+            raise ValueError("SIMBACKEND_NEST_IDLE_TIMEOUT must not be negative")
         if self.storage_retries < 0:
             raise ValueError("SIMBACKEND_STORAGE_RETRIES must not be negative")
         if self.run_boundary not in MODES:

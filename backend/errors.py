@@ -16,8 +16,9 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from backend.exceptions import (
-    BackendError, Conflict, Forbidden, InvalidRequest, NotFound, RequestTooLarge,
-    ScratchSpaceError, UnsupportedMediaType,
+    BackendError, Conflict, Forbidden, InvalidRequest, NestCallsBusy, NotFound,
+    RequestTooLarge, ScratchSpaceError, SessionTimeout, SessionUnreachable,
+    UnsupportedMediaType,
 )
 from lifecycle import InvalidTransition, UnknownState
 from lifecycle.errors import InvalidExperiment
@@ -34,6 +35,9 @@ STATUSES: list[tuple[type[Exception], int, str | None]] = [
     (Conflict, 409, None),
     (Forbidden, 403, None),
     (ScratchSpaceError, 503, None),
+    (NestCallsBusy, 503, None),
+    (SessionTimeout, 504, None),
+    (SessionUnreachable, 502, None),
     (UnknownState, 400, "invalid_state"),
     (InvalidTransition, 409, "invalid_transition"),
     (InvalidExperiment, 400, "invalid_experiment"),
@@ -70,7 +74,7 @@ def handle(exc: Exception) -> Response:
     for cls, status, code in STATUSES:
         if isinstance(exc, cls):
             if status >= 500:
-                logger.warning("%s: %s", code, exc)
+                logger.warning("%s: %s", code or getattr(exc, "code", "error"), exc)
             if isinstance(exc, BackendError):
                 return error_response(status, code or exc.code, exc.message, **exc.details)
             return error_response(status, code or "error", str(exc))

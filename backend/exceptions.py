@@ -57,6 +57,12 @@ class ExperimentNotFound(NotFound):
     code = "experiment_not_found"
 
 
+class NotNestSession(NotFound):
+    """The simulation holds no NEST session: it has no NEST Server API."""
+
+    code = "not_a_nest_session"
+
+
 class Conflict(BackendError):
     """The request is valid but the current state forbids it."""
 
@@ -99,3 +105,26 @@ class ScratchSpaceError(BackendError):
     """The backend's own disk failed it (full, unwritable): not the client's fault."""
 
     code = "scratch_unavailable"
+
+
+class SessionNotLive(Conflict):
+    """The NEST session has not been started, or has ended: no kernel to call."""
+
+    code = "session_not_running"
+
+
+class SessionUnreachable(BackendError):
+    """The session's simulation server did not answer a forwarded call."""
+
+    code = "session_unreachable"
+
+
+class SessionTimeout(SessionUnreachable):
+    code = "session_timeout"
+
+
+class NestCallsBusy(BackendError):
+    """As many long NEST calls (Simulate, Run, /exec) are in flight as the backend
+    allows at once: a worker thread is kept free for everything else."""
+
+    code = "too_many_nest_calls"

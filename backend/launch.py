@@ -16,7 +16,7 @@ from backend.exceptions import ExperimentNotFound
 from backend.launchers import LaunchSpec, ServerHandle
 from backend.limits import Limits, resolve
 from lifecycle.errors import InvalidExperiment
-from lifecycle.experiment import read_experiment
+from lifecycle.experiment import EXPERIMENT_FILE, read_experiment
 from lifecycle.messages import (
     EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR, RUN_CONFIG_FILE, RunConfig, ServerInfo, token_digest,
 )
@@ -28,6 +28,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _POLL = 0.01
+#: What a NEST session's record settings become in its ``experiment.json``.
+_SESSION_KEYS = ("threads", "seed", "resolution", "exec")
+
+
+def session_experiment(settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``experiment.json`` of a NEST session created without an experiment: the
+    simulation server serves a kernel built from these settings (see
+    ``simserver.nest_session.open_session``)."""
+    return {"description": "NEST session (the NEST Server API under .../nest/)",
+            "nest_session": {k: settings[k] for k in _SESSION_KEYS if k in settings}}
 
 
 class Launch(threading.Thread):
@@ -57,7 +67,7 @@ class Launch(threading.Thread):
 
     def _launch(self) -> None:
         record = self.sup.snapshot
-        if self._stopped() or not self._fetch(record["experiment"]):
+        if self._stopped() or not self._prepare(record):
             return
         token = secrets.token_urlsafe(32)
         limits = self.limits = self._write_run_config(record, token)
@@ -80,9 +90,18 @@ class Launch(threading.Thread):
                 self._start_timed_out()
                 return
 
-    def _fetch(self, experiment: str) -> bool:
+    def _prepare(self, record: dict[str, Any]) -> bool:
+        """Fill the run dir's ``experiment/``: fetched, or the built-in session experiment
+        of a NEST session that has none; False after failing the simulation."""
         for sub in (EXPERIMENT_DIR, LOGS_DIR, RESULTS_DIR):
             (self.run_dir / sub).mkdir(parents=True, exist_ok=True)
+        if record["experiment"] is None:
+            write_json_atomic(self.run_dir / EXPERIMENT_DIR / EXPERIMENT_FILE,
+                              session_experiment(record.get("nest") or {}))
+            return True
+        return self._fetch(record["experiment"])
+
+    def _fetch(self, experiment: str) -> bool:
         try:
             # The lease keeps this version in storage while it is fetched, so a replace
             # racing the launch gives the run one whole version, old or new.

@@ -99,22 +99,38 @@ class SimulationManager:
             client-chosen id is taken; Forbidden: a priority above 0 is not the caller's
             to give; ExceedsHost: it asks to start and could never fit.
         """
-        config = self.experiments.config(new.experiment)
-        main_script = new.main_script or config.get("main_script")
-        if not self.experiments.has_file(new.experiment, main_script):
-            raise InvalidRequest(f"main_script {main_script!r} is not in experiment "
-                                 f"{new.experiment!r}", code="invalid_main_script")
+        main_script, kernel, config = self._script_of(new)
         demand = resolve_demand(new.resources, config, new.limits, self.rt.config)
         self.scheduler.check_priority(new.priority, identity)
         if new.state is not None:
             self.scheduler.check_fits(demand)
-        sup = self._insert(new, main_script, demand)
+        sup = self._insert(new, main_script, kernel, demand)
         if new.state is not None:
             self.scheduler.submit(sup, new.state)
         sup.wait_saved(_PERSIST_WAIT)
         return self.record(sup.sim_id)
 
-    def _insert(self, new: NewSimulation, main_script: str,
+    def _script_of(self, new: NewSimulation) -> tuple[str, str | None, dict[str, Any]]:
+        """The run's main script, kernel session and experiment config: an experiment
+        whose ``experiment.json`` has ``"nest_session"`` and no script is a NEST session
+        too; a session's threads are what it reserves.
+
+        Raises:
+            ExperimentNotFound; InvalidRequest: the main script is not in the experiment.
+        """
+        if new.experiment is None:
+            threads = (new.nest or {}).get("threads", 1)
+            return "", new.kernel, {"resources": {"threads": threads}}
+        config = self.experiments.config(new.experiment)
+        main_script = new.main_script or config.get("main_script")
+        if main_script is None and "nest_session" in config:
+            return "", "nest", config
+        if not self.experiments.has_file(new.experiment, main_script):
+            raise InvalidRequest(f"main_script {main_script!r} is not in experiment "
+                                 f"{new.experiment!r}", code="invalid_main_script")
+        return main_script, None, config
+
+    def _insert(self, new: NewSimulation, main_script: str, kernel: str | None,
                 demand: Demand) -> SimulationSupervisor:
         with self._lock:
             sim_id = new.id or self._new_id()
@@ -124,10 +140,12 @@ class SimulationManager:
                                       main_script=main_script, params=new.params,
                                       timeout=new.timeout, limits=new.limits,
                                       owner=new.owner, priority=new.priority,
-                                      threads=demand.threads, memory_mb=demand.memory_mb)
+                                      threads=demand.threads, memory_mb=demand.memory_mb,
+                                      kernel=kernel, nest=new.nest if kernel else None)
             self.rt.registry.insert(record)
             sup = self._sims[sim_id] = SimulationSupervisor(record, self.rt)
-        logger.info("created: sim %s (experiment %s)", sim_id, record.experiment)
+        logger.info("created: sim %s (%s)", sim_id, f"experiment {record.experiment}"
+                    if record.experiment else "NEST session")
         return sup
 
     def set_state(self, sim_id: str, target: SimState) -> SimState:

@@ -50,6 +50,12 @@ _NEXT = {"next_cursor": _nullable({"type": "string"})}
 _FILE_LIST = {"type": "array", "items": _obj(["name", "size"], name={"type": "string"},
                                              size={"type": "integer"})}
 
+_POSITIVE = {"type": "number", "exclusiveMinimum": True, "minimum": 0}
+_NEST_SETTINGS = {"type": "object", "properties": {
+    "threads": {"type": "integer", "minimum": 1, "maximum": 256},
+    "seed": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+    "resolution": _POSITIVE, "idle_timeout": _POSITIVE, "exec": {"type": "boolean"}}}
+
 SCHEMAS: dict[str, Any] = {
     "Error": _obj(["error"], error=_obj(["code", "message"], code={"type": "string"},
                                         message={"type": "string"})),
@@ -57,7 +63,8 @@ SCHEMAS: dict[str, Any] = {
     "Record": _obj(
         ["id", "experiment", "state", "created_at", "updated_at", "main_script", "params",
          "error", "exit_code", "logs_uploaded"],
-        id={"type": "string"}, experiment={"type": "string"},
+        id={"type": "string"}, experiment=_nullable({"type": "string"}),
+        kernel=_nullable({"type": "string", "enum": ["nest"]}), nest=_nullable(_NEST_SETTINGS),
         main_script={"type": "string"}, state={"type": "string", "enum": STATES},
         created_at={"type": "string"}, updated_at={"type": "string"},
         ended_at=_nullable({"type": "string"}), params={"type": "object"},
@@ -77,14 +84,20 @@ SCHEMAS: dict[str, Any] = {
         sim_time=_nullable({"type": "number"}), real_time=_nullable({"type": "number"}),
         steps=_nullable({"type": "integer"}), timestep=_nullable({"type": "number"}),
         timeout=_nullable({"type": "object"}),
+        nest_session={"type": "object", "description": "a NEST session's kernel: "
+                      "biological_time, simulating, simulate_until, paused, stopping"},
         resources=_obj(["cpu_percent", "rss_bytes"], cpu_percent={"type": "number"},
                        rss_bytes={"type": "integer"}),
         launcher=_obj(["name"], name={"type": "string"},
                       job_id=_nullable({"type": "string"}), state=_nullable({"type": "string"}),
                       reason=_nullable({"type": "string"}), node=_nullable({"type": "string"}))),
     "NewSimulation": {
-        "type": "object", "required": ["experiment"], "additionalProperties": False,
+        "type": "object", "additionalProperties": False,
+        "description": "an experiment to run, or \"kernel\": \"nest\" for a NEST session "
+                       "(then no experiment, main_script, params or timeout)",
         "properties": {
+            "kernel": {"type": "string", "enum": ["nest"]},
+            **_NEST_SETTINGS["properties"],
             "experiment": {"type": "string", "minLength": 1, "example": "closed_loop"},
             "id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"},
             "main_script": {"type": "string"},
@@ -148,6 +161,32 @@ def _service_paths() -> dict[str, Any]:
                               checks={"type": "object"})),
             "503": {"$ref": "#/components/responses/Error"}})},
         "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
+    }
+
+
+def _nest_paths() -> dict[str, Any]:
+    """The NEST Server API of a NEST session (answers as NEST Server 3.10 gives them)."""
+    anything = _json({}, "what NEST Server answers: any JSON value")
+    body = {"required": False, "content": {"application/json": {"schema": {}}}}
+
+    def item(summary: str, *extra: dict[str, Any], post: bool = True) -> dict[str, Any]:
+        ops = {"get": _op(summary, {"200": anything}),
+               "options": _op("CORS preflight", {"200": {"description": "allowed"}})}
+        if post:
+            ops["post"] = _op(summary, {"200": anything}, requestBody=body)
+        return {"parameters": _SIM_ID + list(extra), **ops}
+
+    base = "/v1/simulations/{sim_id}/nest"
+    call = _path_param("call", "a PyNEST function or attribute (Create, GetStatus, ...)")
+    rest = _path_param("rest", "api, api/<call> or exec")
+    return {
+        base: item("NEST version ({\"mpi\", \"nest\"})", post=False),
+        base + "/": item("NEST version ({\"mpi\", \"nest\"})", post=False),
+        base + "/api": item("The PyNEST names that can be called", post=False),
+        base + "/api/{call}": item("Call a PyNEST function (JSON kwargs, \"args\" "
+                                   "positional; ?inspect=getdoc|getsource)", call),
+        base + "/exec": item("Run a script in the session ({\"source\", \"return\"})"),
+        base + "/{rest}": item("Any other path below the NEST root", rest),
     }
 
 
@@ -266,7 +305,7 @@ def build_spec(version: str) -> dict[str, Any]:
                  "description": "Run neural-simulation experiments: lifecycle, control, "
                                 "logs and results."},
         "paths": {**_service_paths(), **_experiment_paths(), **_simulation_paths(),
-                  **_queue_paths()},
+                  **_queue_paths(), **_nest_paths()},
         "components": {
             "schemas": SCHEMAS,
             "responses": {"Error": _json(_ref("Error"), "an error")},

@@ -27,7 +27,8 @@ class SimulationRecord:
     """
 
     id: str
-    experiment: str
+    #: None for a NEST session that has no experiment of its own.
+    experiment: str | None
     main_script: str
     state: SimState = SimState.CREATED
     #: The version of the experiment the run fetched (``"plain"``: an unversioned folder).
@@ -52,6 +53,11 @@ class SimulationRecord:
     #: What the run reserves of the host while it holds a process.
     threads: int = 1
     memory_mb: float = 0.0
+    #: ``"nest"`` for a NEST session (the NEST Server API under ``.../nest/``), else None.
+    kernel: str | None = None
+    #: A NEST session's settings (``threads``, ``seed``, ``resolution``, ``idle_timeout``,
+    #: ``exec``; ``idle_stopped`` once its idle timeout ended it).
+    nest: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.updated_at = self.updated_at or self.created_at
@@ -143,7 +149,7 @@ class Registry:
 
     def _write(self, sql: str, record: SimulationRecord) -> None:
         data = record.to_dict()
-        row = (record.id, record.experiment, data["state"], record.created_at,
+        row = (record.id, record.experiment or "", data["state"], record.created_at,
                json.dumps(data, separators=(",", ":")))
         with self._lock:
             self._db.execute(sql, row)

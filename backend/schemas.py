@@ -15,9 +15,17 @@ from lifecycle import SimState, UnknownState, experiment, parse_state
 from lifecycle.errors import InvalidExperiment
 from storage import InvalidKey, validate_key
 
+#: Fields of a NEST session (``"kernel": "nest"``), kept in its record's ``nest``.
+_SESSION_FIELDS = ("threads", "seed", "resolution", "idle_timeout", "exec")
+#: The kernels a simulation may hold as an interactive session instead of a script.
+SESSION_KERNELS = ("nest",)
+#: NEST takes seeds in [1, 2**31 - 1].
+MAX_SEED = 2**31 - 1
+MAX_THREADS = 256
+_INTEGERS = ("threads", "seed")
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _POST_FIELDS = {"experiment", "id", "main_script", "timeout", "params", "state", "limits",
-                "priority", "resources", "owner"}
+                "priority", "resources", "owner", "kernel", *_SESSION_FIELDS}
 #: Most bytes of a simulation's ``params`` as JSON (they are stored in every record).
 MAX_PARAMS_BYTES = 64 * 1024
 #: Priorities a run may have (above 0 only for operators and admins).
@@ -30,7 +38,8 @@ CREATE_STATES = (SimState.INITIALIZED, SimState.STARTED)
 class NewSimulation:
     """A checked ``POST /v1/simulations`` body."""
 
-    experiment: str
+    #: None for a NEST session without an experiment of its own.
+    experiment: str | None
     id: str | None = None
     main_script: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
@@ -41,6 +50,11 @@ class NewSimulation:
     priority: int = 0
     owner: str | None = None
     resources: dict[str, float] = field(default_factory=dict)
+    #: ``"nest"``: an interactive NEST session (the NEST Server API under ``.../nest/``).
+    kernel: str | None = None
+    #: The session's settings: ``threads``, ``seed``, ``resolution``, ``idle_timeout``,
+    #: ``exec`` (those given).
+    nest: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,8 +78,11 @@ def new_simulation(body: Any) -> NewSimulation:
     if unknown:
         raise InvalidRequest(f"unknown field(s): {', '.join(sorted(unknown))}",
                              code="unknown_field")
-    if not isinstance(body.get("experiment"), str) or not body["experiment"]:
-        raise InvalidRequest("'experiment' (a name) is required", code="missing_field")
+    kernel = _kernel(body)
+    if kernel is None and (not isinstance(body.get("experiment"), str) or
+                           not body["experiment"]):
+        raise InvalidRequest("'experiment' (a name) is required, or \"kernel\": \"nest\" "
+                             "for a NEST session", code="missing_field")
     sim_id = body.get("id")
     if "id" in body and (not isinstance(sim_id, str) or not ID_PATTERN.fullmatch(sim_id)):
         raise InvalidRequest("'id' must be 1-64 letters, digits, '.', '_' or '-', starting "
@@ -89,7 +106,8 @@ def new_simulation(body: Any) -> NewSimulation:
         raise InvalidRequest("'owner' must be 1-64 letters, digits, '.', '_' or '-', starting "
                              "with a letter or digit", code="invalid_owner")
     return NewSimulation(
-        experiment=body["experiment"], id=sim_id, main_script=main_script, params=params,
+        experiment=body.get("experiment"), kernel=kernel, nest=_session(body, kernel),
+        id=sim_id, main_script=main_script, params=params,
         timeout=_section(body, "timeout", experiment.timeout, "invalid_timeout"),
         limits=_section(body, "limits", experiment.limits, "invalid_limits"),
         state=_create_state(body.get("state")), owner=owner,
@@ -120,6 +138,46 @@ def queue_change(body: Any) -> QueueChange:
                              code="invalid_position")
     priority = _priority(body["priority"]) if "priority" in body else None
     return QueueChange(position=position, priority=priority)
+
+
+def _kernel(body: dict[str, Any]) -> str | None:
+    """``kernel`` of a session, checked against the fields that go with it."""
+    kernel = body.get("kernel")
+    if kernel is None:
+        given = [k for k in _SESSION_FIELDS if k in body]
+        if given:
+            raise InvalidRequest(f"{', '.join(map(repr, given))} belong(s) to a NEST session: "
+                                 "add \"kernel\": \"nest\"", code="invalid_field")
+        return None
+    if kernel not in SESSION_KERNELS:
+        raise InvalidRequest(f"'kernel' may be {', '.join(map(repr, SESSION_KERNELS))}, "
+                             f"not {kernel!r}", code="invalid_kernel")
+    clash = [k for k in ("experiment", "main_script", "params", "timeout") if k in body]
+    if clash:
+        raise InvalidRequest(f"a NEST session takes no {', '.join(map(repr, clash))}: its "
+                             "network comes from NEST API calls (an idle session ends after "
+                             "'idle_timeout' s)", code="invalid_field")
+    return kernel
+
+
+def _session(body: dict[str, Any], kernel: str | None) -> dict[str, Any] | None:
+    """The checked settings of a NEST session (only those given)."""
+    if kernel is None:
+        return None
+    try:
+        settings = {key: experiment.positive_number(body[key], key, integer=key in _INTEGERS)
+                    for key in ("threads", "seed", "resolution", "idle_timeout")
+                    if body.get(key) is not None}
+    except InvalidExperiment as exc:
+        raise InvalidRequest(str(exc), code="invalid_field") from None
+    for key, most in (("seed", MAX_SEED), ("threads", MAX_THREADS)):
+        if settings.get(key, 1) > most:
+            raise InvalidRequest(f"'{key}' must be at most {most}", code="invalid_field")
+    if "exec" in body:
+        if not isinstance(body["exec"], bool):
+            raise InvalidRequest("'exec' must be true or false", code="invalid_field")
+        settings["exec"] = body["exec"]
+    return settings
 
 
 def _section(body: dict[str, Any], key: str, check: Any, code: str) -> dict[str, float]:

@@ -13,6 +13,7 @@ from storage import Storage
 if TYPE_CHECKING:
     from backend.experiments import ExperimentStore
     from backend.manager import SimulationManager
+    from backend.nest_gateway import NestGateway
     from backend.watchdog import Watchdog
 
 
@@ -42,6 +43,8 @@ class Services:
     manager: SimulationManager
     experiments: ExperimentStore
     watchdog: Watchdog
+    #: The NEST Server API of NEST sessions (forwarding, idle timeout).
+    nest: NestGateway
     #: Why storage was unusable at start-up (one line), None if it was fine.
     storage_problem: str | None = None
 
@@ -49,6 +52,7 @@ class Services:
         """Stop the backend's own threads; simulation servers live on (they are
         re-adopted by the next start)."""
         self.watchdog.stop()
+        self.nest.stop()
         self.experiments.stop_collector()
         self.manager.scheduler.close()
         self.runtime.uploader.close()

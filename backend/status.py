@@ -26,6 +26,8 @@ def live_status(snapshot: dict[str, Any], client: ControlClient | None,
         try:
             live = client.status(timeout=1.0)
             status.update({k: live.get(k) for k in STATUS_KEYS}, resources=server.resources())
+            if "nest_session" in live:  # biological time, simulating, simulate_until...
+                status["nest_session"] = live["nest_session"]
             state = live.get("state", state)
         except ControlError:
             pass
