@@ -9,6 +9,7 @@ from types import CodeType
 from typing import Any
 
 import simserver
+from lifecycle import SimState
 from simserver import script
 from simserver.errors import ExperimentError, SimulationStopped, SimulationTimeout
 
@@ -56,8 +57,8 @@ def script_globals(path: Path) -> dict[str, Any]:
     }
 
 
-def run_script(code: CodeType, path: Path) -> str:
-    """Run the compiled script and say how it ended: ``"completed"`` or ``"stopped"``.
+def run_script(code: CodeType, path: Path) -> SimState:
+    """Run the compiled script and say how it ended: completed or stopped.
 
     ``SimulationTimeout`` escaping the script is a normal end.
 
@@ -70,13 +71,13 @@ def run_script(code: CodeType, path: Path) -> str:
     except SimulationTimeout:
         pass  # the run loop logged which timeout it was
     except SimulationStopped:
-        return "stopped"
+        return SimState.STOPPED
     except SystemExit as exc:
         if exc.code not in (None, 0):
             raise _script_error(exc) from exc
     except BaseException as exc:  # noqa: BLE001 - every escape is the script's failure
         raise _script_error(exc) from exc
-    return "completed"
+    return SimState.COMPLETED
 
 
 def _script_error(exc: BaseException) -> ScriptError:

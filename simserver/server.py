@@ -219,7 +219,7 @@ class SimulationServer:
         threading.Thread(target=self._refresh_status, name="status", daemon=True).start()
         logger.info("running %s", self.main_script)
         outcome = run_script(code, self.experiment_dir / self.main_script)
-        self._end_as(SimState.STOPPED if outcome == "stopped" else SimState.COMPLETED)
+        self._end_as(outcome)
 
     def _end_as(self, state: SimState) -> None:
         """Enter a terminal state unless one was entered already (a stop wins)."""
