@@ -14,7 +14,8 @@ from backend.experiments import ExperimentStore, seed_examples
 from backend.launchers import LocalLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
-from backend.resources import experiments, files, service, simulations
+from backend.events import EventHub
+from backend.resources import events, experiments, files, service, simulations
 from backend.services import Runtime, Services
 from backend.uploader import Uploader
 from backend.watchdog import Watchdog
@@ -37,6 +38,8 @@ ROUTES = [
     (files.LogFile, "/v1/simulations/<sim_id>/logs/<path:name>"),
     (files.ResultList, "/v1/simulations/<sim_id>/results"),
     (files.ResultFile, "/v1/simulations/<sim_id>/results/<path:name>"),
+    (events.SimulationEvents, "/v1/simulations/<sim_id>/events"),
+    (events.AllEvents, "/v1/events"),
 ]
 
 
@@ -67,7 +70,9 @@ def build_services(config: Config) -> Services:
     runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),
                       launcher=LocalLauncher(), uploader=Uploader(storage, config.upload_retry,
                                                         config.max_result_files),
-                      experiments=store)
+                      experiments=store,
+                      events=EventHub(config.event_status_interval, config.max_event_streams,
+                                      config.max_result_files))
     if config.examples_dir and problem is None:
         try:
             added = seed_examples(store, Path(config.examples_dir))
@@ -77,6 +82,7 @@ def build_services(config: Config) -> Services:
             logger.error("could not seed the examples: %s", exc)
     manager = SimulationManager(runtime, store)
     manager.load()
+    runtime.events.start(manager.find, manager.running)
     watchdog = Watchdog(manager.running, config.watchdog_interval)
     watchdog.start()
     store.start_collector(max(1.0, config.experiment_version_grace / 4))

@@ -44,6 +44,10 @@ _HELP = {
     "max_wait": "longest POST /v1/simulations?wait= in seconds",
     "experiment_version_grace": "seconds a replaced experiment version is kept for runs "
                                 "fetching it",
+    "max_event_streams": "most event streams open at once (each holds a thread of its own)",
+    "event_status_interval": "seconds between two status events of a followed simulation",
+    "max_event_lag_bytes": "bytes an event stream's client may leave unread before it is "
+                           "dropped",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
 _TYPES = {"int": int, "float": float, "Path": Path}

@@ -75,6 +75,15 @@ class Config:
     #: Seconds a replaced experiment version stays in storage for runs that resolved it
     #: just before the switch (runs fetching under a lease keep it as long as they need).
     experiment_version_grace: float = 300.0
+    #: Most event streams (``GET .../events``) open at once; each holds a worker thread
+    #: of its own, beside the ``threads`` that serve requests (429 above).
+    max_event_streams: int = 256
+    #: Seconds between two status events of a running simulation (sent only while
+    #: someone follows it).
+    event_status_interval: float = 1.0
+    #: Bytes sent to an event stream's client that it may leave unread before the stream
+    #: is dropped (it may resume from the last event id it got).
+    max_event_lag_bytes: int = 1024 * 1024
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -87,6 +96,11 @@ class Config:
         if self.connection_limit < 1 or self.channel_timeout <= 0 or self.max_header_bytes < 1:
             raise ValueError("SIMBACKEND_CONNECTION_LIMIT, SIMBACKEND_CHANNEL_TIMEOUT and "
                              "SIMBACKEND_MAX_HEADER_BYTES must be positive")
+        if self.max_event_streams < 0 or self.event_status_interval <= 0 or \
+                self.max_event_lag_bytes < 1:
+            raise ValueError("SIMBACKEND_MAX_EVENT_STREAMS must not be negative, "
+                             "SIMBACKEND_EVENT_STATUS_INTERVAL and "
+                             "SIMBACKEND_MAX_EVENT_LAG_BYTES must be positive")
         if self.storage_retries < 0:
             raise ValueError("SIMBACKEND_STORAGE_RETRIES must not be negative")
 

@@ -87,3 +87,9 @@ class CapacityReached(BackendError):
     """No more simulations may hold a process now."""
 
     code = "too_many_running"
+
+
+class TooManyStreams(CapacityReached):
+    """No more event streams may be open now."""
+
+    code = "too_many_streams"

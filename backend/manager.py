@@ -11,6 +11,7 @@ import uuid
 from typing import Any, BinaryIO, Iterator
 
 from backend import run_files
+from backend.events import Event
 from backend.exceptions import (
     CapacityReached, DuplicateSimulation, InvalidRequest, NotFound, SimulationBusy,
     SimulationNotFound,
@@ -83,8 +84,9 @@ class SimulationManager:
 
     # -- commands -----------------------------------------------------------------
 
-    def create(self, new: NewSimulation) -> dict[str, Any]:
+    def create(self, new: NewSimulation, requested_by: str | None = None) -> dict[str, Any]:
         """Create a simulation, optionally moving it on at once; return its record.
+        ``requested_by`` (who asked) goes into its state events.
 
         Raises:
             ExperimentNotFound; InvalidRequest: the main script is not in the experiment;
@@ -99,8 +101,9 @@ class SimulationManager:
             if new.state is not None:
                 self._admit()
             sup = self._insert(new, main_script)
+            sup.mailbox.post(sup.keeper.created, requested_by)
             if new.state is not None:
-                sup.lifecycle.request(new.state)
+                sup.lifecycle.request(new.state, requested_by=requested_by)
         sup.wait_saved(_PERSIST_WAIT)
         return sup.snapshot
 
@@ -117,10 +120,12 @@ class SimulationManager:
         logger.info("created: sim %s (experiment %s)", sim_id, record.experiment)
         return sup
 
-    def set_state(self, sim_id: str, target: SimState) -> SimState:
+    def set_state(self, sim_id: str, target: SimState,
+                  requested_by: str | None = None) -> SimState:
         """Accept an operator's state request; the work follows on the supervisor.
 
-        Answers once the new state is persisted.
+        Answers once the new state is persisted. ``requested_by`` (who asked) goes into
+        the state events.
 
         Raises:
             SimulationNotFound, UnknownState, InvalidTransition, CapacityReached.
@@ -130,9 +135,9 @@ class SimulationManager:
             with self._admission:
                 sup.lifecycle.plan(target)  # refuse bad requests before counting
                 self._admit()
-                state = sup.lifecycle.request(target)
+                state = sup.lifecycle.request(target, requested_by=requested_by)
         else:
-            state = sup.lifecycle.request(target)
+            state = sup.lifecycle.request(target, requested_by=requested_by)
         sup.wait_saved(_PERSIST_WAIT)
         return state
 
@@ -169,7 +174,11 @@ class SimulationManager:
             raise SimulationBusy(f"simulation {sim_id} is still being wound up") from None
         with self._lock:
             self._sims.pop(sim_id, None)
+        self.rt.events.publish(Event("deleted", sim_id, {}, record=sup.snapshot))
         logger.info("deleted: sim %s", sim_id)
+
+    def find(self, sim_id: str) -> SimulationSupervisor | None:
+        return self._sims.get(sim_id)
 
     def _new_id(self) -> str:
         while True:

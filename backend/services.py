@@ -1,10 +1,11 @@
 """What the backend's parts are built with, typed, in one place."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 from backend.config import Config
+from backend.events import EventHub
 from backend.launchers import Launcher
 from backend.registry import Registry
 from backend.uploader import Uploader
@@ -14,6 +15,10 @@ if TYPE_CHECKING:
     from backend.experiments import ExperimentStore
     from backend.manager import SimulationManager
     from backend.watchdog import Watchdog
+
+
+def see_everything(record: dict[str, Any]) -> bool:
+    return True
 
 
 @dataclass
@@ -27,6 +32,8 @@ class Runtime:
     uploader: Uploader
     #: Resolves an experiment to the version a launch fetches.
     experiments: ExperimentStore
+    #: Live events: supervisors publish what they persist; streams subscribe.
+    events: EventHub
 
 
 @dataclass
@@ -41,10 +48,15 @@ class Services:
     watchdog: Watchdog
     #: Why storage was unusable at start-up (one line), None if it was fine.
     storage_problem: str | None = None
+    #: Called in a request of ``GET /v1/events``: which simulations (by record) its caller
+    #: may see. Everyone sees all unless authentication sets it.
+    event_visibility: Callable[[], Callable[[dict[str, Any]], bool]] = \
+        field(default=lambda: see_everything)
 
     def close(self) -> None:
         """Stop the backend's own threads; simulation servers live on (they are
         re-adopted by the next start)."""
+        self.runtime.events.close()
         self.watchdog.stop()
         self.experiments.stop_collector()
         self.runtime.uploader.close()

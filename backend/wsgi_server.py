@@ -25,7 +25,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.receiver import ChunkedReceiver
 from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import BadRequest, Error
 
 from backend.config import Config
@@ -91,9 +91,23 @@ class _JsonErrorTask(ErrorTask):
         self.write(body)
 
 
+#: The WSGI environ key of a callable: bytes answered to this connection that waitress
+#: holds because the client has not read them yet (how an event stream sees it is behind).
+UNSENT_BYTES = "simbackend.unsent_bytes"
+
+
+class _Task(WSGITask):
+    def get_environment(self) -> dict[str, Any]:
+        environ = super().get_environment()
+        channel = self.channel
+        environ[UNSENT_BYTES] = lambda: channel.total_outbufs_len
+        return environ
+
+
 class _Channel(HTTPChannel):
     parser_class = _GuardedParser
     error_task_class = _JsonErrorTask
+    task_class = _Task
 
 
 class GuardedServer(TcpWSGIServer):
@@ -140,7 +154,10 @@ class GuardedServer(TcpWSGIServer):
 def server_settings(config: Config) -> dict[str, Any]:
     """waitress adjustments from the config (each one a decision, not a default)."""
     return {
-        "host": config.host, "port": config.port, "threads": config.threads,
+        # Each event stream holds a worker thread while it is open: the streams get threads
+        # of their own, so they never take the ones requests need.
+        "host": config.host, "port": config.port,
+        "threads": config.threads + config.max_event_streams,
         "ident": "simbackend", "clear_untrusted_proxy_headers": True,
         "connection_limit": config.connection_limit,
         "channel_timeout": config.channel_timeout,
@@ -166,4 +183,4 @@ def create_server(app: Any, config: Config) -> GuardedServer:
     return GuardedServer(app, **server_settings(config))
 
 
-__all__ = ["CHUNKED_PATHS", "GuardedServer", "create_server", "server_settings"]
+__all__ = ["CHUNKED_PATHS", "UNSENT_BYTES", "GuardedServer", "create_server", "server_settings"]
