@@ -17,6 +17,7 @@ Behind a reverse proxy (see README.rst) these are a second line of defence.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 from typing import Any
@@ -91,16 +92,41 @@ class _JsonErrorTask(ErrorTask):
         self.write(body)
 
 
-#: The WSGI environ key of a callable: bytes answered to this connection that waitress
-#: holds because the client has not read them yet (how an event stream sees it is behind).
-UNSENT_BYTES = "simbackend.unsent_bytes"
+#: The WSGI environ key of the request's :class:`StreamControl`.
+STREAM_CONTROL = "simbackend.stream_control"
+#: The kernel's send buffer of an event stream's connection: loopback autotuning would
+#: let a client that reads nothing swallow megabytes before it looks behind.
+STREAM_SEND_BUFFER = 64 * 1024
+
+
+class StreamControl:
+    """What a long answer (an event stream) may know of its connection."""
+
+    def __init__(self, channel: HTTPChannel | None = None) -> None:
+        self._channel = channel
+
+    def unsent(self) -> int:
+        """Bytes answered that waitress holds because the client has not read them yet."""
+        return self._channel.total_outbufs_len if self._channel is not None else 0
+
+    def disconnected(self) -> bool:
+        """The client has closed the connection (seen while a request runs thanks to
+        ``channel_request_lookahead``)."""
+        return self._channel is not None and not self._channel.connected
+
+    def limit_send_buffer(self) -> None:
+        if self._channel is not None:
+            try:
+                self._channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                                STREAM_SEND_BUFFER)
+            except OSError:
+                pass  # closed meanwhile: the stream ends at its next write
 
 
 class _Task(WSGITask):
     def get_environment(self) -> dict[str, Any]:
         environ = super().get_environment()
-        channel = self.channel
-        environ[UNSENT_BYTES] = lambda: channel.total_outbufs_len
+        environ[STREAM_CONTROL] = StreamControl(self.channel)
         return environ
 
 
@@ -171,6 +197,9 @@ def server_settings(config: Config) -> dict[str, Any]:
         # poll(): select() cannot watch file descriptors above 1024.
         "asyncore_use_poll": True,
         "expose_tracebacks": False,
+        # Keep reading while a request runs, so a client that goes away is noticed
+        # (an event stream ends then, instead of at its next heartbeat).
+        "channel_request_lookahead": 1,
     }
 
 
@@ -183,4 +212,5 @@ def create_server(app: Any, config: Config) -> GuardedServer:
     return GuardedServer(app, **server_settings(config))
 
 
-__all__ = ["CHUNKED_PATHS", "UNSENT_BYTES", "GuardedServer", "create_server", "server_settings"]
+__all__ = ["CHUNKED_PATHS", "STREAM_CONTROL", "GuardedServer", "StreamControl", "create_server",
+           "server_settings"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from backend.events.cursor import Cursor
@@ -17,6 +18,7 @@ from backend.events.hub import Event, EventHub, Subscription, end_data
 from backend.events.logs import chunks, read_from
 from backend.exceptions import BackendError
 from lifecycle.messages import LOGS_DIR
+from backend.wsgi_server import StreamControl
 from storage import StorageError
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ logger = logging.getLogger(__name__)
 #: Seconds between two comments on a quiet stream (proxies close silent connections,
 #: and a write is how a closed client is noticed).
 HEARTBEAT = 15.0
+#: Seconds a quiet stream waits before it looks whether its client went away.
+_WAKE = 1.0
 #: Persisted events read from the registry at a time while replaying.
 _PAGE = 500
 #: Sent first: how soon a client should reconnect (ms) after the connection is lost.
@@ -45,12 +49,12 @@ def sse(type: str, data: dict[str, Any], id: str | None = None) -> bytes:
 class _Stream:
     """What both kinds of stream share: the subscription, drops, heartbeats, errors."""
 
-    def __init__(self, manager: SimulationManager, hub: EventHub, unsent: Callable[[], int],
+    def __init__(self, manager: SimulationManager, hub: EventHub, control: StreamControl,
                  max_lag: int) -> None:
         self.manager = manager
         self.registry = manager.rt.registry
         self.hub = hub
-        self.unsent = unsent
+        self.control = control
         self.max_lag = max_lag
         self.sub: Subscription | None = None
 
@@ -88,17 +92,21 @@ class _Stream:
             yield RETRY
             if (yield from self._replay()):
                 return
-            while not sub.closed:
-                events = sub.take(HEARTBEAT)
+            quiet_since = time.monotonic()
+            while not sub.closed and not self.control.disconnected():
+                events = sub.take(_WAKE)
                 if sub.dropped:
                     yield sse("dropped", {"reason": sub.dropped, "last_event_id": self._position()})
                     return
-                if not events:
+                if events:
+                    quiet_since = time.monotonic()
+                elif time.monotonic() - quiet_since >= HEARTBEAT:
+                    quiet_since = time.monotonic()
                     yield KEEPALIVE
                 for event in events:
                     if (yield from self._live(event)):
                         return
-                if self.unsent() > self.max_lag:
+                if self.control.unsent() > self.max_lag:
                     sub.drop(f"more than {self.max_lag} bytes sent to it were not yet read")
         except (BackendError, StorageError) as exc:
             logger.warning("event stream ended: %s", exc)
@@ -112,8 +120,8 @@ class SimulationStream(_Stream):
     """``GET /v1/simulations/<id>/events``: state changes, status ticks, log lines, end."""
 
     def __init__(self, manager: SimulationManager, hub: EventHub, sim_id: str, cursor: Cursor,
-                 *, logs: bool, status: bool, unsent: Callable[[], int], max_lag: int) -> None:
-        super().__init__(manager, hub, unsent, max_lag)
+                 *, logs: bool, status: bool, control: StreamControl, max_lag: int) -> None:
+        super().__init__(manager, hub, control, max_lag)
         self.sim_id = sim_id
         self.cursor = cursor
         self.logs = logs
@@ -204,9 +212,9 @@ class AllStream(_Stream):
     caller may see (no log lines), numbered by the registry's event ids."""
 
     def __init__(self, manager: SimulationManager, hub: EventHub, after: int,
-                 visible: Visible, *, status: bool, unsent: Callable[[], int],
+                 visible: Visible, *, status: bool, control: StreamControl,
                  max_lag: int) -> None:
-        super().__init__(manager, hub, unsent, max_lag)
+        super().__init__(manager, hub, control, max_lag)
         self.after = after
         self.visible = visible
         self.status = status

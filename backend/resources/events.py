@@ -8,7 +8,7 @@ from backend.events import Cursor
 from backend.events.stream import AllStream, SimulationStream
 from backend.resources import bool_arg
 from backend.services import Services
-from backend.wsgi_server import UNSENT_BYTES
+from backend.wsgi_server import STREAM_CONTROL, StreamControl
 
 
 def _last_event_id() -> str | None:
@@ -27,8 +27,11 @@ def _answer(stream: SimulationStream | AllStream) -> Response:
     return response
 
 
-def _unsent() -> object:
-    return request.environ.get(UNSENT_BYTES, lambda: 0)
+def _control() -> StreamControl:
+    """The connection's control (a stand-in outside waitress, e.g. Flask's test client)."""
+    control = request.environ.get(STREAM_CONTROL) or StreamControl()
+    control.limit_send_buffer()
+    return control
 
 
 class SimulationEvents(Resource):
@@ -41,7 +44,7 @@ class SimulationEvents(Resource):
         cursor = Cursor.parse(_last_event_id())
         return _answer(SimulationStream(
             manager, self.services.runtime.events, sim_id, cursor,
-            logs=bool_arg("logs", True), status=bool_arg("status", True), unsent=_unsent(),
+            logs=bool_arg("logs", True), status=bool_arg("status", True), control=_control(),
             max_lag=self.services.config.max_event_lag_bytes))
 
 
@@ -54,4 +57,4 @@ class AllEvents(Resource):
         return _answer(AllStream(
             self.services.manager, self.services.runtime.events, after,
             self.services.event_visibility(), status=bool_arg("status", True),
-            unsent=_unsent(), max_lag=self.services.config.max_event_lag_bytes))
+            control=_control(), max_lag=self.services.config.max_event_lag_bytes))
