@@ -1,4 +1,5 @@
-"""``simbackend``: the command line."""
+"""``simbackend``: the command line. ``serve`` starts the backend; every other verb is a
+client of one (:mod:`client.cli`), and loads nothing of the backend (no Flask)."""
 from __future__ import annotations
 
 import argparse
@@ -8,9 +9,6 @@ import os
 import sys
 from dataclasses import fields
 from pathlib import Path
-
-from backend.config import Config
-from storage import StorageError
 
 logger = logging.getLogger("backend")
 
@@ -54,6 +52,8 @@ _TYPES = {"int": int, "float": float, "Path": Path}
 
 
 def _parser() -> argparse.ArgumentParser:
+    from backend.config import Config
+
     parser = argparse.ArgumentParser(prog="simbackend",
                                      description="Run neural-simulation experiments over REST.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def serve(args: argparse.Namespace) -> int:
     from backend.app import create_app
+    from backend.config import Config
     from backend.wsgi_server import create_server
+    from storage import StorageError
 
     # Registry, run files, tokens, uploads in flight: nobody else's business.
     os.umask(0o077)
@@ -107,10 +109,12 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    return 2
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:
+        return serve(_parser().parse_args(argv))
+    from client.cli import main as client_main
+
+    return client_main(argv)
 
 
 if __name__ == "__main__":

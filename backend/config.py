@@ -6,13 +6,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from client.settings import default_data_dir
 from storage import CONNECT_TIMEOUT, READ_TIMEOUT, RETRIES
-
-
-def default_data_dir() -> Path:
-    """A per-user data folder (``$XDG_DATA_HOME/simbackend``)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "simbackend"
 
 
 @dataclass
