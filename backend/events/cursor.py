@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from backend.exceptions import InvalidRequest
@@ -26,7 +27,7 @@ class Cursor:
 
     def format(self) -> str:
         parts = [str(self.event)]
-        parts += [f"{quote(name, safe='')}={offset}" for name, offset in self.logs.items()]
+        parts += [f"{_quoted(name)}={offset}" for name, offset in self.logs.items()]
         return ";".join(parts)
 
     @classmethod
@@ -55,6 +56,11 @@ class Cursor:
         if cursor.logs:
             raise _bad(raw or "")
         return cursor.event
+
+
+@lru_cache(maxsize=1024)
+def _quoted(name: str) -> str:
+    return quote(name, safe="")
 
 
 def _bad(raw: str) -> InvalidRequest:

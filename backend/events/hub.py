@@ -9,11 +9,13 @@ lines and status ticks, and only for simulations someone follows.
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable
 
 from backend.events.logs import LogTail
@@ -47,6 +49,14 @@ class Event:
     @classmethod
     def stored(cls, event: StoredEvent, record: dict[str, Any] | None = None) -> Event:
         return cls(event.type, event.sim_id, event.data, event.id, record=record)
+
+    @cached_property
+    def payload(self) -> str:
+        """The JSON of its ``data`` as sent (made once, however many streams send it)."""
+        data = {"sim_id": self.sim_id, **self.data}
+        if self.type == "log":
+            data["text"] = self.raw.decode("utf-8", "replace")
+        return json.dumps(data, separators=(",", ":"))
 
 
 def end_data(record: dict[str, Any]) -> dict[str, Any]:

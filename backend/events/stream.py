@@ -41,9 +41,12 @@ KEEPALIVE = b": keep-alive\n\n"
 Visible = Callable[[dict[str, Any]], bool]
 
 
-def sse(type: str, data: dict[str, Any], id: str | None = None) -> bytes:
+def sse(type: str, data: dict[str, Any] | str, id: str | None = None) -> bytes:
+    """One event on the wire; ``data`` as a dict or as its JSON already."""
     head = f"id: {id}\n" if id is not None else ""
-    return f"{head}event: {type}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    if not isinstance(data, str):
+        data = json.dumps(data, separators=(",", ":"))
+    return f"{head}event: {type}\ndata: {data}\n\n".encode()
 
 
 class _Stream:
@@ -160,13 +163,13 @@ class SimulationStream(_Stream):
                 return (yield from self._end(event))
             yield self._persisted(event)
         else:
-            yield sse(event.type, {"sim_id": self.sim_id, **event.data})
+            yield sse(event.type, event.payload)
             return event.type == "deleted"
         return False
 
     def _persisted(self, event: Event) -> bytes:
         self.cursor.event = event.id
-        return sse(event.type, {"sim_id": self.sim_id, **event.data}, self.cursor.format())
+        return sse(event.type, event.payload, self.cursor.format())
 
     def _end(self, event: Event) -> Iterator[bytes]:
         """The last log lines, then the end."""
@@ -174,7 +177,7 @@ class SimulationStream(_Stream):
             yield from self._catch_up(final=True)
         if event.id is not None:
             self.cursor.event = event.id
-        yield sse("end", {"sim_id": self.sim_id, **event.data}, self.cursor.format())
+        yield sse("end", event.payload, self.cursor.format())
         return True
 
     def _catch_up(self, final: bool) -> Iterator[bytes]:
@@ -192,6 +195,10 @@ class SimulationStream(_Stream):
         name, offset, data = event.data["file"], event.data["offset"], event.raw
         at = self.cursor.logs.get(name, 0)
         if offset + len(data) <= at:
+            return
+        if offset == at:  # the usual case: the event as every stream sends it
+            self.cursor.logs[name] = offset + len(data)
+            yield sse("log", event.payload, self.cursor.format())
             return
         if offset > at:
             gap = b"".join(d for _, d in read_from(self.manager, self.sim_id, name, at, True,
@@ -229,8 +236,9 @@ class AllStream(_Stream):
         while True:
             page = self.registry.events(self.after, None, _PAGE)
             for stored in page:
-                if self._may_see(Event.stored(stored)):
-                    yield sse(stored.type, {"sim_id": stored.sim_id, **stored.data}, str(stored.id))
+                event = Event.stored(stored)
+                if self._may_see(event):
+                    yield sse(stored.type, event.payload, str(stored.id))
                 self.after = stored.id
             if len(page) < _PAGE:
                 return False
@@ -241,8 +249,7 @@ class AllStream(_Stream):
         if self._may_see(event):
             if event.id is not None:
                 self.after = event.id
-            yield sse(event.type, {"sim_id": event.sim_id, **event.data},
-                      None if event.id is None else str(event.id))
+            yield sse(event.type, event.payload, None if event.id is None else str(event.id))
         return False
 
     def _may_see(self, event: Event) -> bool:
