@@ -42,14 +42,23 @@ class RecordKeeper:
         self._post = post
         self.snapshot: dict[str, Any] = record.to_dict()
         self.deleted = False
+        self._unpublished: list[Event] = []
 
     def save(self, event: tuple[str, dict[str, Any]] | None = None) -> None:
-        """Save the record (and ``event`` of it, in the same transaction, then publish it)."""
+        """Save the record (and ``event`` of it, in the same transaction: it is published
+        by :meth:`publish`)."""
         self.record.updated_at = utc_now()
         stored = self.rt.registry.save(self.record, event)
         self.snapshot = self.record.to_dict()
         if stored is not None:
-            self.rt.events.publish(Event.stored(stored, self.snapshot))
+            self._unpublished.append(Event.stored(stored, self.snapshot))
+
+    def publish(self) -> None:
+        """Hand the saved events to their subscribers. Posted after the command that
+        converges the server: waking many subscribers' threads must not delay it."""
+        events, self._unpublished = self._unpublished, []
+        for event in events:
+            self.rt.events.publish(event)
 
     def set_state(self, state: SimState, change: dict[str, Any]) -> None:
         """Enter ``state``; ``change`` says from where, by which trigger, who asked."""

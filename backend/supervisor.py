@@ -121,6 +121,7 @@ class SimulationSupervisor:
             self.mailbox.post(self.ended.set)  # once the record says so
         else:
             self.mailbox.post(self._converge)
+        self.mailbox.post(self.keeper.publish)
 
     def wait_saved(self, timeout: float) -> bool:
         """Wait until the last state change is saved to the registry."""

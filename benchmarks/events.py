@@ -8,8 +8,8 @@ cost the backend.
    receiving ``server_state``, and ``PUT .../state`` to the client receiving ``state``.
 2. Cost: the backend's CPU (user+system, % of one core) and RSS over a window while a
    simulation runs and logs a line every 10 ms, with no subscriber and with N (each
-   reading its own stream of status ticks and log lines), side by side; and the state
-   change's whole way in both (PUT -> the server's own change seen over SSE).
+   reading its own stream of status ticks and log lines), side by side; and in each,
+   how long the state change itself takes (PUT -> the server's change, by its clock).
 """
 from __future__ import annotations
 
@@ -114,7 +114,8 @@ class Crowd:
 
 def latencies(backend: Backend, sim_id: str, listener: Listener,
               rounds: int) -> tuple[list[float], list[float], list[float]]:
-    """(server change -> SSE server_state, PUT -> SSE state, PUT -> SSE server_state)."""
+    """(server change -> SSE server_state, PUT -> SSE state, PUT -> the server's change
+    by its own clock: how long the pause itself took)."""
     server, put, whole = [], [], []
     seen = len(listener.events)
     for i in range(rounds):
@@ -125,7 +126,7 @@ def latencies(backend: Backend, sim_id: str, listener: Listener,
         put.append(at - began)
         at, data, seen = listener.wait_for("server_state", target, seen)
         server.append(at - data["at"])
-        whole.append(at - began)
+        whole.append(data["at"] - began)
         seen = max(seen, seen_state)
     return server, put, whole
 
@@ -178,7 +179,7 @@ def main() -> None:
         print()
         for label, (what, target) in enumerate((("server change -> SSE", 20),
                                                 ("PUT -> SSE state", None),
-                                                ("PUT -> server change seen", 50))):
+                                                ("PUT -> server changed", 50))):
             for name, measured, _ in cases:
                 print(summary(f"{what}, {name}", measured[label], target))
         print()

@@ -22,11 +22,12 @@ _READ_PER_LOOK = 4 * MAX_CHUNK
 
 
 def whole_lines(data: bytes, final: bool) -> int:
-    """How much of ``data`` to deliver now: up to its last newline, all of it when
-    ``final`` (the file will not grow) or when it is a line longer than a chunk."""
-    if final or len(data) >= MAX_CHUNK:
+    """How much of ``data`` to deliver now: up to its last newline; all of it when
+    ``final`` (the file will not grow) or when it is one line longer than a chunk."""
+    if final:
         return len(data)
-    return data.rfind(b"\n") + 1
+    cut = data.rfind(b"\n") + 1
+    return len(data) if cut == 0 and len(data) >= MAX_CHUNK else cut
 
 
 def chunks(offset: int, data: bytes) -> Iterator[tuple[int, bytes]]:
