@@ -305,25 +305,3 @@ def test_fifty_stalled_subscribers_do_not_delay_pause(backend: Backend, loop: st
              "with 50": [round(x * 1000) for x in crowded]}
     assert crowded[-2] <= limit, shown  # p99 of 25 rounds, less the single worst
     assert crowded[-1] < 1.0, shown
-
-
-def test_state_changes_carry_who_asked() -> None:
-    """requested_by travels from the state request to the supervisor's change (the seam
-    authentication fills); the system's own transitions have none."""
-    from lifecycle import BackendSimulationLifecycle, SimState
-
-    changes = []
-
-    class Actions:
-        def changed(self, state, previous=None, trigger=None, requested_by=None):
-            changes.append((state, previous, trigger, requested_by))
-
-        def __getattr__(self, name):
-            return lambda *args: None
-
-    machine = BackendSimulationLifecycle("a", Actions())
-    machine.request("started", requested_by="ada")
-    machine.fire("complete")
-    assert changes == [(SimState.INITIALIZED, SimState.CREATED, "initialize", "ada"),
-                       (SimState.STARTED, SimState.INITIALIZED, "start", "ada"),
-                       (SimState.COMPLETED, SimState.STARTED, "complete", None)]
