@@ -17,8 +17,9 @@ from backend.launchers.environment import extra_names
 from backend.launchers.slurm import SlurmLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
+from backend.events import EventHub
 from backend.nest_gateway import NestGateway
-from backend.resources import experiments, files, nest, queue, service, simulations
+from backend.resources import events, experiments, files, nest, queue, service, simulations
 from backend.services import Runtime, Services
 from backend.uploader import Uploader
 from backend.watchdog import Watchdog
@@ -46,6 +47,8 @@ ROUTES = [
     (nest.NestApi, "/v1/simulations/<sim_id>/nest"),
     (nest.NestApi, "/v1/simulations/<sim_id>/nest/"),
     (nest.NestApi, "/v1/simulations/<sim_id>/nest/<path:rest>"),
+    (events.SimulationEvents, "/v1/simulations/<sim_id>/events"),
+    (events.AllEvents, "/v1/events"),
 ]
 
 
@@ -77,7 +80,9 @@ def build_services(config: Config) -> Services:
                       launcher=_launcher(config),
                       uploader=Uploader(storage, config.upload_retry, config.max_result_files,
                                         config.max_log_bytes, config.max_results_bytes),
-                      experiments=store)
+                      experiments=store,
+                      events=EventHub(config.event_status_interval, config.max_event_streams,
+                                      config.max_result_files))
     if config.examples_dir and problem is None:
         try:
             added = seed_examples(store, Path(config.examples_dir))
@@ -87,6 +92,7 @@ def build_services(config: Config) -> Services:
             logger.error("could not seed the examples: %s", exc)
     manager = SimulationManager(runtime, store)
     manager.load()
+    runtime.events.start(manager.find, manager.running)
     watchdog = Watchdog(manager.running, config.watchdog_interval)
     watchdog.start()
     gateway = NestGateway(manager, config)

@@ -1,4 +1,5 @@
-"""``simbackend``: the command line."""
+"""``simbackend``: the command line. ``serve`` starts the backend; every other verb is a
+client of one (:mod:`client.cli`), and loads nothing of the backend (no Flask)."""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +10,11 @@ import sys
 import threading
 from dataclasses import fields, replace
 from collections.abc import Mapping
-from typing import Any
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from backend.config import Config
-from storage import StorageError
+if TYPE_CHECKING:
+    from backend.config import Config
 
 logger = logging.getLogger("backend")
 
@@ -62,6 +63,10 @@ _HELP = {
     "nest_server": "host:port of the drop-in NEST Server API ('' none; nest-server: "
                    "127.0.0.1:52425)",
     "nest_cors_origins": "origins allowed to call the NEST Server API from a browser",
+    "max_event_streams": "most event streams open at once (each holds a thread of its own)",
+    "event_status_interval": "seconds between two status events of a followed simulation",
+    "max_event_lag_bytes": "bytes an event stream's client may leave unread before it is "
+                           "dropped",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "launcher": "where simulation servers run: local or slurm",
     "shared_dir": "folder of the run directories, shared with the compute nodes "
@@ -81,6 +86,8 @@ _TYPES = {"int": int, "float": float, "Path": Path}
 
 
 def _parser() -> argparse.ArgumentParser:
+    from backend.config import Config
+
     parser = argparse.ArgumentParser(prog="simbackend",
                                      description="Run neural-simulation experiments over REST.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,7 +119,9 @@ def config_overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> di
 
 def serve(args: argparse.Namespace) -> int:
     from backend.app import create_app
+    from backend.config import Config
     from backend.wsgi_server import create_server
+    from storage import StorageError
 
     # Registry, run files, tokens, uploads in flight: nobody else's business.
     os.umask(0o077)
@@ -175,10 +184,12 @@ def _serve_dropin(app: Any, config: Config) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command in ("serve", "nest-server"):
-        return serve(args)
-    return 2
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["serve"], ["nest-server"]):
+        return serve(_parser().parse_args(argv))
+    from client.cli import main as client_main
+
+    return client_main(argv)
 
 
 if __name__ == "__main__":

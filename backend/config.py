@@ -7,16 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from backend.launchers.boundary import MODES
+from client.settings import default_data_dir
 from storage import CONNECT_TIMEOUT, READ_TIMEOUT, RETRIES
 
 #: Values of ``Config.launcher``.
 LAUNCHERS = ("local", "slurm")
-
-
-def default_data_dir() -> Path:
-    """A per-user data folder (``$XDG_DATA_HOME/simbackend``)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "simbackend"
 
 
 @dataclass
@@ -111,6 +106,15 @@ class Config:
     #: Origins (comma-separated, ``*`` wildcards) whose browsers may call the NEST
     #: Server API (CORS), as NEST Server allows by default.
     nest_cors_origins: str = "http://localhost:*,http://127.0.0.1:*"
+    #: Most event streams (``GET .../events``) open at once; each holds a worker thread
+    #: of its own, beside the ``threads`` that serve requests (429 above).
+    max_event_streams: int = 256
+    #: Seconds between two status events of a running simulation (sent only while
+    #: someone follows it).
+    event_status_interval: float = 1.0
+    #: Bytes sent to an event stream's client that it may leave unread before the stream
+    #: is dropped (it may resume from the last event id it got).
+    max_event_lag_bytes: int = 1024 * 1024
     log_level: str = "INFO"
     #: Where simulation servers run: ``local`` (children of the backend) or ``slurm``
     #: (one batch job each; see README "Running on Slurm").
@@ -155,6 +159,11 @@ class Config:
             self.nest_long_calls = max(1, self.threads // 2)
         if self.nest_idle_timeout < 0:
             raise ValueError("SIMBACKEND_NEST_IDLE_TIMEOUT must not be negative")
+        if self.max_event_streams < 0 or self.event_status_interval <= 0 or \
+                self.max_event_lag_bytes < 1:
+            raise ValueError("SIMBACKEND_MAX_EVENT_STREAMS must not be negative, "
+                             "SIMBACKEND_EVENT_STATUS_INTERVAL and "
+                             "SIMBACKEND_MAX_EVENT_LAG_BYTES must be positive")
         if self.storage_retries < 0:
             raise ValueError("SIMBACKEND_STORAGE_RETRIES must not be negative")
         if self.run_boundary not in MODES:

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend.exceptions import (
     BackendError, Conflict, Forbidden, InvalidRequest, NestCallsBusy, NotFound,
-    RequestTooLarge, ScratchSpaceError, SessionTimeout, SessionUnreachable,
+    RequestTooLarge, ScratchSpaceError, SessionTimeout, SessionUnreachable, TooManyStreams,
     UnsupportedMediaType,
 )
 from lifecycle import InvalidTransition, UnknownState
@@ -34,6 +34,7 @@ STATUSES: list[tuple[type[Exception], int, str | None]] = [
     (NotFound, 404, None),
     (Conflict, 409, None),
     (Forbidden, 403, None),
+    (TooManyStreams, 429, None),
     (ScratchSpaceError, 503, None),
     (NestCallsBusy, 503, None),
     (SessionTimeout, 504, None),

@@ -128,3 +128,9 @@ class NestCallsBusy(BackendError):
     allows at once: a worker thread is kept free for everything else."""
 
     code = "too_many_nest_calls"
+
+
+class TooManyStreams(BackendError):
+    """No more event streams may be open now."""
+
+    code = "too_many_streams"

@@ -11,6 +11,7 @@ import uuid
 from typing import Any, BinaryIO, Iterator
 
 from backend import run_files
+from backend.events import Event
 from backend.exceptions import (
     DuplicateSimulation, InvalidRequest, NotFound, NotQueued, SimulationBusy,
     SimulationNotFound,
@@ -89,9 +90,10 @@ class SimulationManager:
 
     # -- commands -----------------------------------------------------------------
 
-    def create(self, new: NewSimulation, identity: Any = None) -> dict[str, Any]:
+    def create(self, new: NewSimulation, identity: Any = None,
+               requested_by: str | None = None) -> dict[str, Any]:
         """Create a simulation, optionally moving it on at once (or queueing it);
-        return its record.
+        return its record. ``requested_by`` (who asked) goes into its state events.
 
         Raises:
             ExperimentNotFound; InvalidRequest: the main script is not in the experiment;
@@ -105,8 +107,9 @@ class SimulationManager:
         if new.state is not None:
             self.scheduler.check_fits(demand)
         sup = self._insert(new, main_script, kernel, demand)
+        sup.mailbox.post(sup.keeper.created, requested_by)
         if new.state is not None:
-            self.scheduler.submit(sup, new.state)
+            self.scheduler.submit(sup, new.state, requested_by=requested_by)
         sup.wait_saved(_PERSIST_WAIT)
         return self.record(sup.sim_id)
 
@@ -148,21 +151,23 @@ class SimulationManager:
                     if record.experiment else "NEST session")
         return sup
 
-    def set_state(self, sim_id: str, target: SimState) -> SimState:
+    def set_state(self, sim_id: str, target: SimState,
+                  requested_by: str | None = None) -> SimState:
         """Accept an operator's state request; the work follows on the supervisor.
 
         Answers once the new state is persisted. Launching beyond the host's capacity
         queues the run (the answer is ``queued``); asking a queued run for
         ``initialized`` or ``started`` changes what it will be admitted to.
+        ``requested_by`` (who asked) goes into the state events.
 
         Raises:
             SimulationNotFound, UnknownState, InvalidTransition, ExceedsHost.
         """
         sup = self.get(sim_id)
         if target in _LAUNCHING and sup.state in _WAITING:
-            state = self.scheduler.submit(sup, target)
+            state = self.scheduler.submit(sup, target, requested_by=requested_by)
         else:
-            state = sup.lifecycle.request(target)
+            state = sup.lifecycle.request(target, requested_by=requested_by)
         sup.wait_saved(_PERSIST_WAIT)
         return state
 
@@ -224,7 +229,11 @@ class SimulationManager:
             raise SimulationBusy(f"simulation {sim_id} is still being wound up") from None
         with self._lock:
             self._sims.pop(sim_id, None)
+        self.rt.events.publish(Event("deleted", sim_id, {}, record=sup.snapshot))
         logger.info("deleted: sim %s", sim_id)
+
+    def find(self, sim_id: str) -> SimulationSupervisor | None:
+        return self._sims.get(sim_id)
 
     def _new_id(self) -> str:
         while True:

@@ -298,6 +298,33 @@ def _queue_paths() -> dict[str, Any]:
     }
 
 
+def _event_paths() -> dict[str, Any]:
+    stream = {"description": "Server-Sent Events until the end (a simulation's) or forever "
+                             "(all); each event's id is what Last-Event-ID resumes from",
+              "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    resume = [{"name": "Last-Event-ID", "in": "header", "required": False,
+               "description": "the id of the last event received: resume after it",
+               "schema": {"type": "string"}},
+              {"name": "last_event_id", "in": "query", "required": False,
+               "description": "the same, for a first connection that cannot set headers",
+               "schema": {"type": "string"}}]
+
+    def flag(name: str, description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "description": description,
+                "schema": {"type": "string", "enum": ["true", "false"]}}
+
+    status = flag("status", "status ticks (default true)")
+    return {
+        "/v1/simulations/{sim_id}/events": {
+            "parameters": _SIM_ID,
+            "get": _op("Its events: state changes, status, log lines, end", {"200": stream},
+                       parameters=resume + [status, flag("logs", "log lines (default true)")],
+                       operationId="getEvents")},
+        "/v1/events": {"get": _op("The events of every simulation the caller may see",
+                                  {"200": stream}, parameters=resume + [status])},
+    }
+
+
 def build_spec(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -305,7 +332,7 @@ def build_spec(version: str) -> dict[str, Any]:
                  "description": "Run neural-simulation experiments: lifecycle, control, "
                                 "logs and results."},
         "paths": {**_service_paths(), **_experiment_paths(), **_simulation_paths(),
-                  **_queue_paths(), **_nest_paths()},
+                  **_queue_paths(), **_nest_paths(), **_event_paths()},
         "components": {
             "schemas": SCHEMAS,
             "responses": {"Error": _json(_ref("Error"), "an error")},

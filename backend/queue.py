@@ -319,7 +319,8 @@ class Scheduler:
             raise Forbidden("only operators and admins may raise a run's priority",
                             code="forbidden_priority")
 
-    def submit(self, sup: SimulationSupervisor, target: SimState) -> SimState:
+    def submit(self, sup: SimulationSupervisor, target: SimState,
+               requested_by: str | None = None) -> SimState:
         """Launch ``sup`` towards ``target`` if the host has room and nobody waits
         ahead of it; else queue it. Return the state it is in.
 
@@ -332,8 +333,8 @@ class Scheduler:
                 if sup.state == SimState.QUEUED:
                     self._retarget(sup.sim_id, target)
                     return SimState.QUEUED
-                if sup.state != SimState.CREATED:
-                    return sup.lifecycle.request(target)  # holds its slot already
+                if sup.state != SimState.CREATED:  # holds its slot already
+                    return sup.lifecycle.request(target, requested_by=requested_by)
                 sup.lifecycle.plan(target)                # refuse bad requests first
                 entry = _entry(sup, target, self._next_seq(), utc_now())
                 self.check_fits(entry.demand)
@@ -342,7 +343,7 @@ class Scheduler:
                              self.capacity).admit
                 if any(e is entry for e in admit):
                     self._holders[sup.sim_id] = _holder(sup)
-                    state = sup.lifecycle.request(target)
+                    state = sup.lifecycle.request(target, requested_by=requested_by)
                 else:
                     self.registry.enqueue(sup.sim_id, entry.seq, target)  # before the record
                     self._entries[sup.sim_id] = entry

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backend.ending import exit_code
+from backend.events import Event
+from backend.events.hub import end_data
 from backend.exceptions import SimulationBusy
 from backend.launchers import Exit, file_tail
 from backend.registry import SimulationRecord, utc_now
@@ -40,15 +42,46 @@ class RecordKeeper:
         self._post = post
         self.snapshot: dict[str, Any] = record.to_dict()
         self.deleted = False
+        self._unpublished: list[Event] = []
 
-    def save(self) -> None:
+    def save(self, event: tuple[str, dict[str, Any]] | None = None) -> None:
+        """Save the record (and ``event`` of it, in the same transaction: it is published
+        by :meth:`publish`)."""
         self.record.updated_at = utc_now()
-        self.rt.registry.save(self.record)
+        stored = self.rt.registry.save(self.record, event)
         self.snapshot = self.record.to_dict()
+        if stored is not None:
+            self._unpublished.append(Event.stored(stored, self.snapshot))
 
-    def set_state(self, state: SimState) -> None:
+    def publish(self) -> None:
+        """Hand the saved events to their subscribers. Posted after the command that
+        converges the server: waking many subscribers' threads must not delay it."""
+        events, self._unpublished = self._unpublished, []
+        for event in events:
+            self.rt.events.publish(event)
+
+    def set_state(self, state: SimState, change: dict[str, Any]) -> None:
+        """Enter ``state``; ``change`` says from where, by which trigger, who asked."""
         self.record.state = state
-        self.save()
+        data = {"state": state.value, **change, "at": utc_now()}
+        if state.is_terminal:
+            data["error"] = self.record.error
+        self.save(("state", data))
+
+    def created(self, requested_by: str | None) -> None:
+        """The event of the simulation's creation (the record is inserted already)."""
+        self._announce("state", {"state": self.record.state.value, "previous": None,
+                                 "trigger": "create", "requested_by": requested_by,
+                                 "at": self.record.created_at})
+
+    def announce_end(self) -> None:
+        """The ``end`` event, once (a wind-up repeated after a restart adds none)."""
+        if not self.rt.registry.has_event(self.record.id, "end"):
+            self._announce("end", end_data(self.snapshot))
+
+    def _announce(self, type: str, data: dict[str, Any]) -> None:
+        stored = self.rt.registry.append_event(self.record.id, type, data)
+        self.rt.events.publish(Event.stored(stored, self.snapshot))
 
     def update(self, **fields: Any) -> None:
         """Change plain fields of the record (the queue's priority) and save it."""

@@ -1,4 +1,11 @@
-"""The registry of simulations, persisted in SQLite so records survive restarts."""
+"""The registry of simulations, persisted in SQLite so records survive restarts.
+
+Beside the records it keeps each simulation's *events* (state changes, its end), numbered
+by one counter that never goes back (``AUTOINCREMENT``: ids are never reused, even after
+a delete), so a client can resume an event stream from the last id it saw, across
+restarts. A state change and its event are saved in one transaction: no crash leaves one
+without the other.
+"""
 from __future__ import annotations
 
 import json
@@ -74,6 +81,16 @@ class SimulationRecord:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+@dataclass(frozen=True)
+class StoredEvent:
+    """One persisted event of a simulation: its id (above every earlier one), type, data."""
+
+    id: int
+    sim_id: str
+    type: str
+    data: dict[str, Any]
+
+
 class Registry:
     """SQLite-backed store of :class:`SimulationRecord`; safe across threads."""
 
@@ -92,6 +109,11 @@ class Registry:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS queue ("
             " id TEXT PRIMARY KEY, seq REAL NOT NULL, target TEXT NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS events ("
+            " id INTEGER PRIMARY KEY AUTOINCREMENT, sim_id TEXT NOT NULL, type TEXT NOT NULL,"
+            " data TEXT NOT NULL)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS events_by_sim ON events (sim_id, id)")
 
     def insert(self, record: SimulationRecord) -> None:
         """Add a new record.
@@ -104,12 +126,56 @@ class Registry:
         except sqlite3.IntegrityError:
             raise DuplicateSimulation(f"a simulation with id {record.id!r} exists") from None
 
-    def save(self, record: SimulationRecord) -> None:
-        self._write("INSERT OR REPLACE INTO simulations VALUES (?, ?, ?, ?, ?)", record)
+    def save(self, record: SimulationRecord, event: tuple[str, dict[str, Any]] | None = None,
+             ) -> StoredEvent | None:
+        """Save ``record``; with ``event`` (type, data), append that event of it in the
+        same transaction and return it as stored."""
+        if event is None:
+            self._write("INSERT OR REPLACE INTO simulations VALUES (?, ?, ?, ?, ?)", record)
+            return None
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO simulations VALUES (?, ?, ?, ?, ?)",
+                                 _row(record))
+                stored = self._append(record.id, *event)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        return stored
+
+    def append_event(self, sim_id: str, type: str, data: dict[str, Any]) -> StoredEvent:
+        with self._lock:
+            return self._append(sim_id, type, data)
+
+    def events(self, after: int, sim_id: str | None = None,
+               limit: int = 1000) -> list[StoredEvent]:
+        """Events numbered above ``after`` (of one simulation, or of all), oldest first."""
+        with self._lock:
+            if sim_id is None:
+                rows = self._db.execute(
+                    "SELECT id, sim_id, type, data FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, limit)).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT id, sim_id, type, data FROM events WHERE sim_id = ? AND id > ?"
+                    " ORDER BY id LIMIT ?", (sim_id, after, limit)).fetchall()
+        return [StoredEvent(i, s, t, json.loads(d)) for i, s, t, d in rows]
+
+    def has_event(self, sim_id: str, type: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM events WHERE sim_id = ? AND type = ? LIMIT 1",
+                                    (sim_id, type)).fetchone() is not None
+
+    def last_event_id(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
 
     def delete(self, sim_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM simulations WHERE id = ?", (sim_id,))
+            self._db.execute("DELETE FROM events WHERE sim_id = ?", (sim_id,))
 
     def load_all(self) -> Iterator[SimulationRecord]:
         with self._lock:
@@ -148,8 +214,18 @@ class Registry:
         return [(sim_id, seq, SimState(target)) for sim_id, seq, target in rows]
 
     def _write(self, sql: str, record: SimulationRecord) -> None:
-        data = record.to_dict()
-        row = (record.id, record.experiment or "", data["state"], record.created_at,
-               json.dumps(data, separators=(",", ":")))
+        row = _row(record)
         with self._lock:
             self._db.execute(sql, row)
+
+    def _append(self, sim_id: str, type: str, data: dict[str, Any]) -> StoredEvent:
+        """Insert one event (the caller holds the lock)."""
+        cursor = self._db.execute("INSERT INTO events (sim_id, type, data) VALUES (?, ?, ?)",
+                                  (sim_id, type, json.dumps(data, separators=(",", ":"))))
+        return StoredEvent(cursor.lastrowid, sim_id, type, data)
+
+
+def _row(record: SimulationRecord) -> tuple[str, str, str, str, str]:
+    data = record.to_dict()
+    return (record.id, record.experiment or "", data["state"], record.created_at,
+            json.dumps(data, separators=(",", ":")))

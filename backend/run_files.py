@@ -70,3 +70,15 @@ def open_stored(storage: Storage, sim_id: str, kind: str, name: str, offset: int
         return storage.open_read(f"{simulation_prefix(sim_id)}{kind}/{name}", offset, limit)
     except ObjectNotFound:
         raise NotFound(f"simulation {sim_id} has no {kind} file {name!r}") from None
+
+
+def iter_chunks(stream: Iterator[bytes] | BinaryIO) -> Iterator[bytes]:
+    """The chunks of what :func:`open_local` or :func:`open_stored` opened (closed at the end)."""
+    if not hasattr(stream, "read"):
+        yield from stream
+        return
+    try:
+        while data := stream.read(_CHUNK):
+            yield data
+    finally:
+        stream.close()

@@ -1,10 +1,11 @@
 """What the backend's parts are built with, typed, in one place."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
 from backend.config import Config
+from backend.events import EventHub
 from backend.launchers import Launcher
 from backend.registry import Registry
 from backend.uploader import Uploader
@@ -15,6 +16,10 @@ if TYPE_CHECKING:
     from backend.manager import SimulationManager
     from backend.nest_gateway import NestGateway
     from backend.watchdog import Watchdog
+
+
+def see_everything(record: dict[str, Any]) -> bool:
+    return True
 
 
 @dataclass
@@ -28,6 +33,8 @@ class Runtime:
     uploader: Uploader
     #: Resolves an experiment to the version a launch fetches.
     experiments: ExperimentStore
+    #: Live events: supervisors publish what they persist; streams subscribe.
+    events: EventHub
     #: Told when a simulation reaches a terminal state, so its slot goes to the next
     #: queued run at once (the queue's scheduler sets it; it must not block).
     slot_freed: Callable[[], None] = lambda: None
@@ -47,10 +54,15 @@ class Services:
     nest: NestGateway
     #: Why storage was unusable at start-up (one line), None if it was fine.
     storage_problem: str | None = None
+    #: Called in a request of ``GET /v1/events``: which simulations (by record) its caller
+    #: may see. Everyone sees all unless authentication sets it.
+    event_visibility: Callable[[], Callable[[dict[str, Any]], bool]] = \
+        field(default=lambda: see_everything)
 
     def close(self) -> None:
         """Stop the backend's own threads; simulation servers live on (they are
         re-adopted by the next start)."""
+        self.runtime.events.close()
         self.watchdog.stop()
         self.nest.stop()
         self.experiments.stop_collector()

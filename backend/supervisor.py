@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.ending import classify
+from backend.events import Event
 from backend.exceptions import NotTerminal, SimulationBusy
 from backend.launch import Launch
 from backend.launchers import Exit, ServerHandle
@@ -109,15 +110,19 @@ class SimulationSupervisor:
         self.mailbox.post(self.keeper.ended, error)
         self.mailbox.post(self._wind_up_if_done)
 
-    def changed(self, state: SimState) -> None:
-        # Saved first, so a request can answer once its change is durable without
-        # waiting for the server to obey (see wait_saved).
-        self._saved = self.mailbox.post_marked(self.keeper.set_state, state)
+    def changed(self, state: SimState, previous: SimState | None = None,
+                trigger: str | None = None, requested_by: str | None = None) -> None:
+        # Saved first (with its event), so a request can answer once its change is
+        # durable without waiting for the server to obey (see wait_saved).
+        change = {"previous": previous.value if previous else None, "trigger": trigger,
+                  "requested_by": requested_by}
+        self._saved = self.mailbox.post_marked(self.keeper.set_state, state, change)
         if state.is_terminal:
             self.mailbox.post(self.ended.set)  # once the record says so
             self.rt.slot_freed()               # the queue admits the next run now
         else:
             self.mailbox.post(self._converge)
+        self.mailbox.post(self.keeper.publish)
 
     def wait_saved(self, timeout: float) -> bool:
         """Wait until the last state change is saved to the registry."""
@@ -179,6 +184,8 @@ class SimulationSupervisor:
             return
         state = SimState(event["state"])
         self.link.at(state, event["seq"])
+        self.rt.events.publish(Event("server_state", self.sim_id, {
+            "state": state.value, "at": event.get("time")}, record=self.snapshot))
         ending = classify(state, event.get("error"), None,
                           stop_requested=self.stop_requested.is_set())
         if ending.trigger is None:
@@ -235,6 +242,7 @@ class SimulationSupervisor:
         self._wound_up = True
         self.link.disconnect()
         self.keeper.save()
+        self.keeper.announce_end()  # before the upload: clients need not wait for storage
         self.keeper.upload()
         self._lifecycle = None  # terminal is final: rebuilt from the record if ever needed
         self.done.set()

@@ -17,6 +17,7 @@ Behind a reverse proxy (see README.rst) these are a second line of defence.
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 from typing import Any
@@ -25,7 +26,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.receiver import ChunkedReceiver
 from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import BadRequest, Error
 
 from backend.config import Config
@@ -91,9 +92,48 @@ class _JsonErrorTask(ErrorTask):
         self.write(body)
 
 
+#: The WSGI environ key of the request's :class:`StreamControl`.
+STREAM_CONTROL = "simbackend.stream_control"
+#: The kernel's send buffer of an event stream's connection: loopback autotuning would
+#: let a client that reads nothing swallow megabytes before it looks behind.
+STREAM_SEND_BUFFER = 64 * 1024
+
+
+class StreamControl:
+    """What a long answer (an event stream) may know of its connection."""
+
+    def __init__(self, channel: HTTPChannel | None = None) -> None:
+        self._channel = channel
+
+    def unsent(self) -> int:
+        """Bytes answered that waitress holds because the client has not read them yet."""
+        return self._channel.total_outbufs_len if self._channel is not None else 0
+
+    def disconnected(self) -> bool:
+        """The client has closed the connection (seen while a request runs thanks to
+        ``channel_request_lookahead``)."""
+        return self._channel is not None and not self._channel.connected
+
+    def limit_send_buffer(self) -> None:
+        if self._channel is not None:
+            try:
+                self._channel.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                                                STREAM_SEND_BUFFER)
+            except OSError:
+                pass  # closed meanwhile: the stream ends at its next write
+
+
+class _Task(WSGITask):
+    def get_environment(self) -> dict[str, Any]:
+        environ = super().get_environment()
+        environ[STREAM_CONTROL] = StreamControl(self.channel)
+        return environ
+
+
 class _Channel(HTTPChannel):
     parser_class = _GuardedParser
     error_task_class = _JsonErrorTask
+    task_class = _Task
 
 
 class GuardedServer(TcpWSGIServer):
@@ -140,7 +180,10 @@ class GuardedServer(TcpWSGIServer):
 def server_settings(config: Config) -> dict[str, Any]:
     """waitress adjustments from the config (each one a decision, not a default)."""
     return {
-        "host": config.host, "port": config.port, "threads": config.threads,
+        # Each event stream holds a worker thread while it is open: the streams get threads
+        # of their own, so they never take the ones requests need.
+        "host": config.host, "port": config.port,
+        "threads": config.threads + config.max_event_streams,
         "ident": "simbackend", "clear_untrusted_proxy_headers": True,
         "connection_limit": config.connection_limit,
         "channel_timeout": config.channel_timeout,
@@ -154,6 +197,9 @@ def server_settings(config: Config) -> dict[str, Any]:
         # poll(): select() cannot watch file descriptors above 1024.
         "asyncore_use_poll": True,
         "expose_tracebacks": False,
+        # Keep reading while a request runs, so a client that goes away is noticed
+        # (an event stream ends then, instead of at its next heartbeat).
+        "channel_request_lookahead": 1,
     }
 
 
@@ -166,4 +212,5 @@ def create_server(app: Any, config: Config) -> GuardedServer:
     return GuardedServer(app, **server_settings(config))
 
 
-__all__ = ["CHUNKED_PATHS", "GuardedServer", "create_server", "server_settings"]
+__all__ = ["CHUNKED_PATHS", "STREAM_CONTROL", "GuardedServer", "StreamControl", "create_server",
+           "server_settings"]

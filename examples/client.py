@@ -2,74 +2,59 @@
 
     python examples/client.py [--url http://127.0.0.1:8642] [--experiment examples/hello]
 
-Uses requests over one keep-alive session, the way clients should talk to the backend.
+Uses the project's Python client (``client.Client``): events instead of polling.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import sys
-import tarfile
-import time
+import tempfile
 from pathlib import Path
 
-import requests
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-
-def upload(http: requests.Session, url: str, folder: Path) -> str:
-    """PUT the folder as a .tar.gz; returns the experiment's name."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(folder, arcname=".", filter=lambda t: None if "__pycache__" in t.name else t)
-    reply = http.put(f"{url}/v1/experiments/{folder.name}", data=buf.getvalue(),
-                     headers={"Content-Type": "application/gzip"})
-    reply.raise_for_status()
-    return folder.name
-
-
-def wait_for(http: requests.Session, url: str, sim_id: str, states: set[str],
-             timeout: float = 120.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = http.get(f"{url}/v1/simulations/{sim_id}").json()
-        if record["state"] in states:
-            return record
-        time.sleep(0.1)
-    raise TimeoutError(f"{sim_id} did not reach {states}")
+from client import Client, SimbackendError  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default="http://127.0.0.1:8642")
+    parser.add_argument("--url", help="the backend (default: SIMBACKEND_URL, or this machine's)")
+    parser.add_argument("--token", help="API key (default: SIMBACKEND_TOKEN)")
     parser.add_argument("--experiment", type=Path,
                         default=Path(__file__).resolve().parent / "hello")
     parser.add_argument("--sim-time", type=float, default=3000.0, help="ms to simulate")
     args = parser.parse_args()
-    url, http = args.url.rstrip("/"), requests.Session()
+    sims = Client(args.url, args.token)
 
-    name = upload(http, url, args.experiment)
-    sim = http.post(f"{url}/v1/simulations", json={
-        "experiment": name, "timeout": {"sim_time": args.sim_time}, "state": "started"}).json()
+    name = sims.push_experiment(args.experiment)["name"]
+    sim = sims.create(name, timeout={"sim_time": args.sim_time}, state="started")
     sim_id = sim["id"]
     print(f"simulation {sim_id} of {name}: {sim['state']}")
 
-    state = lambda s: http.put(f"{url}/v1/simulations/{sim_id}/state", json={"state": s})  # noqa: E731
-    time.sleep(0.5)
-    paused = state("paused").json()
-    print("pause:", paused, http.get(f"{url}/v1/simulations/{sim_id}/status").json()["sim_time"],
-          "ms")
-    print("resume:", state("started").json())
+    paused = False
+    for event in sims.events(sim_id):
+        if event.type == "log":
+            print(f"  {event.data['file']}: {event.data['text']}", end="")
+        elif event.type == "server_state":
+            print(f"  server {event.data['state']}")
+            if event.data["state"] == "started" and not paused:
+                paused = True
+                print("pause:", sims.pause(sim_id), sims.status(sim_id)["sim_time"], "ms")
+                print("resume:", sims.resume(sim_id))
+        elif event.type == "end":
+            print(f"ended {event.data['state']} (error: {event.data['error']})")
 
-    record = wait_for(http, url, sim_id, {"completed", "stopped", "failed"})
-    print(f"ended {record['state']} (error: {record['error']})")
-    record = http.get(f"{url}/v1/simulations/{sim_id}").json()
-    for kind in ("logs", "results"):
-        files = http.get(f"{url}/v1/simulations/{sim_id}/{kind}").json()[kind]
+    record = sims.simulation(sim_id)
+    for kind, files in (("logs", sims.logs(sim_id)), ("results", sims.results(sim_id))):
         print(f"{kind}:", ", ".join(f"{f['name']} ({f['size']} B)" for f in files))
-    log = http.get(f"{url}/v1/simulations/{sim_id}/logs/simulation.log").text
-    print("last log line:", log.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as out:
+        saved = sims.download_results(sim_id, out)
+        print("downloaded:", ", ".join(p.name for p in saved))
     return 0 if record["state"] == "completed" else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SimbackendError as exc:
+        sys.exit(f"client.py: {exc}")

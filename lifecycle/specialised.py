@@ -23,7 +23,8 @@ class BackendActions(Protocol):
     def pause(self) -> None: ...
     def stop(self) -> None: ...
     def finish(self, state: SimState, error: dict | None) -> None: ...
-    def changed(self, state: SimState) -> None: ...
+    def changed(self, state: SimState, previous: SimState | None = None,
+                trigger: str | None = None, requested_by: str | None = None) -> None: ...
 
 
 class BackendSimulationLifecycle(SimulationLifecycle):
@@ -68,7 +69,9 @@ class BackendSimulationLifecycle(SimulationLifecycle):
         self.actions.finish(SimState.FAILED, event.kwargs.get("error"))
 
     def on_state_change(self, event: EventData) -> None:
-        self.actions.changed(self.state)
+        # ``requested_by``: who asked, when the request said (``request(..., requested_by=)``).
+        self.actions.changed(self.state, self.machine.get_state(event.transition.source).value,
+                             event.event.name, event.kwargs.get("requested_by"))
 
 
 class ServerListener(Protocol):

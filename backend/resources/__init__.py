@@ -120,3 +120,20 @@ def state_arg(name: str) -> SimState | None:
 def page_args() -> tuple[int | None, str | None]:
     """``?limit=&cursor=`` of a listing (checked by :func:`backend.paging.page`)."""
     return int_arg("limit"), request.args.get("cursor") or None
+
+
+def bool_arg(name: str, default: bool) -> bool:
+    """A query argument ``true``/``false`` (also ``1``/``0``, ``yes``/``no``).
+
+    Raises:
+        InvalidRequest: anything else.
+    """
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise InvalidRequest(f"query argument {name!r} must be true or false",
+                         code="invalid_argument")

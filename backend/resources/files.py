@@ -2,29 +2,16 @@
 from __future__ import annotations
 
 import mimetypes
-from typing import Any, BinaryIO, Iterator
+from typing import Any
 
 from flask import Response
 from flask_restful import Resource
 
 from backend.paging import page
+from backend.run_files import iter_chunks
 from backend.resources import int_arg, page_args
 from backend.services import Services
 from lifecycle.messages import LOGS_DIR, RESULTS_DIR
-
-
-def _chunks(stream: Iterator[bytes] | BinaryIO) -> Iterator[bytes]:
-    if not hasattr(stream, "read"):
-        yield from stream
-        return
-    try:
-        while True:
-            data = stream.read(1 << 16)
-            if not data:
-                return
-            yield data
-    finally:
-        stream.close()
 
 
 class _FileList(Resource):
@@ -49,7 +36,7 @@ class _File(Resource):
     def get(self, sim_id: str, name: str) -> Response:
         offset, limit = int_arg("offset", 0), int_arg("limit")
         stream, name = self.manager.open_file(sim_id, self.kind, name, offset, limit)
-        return Response(_chunks(stream), mimetype=self.mimetype(name))
+        return Response(iter_chunks(stream), mimetype=self.mimetype(name))
 
     def mimetype(self, name: str) -> str:
         return mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -228,11 +228,18 @@ class RecordingActions:
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
+        self.changes: list[tuple] = []  # changed()'s details: previous, trigger, requested_by
 
     def __getattr__(self, name: str) -> Callable[..., None]:
         if name not in self.NAMES:
             raise AttributeError(name)
-        return lambda *args: self.calls.append((name, *args))
+        return lambda *args: self._record(name, args)
+
+    def _record(self, name: str, args: tuple) -> None:
+        if name == "changed":
+            self.changes.append(args)
+            args = args[:1]
+        self.calls.append((name, *args))
 
 
 STOP_CALLS = [("stop",), ("finish", S.STOPPED, None), ("changed", S.STOPPED)]
@@ -271,6 +278,18 @@ def test_backend_lifecycle_fail_passes_the_error_to_finish(initial: SimState) ->
     error = {"type": "script_error", "message": "ValueError: boom"}
     BackendSimulationLifecycle("sim-1", actions, initial).fire("fail", error=error)
     assert actions.calls == [("finish", S.FAILED, error), ("changed", S.FAILED)]
+
+
+def test_backend_lifecycle_says_where_from_by_what_and_who_asked() -> None:
+    """``requested_by`` travels from the request to ``changed`` (the seam authentication
+    fills); the system's own transitions have none."""
+    actions = RecordingActions()
+    machine = BackendSimulationLifecycle("sim-1", actions)
+    machine.request("started", requested_by="ada")
+    machine.fire("complete")
+    assert actions.changes == [(S.INITIALIZED, S.CREATED, "initialize", "ada"),
+                               (S.STARTED, S.INITIALIZED, "start", "ada"),
+                               (S.COMPLETED, S.STARTED, "complete", None)]
 
 
 # -- SimulationServerLifecycle --------------------------------------------------
