@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 from types import CodeType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -35,10 +35,12 @@ from simserver.control import ControlServer
 from simserver.errors import ExperimentError, SimServerError, SimulationStopped
 from simserver.events import EventLog
 from simserver.kernel import Kernel, build_kernel
-from simserver.nest_session import NestSession, open_session
 from simserver.runloop import RunLoop, Simulation
 from simserver.runner import ScriptError, compile_script, run_script
 from storage.atomic import write_json_atomic
+
+if TYPE_CHECKING:
+    from simserver.nest_session import NestSession
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +180,9 @@ class SimulationServer:
         self.experiment = read_experiment(self.experiment_dir)
         if "nest_session" in self.experiment:
             self.results_dir.mkdir(parents=True, exist_ok=True)
+            # Imported here: it brings numpy and NEST, which script runs may not need.
+            from simserver.nest_session import open_session
+
             self.nest_session = open_session(self.experiment["nest_session"], held=True)
             self._fire_initialize()
             return None
