@@ -29,6 +29,7 @@ class Mailbox:
         self.name = name
         self._on_error = on_error
         self._calls: deque[tuple[Callable, tuple]] = deque()
+        self._first_calls: deque[tuple[Callable, tuple]] = deque()  # in order among them
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -36,8 +37,12 @@ class Mailbox:
         """Queue ``func(*args)``; it runs after everything posted before it."""
         self._post(func, args)
 
-    def post_marked(self, func: Callable, *args: Any) -> threading.Event:
-        """Like :meth:`post`; the event returned is set once ``func`` has run (or failed)."""
+    def post_marked(self, func: Callable, *args: Any, first: bool = False) -> threading.Event:
+        """Like :meth:`post`; the event returned is set once ``func`` has run (or failed).
+
+        With ``first`` it goes ahead of what waits (after the call running now): for a
+        save a request waits on, which must not queue behind slow work.
+        """
         ran = threading.Event()
 
         def run() -> None:
@@ -47,12 +52,12 @@ class Mailbox:
                 ran.set()
 
         run.__name__ = getattr(func, "__name__", "call")
-        self._post(run, ())
+        self._post(run, (), first)
         return ran
 
-    def _post(self, func: Callable, args: tuple) -> None:
+    def _post(self, func: Callable, args: tuple, first: bool = False) -> None:
         with self._lock:
-            self._calls.append((func, args))
+            (self._first_calls if first else self._calls).append((func, args))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
@@ -97,10 +102,10 @@ class Mailbox:
     def _run(self) -> None:
         while True:
             with self._lock:
-                if not self._calls:
+                if not (self._calls or self._first_calls):
                     self._thread = None
                     return
-                func, args = self._calls.popleft()
+                func, args = (self._first_calls or self._calls).popleft()
             try:
                 func(*args)
             except Exception as exc:
