@@ -107,8 +107,7 @@ class SimulationManager:
         if new.state is not None:
             self.scheduler.check_fits(demand)
         sup = self._insert(new, main_script, kernel, demand)
-        # First, like the state saves that follow it: its event comes before theirs.
-        sup.mailbox.post_marked(sup.keeper.created, requested_by, first=True)
+        sup.mailbox.post(sup.keeper.created, requested_by)
         if new.state is not None:
             self.scheduler.submit(sup, new.state, requested_by=requested_by)
         sup.wait_saved(_PERSIST_WAIT)

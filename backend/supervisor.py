@@ -107,9 +107,7 @@ class SimulationSupervisor:
         self.mailbox.post(self._stop)
 
     def finish(self, state: SimState, error: dict | None) -> None:
-        # Ahead of the waiting work, like the state's save that follows: the record
-        # never shows a terminal state without its error and end time.
-        self.mailbox.post_marked(self.keeper.ended, error, first=True)
+        self.mailbox.post(self.keeper.ended, error)
         self.mailbox.post(self._wind_up_if_done)
 
     def changed(self, state: SimState, previous: SimState | None = None,
