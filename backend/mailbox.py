@@ -29,7 +29,6 @@ class Mailbox:
         self.name = name
         self._on_error = on_error
         self._calls: deque[tuple[Callable, tuple]] = deque()
-        self._first_calls: deque[tuple[Callable, tuple]] = deque()  # in order among them
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -37,12 +36,8 @@ class Mailbox:
         """Queue ``func(*args)``; it runs after everything posted before it."""
         self._post(func, args)
 
-    def post_marked(self, func: Callable, *args: Any, first: bool = False) -> threading.Event:
-        """Like :meth:`post`; the event returned is set once ``func`` has run (or failed).
-
-        With ``first`` it goes ahead of what waits (after the call running now): for a
-        save a request waits on, which must not queue behind slow work.
-        """
+    def post_marked(self, func: Callable, *args: Any) -> threading.Event:
+        """Like :meth:`post`; the event returned is set once ``func`` has run (or failed)."""
         ran = threading.Event()
 
         def run() -> None:
@@ -52,12 +47,12 @@ class Mailbox:
                 ran.set()
 
         run.__name__ = getattr(func, "__name__", "call")
-        self._post(run, (), first)
+        self._post(run, ())
         return ran
 
-    def _post(self, func: Callable, args: tuple, first: bool = False) -> None:
+    def _post(self, func: Callable, args: tuple) -> None:
         with self._lock:
-            (self._first_calls if first else self._calls).append((func, args))
+            self._calls.append((func, args))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
@@ -102,10 +97,10 @@ class Mailbox:
     def _run(self) -> None:
         while True:
             with self._lock:
-                if not (self._calls or self._first_calls):
+                if not self._calls:
                     self._thread = None
                     return
-                func, args = (self._first_calls or self._calls).popleft()
+                func, args = self._calls.popleft()
             try:
                 func(*args)
             except Exception as exc:

@@ -116,8 +116,7 @@ class SimulationSupervisor:
         # durable without waiting for the server to obey (see wait_saved).
         change = {"previous": previous.value if previous else None, "trigger": trigger,
                   "requested_by": requested_by}
-        self._saved = self.mailbox.post_marked(self.keeper.set_state, state, change,
-                                               first=True)
+        self._saved = self.mailbox.post_marked(self.keeper.set_state, state, change)
         if state.is_terminal:
             self.mailbox.post(self.ended.set)  # once the record says so
             self.rt.slot_freed()               # the queue admits the next run now

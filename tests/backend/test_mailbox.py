@@ -69,14 +69,3 @@ def test_a_failing_call_is_reported_and_the_mailbox_goes_on() -> None:
 def test_call_from_the_mailbox_itself_runs_inline() -> None:
     box = Mailbox("inline-test")
     assert box.call(lambda: box.call(lambda: "inner", timeout=1), timeout=5) == "inner"
-
-
-def test_calls_posted_first_go_ahead_of_the_rest_and_keep_their_order() -> None:
-    box = Mailbox("first-test")
-    release, seen = threading.Event(), []
-    box.post(release.wait)                  # running now: nothing overtakes it
-    box.post(seen.append, "slow work")
-    marks = [box.post_marked(seen.append, f"save {i}", first=True) for i in range(3)]
-    release.set()
-    assert all(mark.wait(5) for mark in marks) and box.sync(5)
-    assert seen == ["save 0", "save 1", "save 2", "slow work"]
