@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 #: How long a request waits for its change to be persisted by the simulation's worker
 #: (which never blocks long while a simulation runs).
-_PERSIST_WAIT = 5.0
+_PERSIST_WAIT = 30.0
 _LAUNCHING = (SimState.INITIALIZED, SimState.STARTED)
 _WAITING = (SimState.CREATED, SimState.QUEUED)
 
