@@ -16,6 +16,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from client import Client, SimbackendError  # noqa: E402
 
 
+def steer(sims: Client, sim_id: str) -> None:
+    """Pause, look, resume. A short run may end before either lands: the backend then
+    refuses the change (409 invalid_transition) and the run keeps the state it ended in."""
+    try:
+        print("pause:", sims.pause(sim_id), sims.status(sim_id)["sim_time"], "ms")
+        print("resume:", sims.resume(sim_id))
+    except SimbackendError as exc:
+        if exc.code != "invalid_transition":
+            raise
+        print(f"the run ended first: {exc.message}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--url", help="the backend (default: SIMBACKEND_URL, or this machine's)")
@@ -39,8 +51,7 @@ def main() -> int:
             print(f"  server {event.data['state']}")
             if event.data["state"] == "started" and not paused:
                 paused = True
-                print("pause:", sims.pause(sim_id), sims.status(sim_id)["sim_time"], "ms")
-                print("resume:", sims.resume(sim_id))
+                steer(sims, sim_id)
         elif event.type == "end":
             print(f"ended {event.data['state']} (error: {event.data['error']})")
 
