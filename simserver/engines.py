@@ -52,10 +52,15 @@ class Engine:
         raise KernelError(f"engine {self.name!r} takes no datapack {name!r}", self.name)
 
     def finalize(self, results_dir: Path) -> None:
-        """Save what the engine recorded; called once when the run ends, however."""
+        """Save what the engine recorded; called once when the run ends, however, and
+        before the end is reported: what it writes is the run's data."""
+
+    def draw(self, results_dir: Path) -> None:
+        """Draw plots of what :meth:`finalize` saved; called after the end is reported
+        (a plot takes ~0.5 s of matplotlib, and nothing waits for it but the upload)."""
 
     def shutdown(self) -> None:
-        """Release resources; called after :meth:`finalize`."""
+        """Release resources; called after :meth:`finalize` and :meth:`draw`."""
 
     def version(self) -> str | None:
         return None

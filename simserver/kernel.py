@@ -54,6 +54,15 @@ class Kernel:
             except Exception:
                 logger.exception("engine %s failed to save its results", engine.name)
 
+    def draw(self, results_dir: Path) -> None:
+        """Let every engine draw its plots (after the end is reported); one engine
+        failing does not stop the rest."""
+        for engine in self._engine_list:
+            try:
+                engine.draw(results_dir)
+            except Exception:
+                logger.exception("engine %s failed to draw its plots", engine.name)
+
     def shutdown(self) -> None:
         for engine in self._engine_list:
             try:

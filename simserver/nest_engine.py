@@ -70,6 +70,8 @@ class NestEngine(Engine):
         self._prepared = False
         self._dt: float | None = None
         self._nest_error: type[BaseException] = Exception
+        #: What finalize saved, for draw: (spikes by recorder, t_end).
+        self._saved: tuple[dict[str, Spikes], float] | None = None
 
     # -- building ---------------------------------------------------------------
 
@@ -280,7 +282,8 @@ class NestEngine(Engine):
     # -- the end ---------------------------------------------------------------------
 
     def finalize(self, results_dir: Path) -> None:
-        """``Cleanup``, then save every spike recorder's events and a raster plot."""
+        """``Cleanup``, then save every spike recorder's events (the raster is drawn by
+        :meth:`draw`, once the end is reported)."""
         try:
             self._leave_run()
         except KernelError:
@@ -294,6 +297,13 @@ class NestEngine(Engine):
         t_end = self.nest.biological_time
         logger.info("saved: %s (%s) up to t = %g ms", path.name, ", ".join(
             f"{name} {len(times)} spikes" for name, (times, _) in spikes.items()), t_end)
+        self._saved = (spikes, t_end)
+
+    def draw(self, results_dir: Path) -> None:
+        """Draw the spikes :meth:`finalize` saved to ``raster.png``."""
+        if self._saved is None:
+            return
+        spikes, t_end = self._saved
         plot_raster(spikes, results_dir / RASTER_FILE, t_end,
                     f"engine {self.name}: spikes up to t = {t_end:g} ms")
 

@@ -85,6 +85,8 @@ class NeuronEngine(Engine):
         self.parts: dict[str, Any] = {}
         self.dt: float | None = None
         self._marks: dict[str, int] = {}
+        #: What finalize saved, for draw: (traces, voltage names, t_end).
+        self._saved: tuple[dict[str, Any], list[str], float] | None = None
 
     # -- building ---------------------------------------------------------------
 
@@ -341,7 +343,7 @@ class NeuronEngine(Engine):
     # -- the end ---------------------------------------------------------------------
 
     def finalize(self, results_dir: Path) -> None:
-        """Save every recording to ``<engine>.npz`` and plot the voltage traces."""
+        """Save every recording to ``<engine>.npz`` (:meth:`draw` plots the voltages)."""
         if not self.recordings:
             return
         traces = {name: np.array(vector.as_numpy()) for name, vector in self.recordings.items()}
@@ -353,6 +355,13 @@ class NeuronEngine(Engine):
         if not names:
             logger.info("engine %s: no voltage recording (named v or *_v) to plot", self.name)
             return
+        self._saved = (traces, names, t_end)
+
+    def draw(self, results_dir: Path) -> None:
+        """Plot the voltage traces :meth:`finalize` saved."""
+        if self._saved is None:
+            return
+        traces, names, t_end = self._saved
         plot_voltages(traces, names, results_dir / plot_file(self.name),
                       f"engine {self.name}: up to t = {t_end:g} ms")
 

@@ -66,6 +66,7 @@ class SimulationServer:
         self.experiment: dict[str, Any] = {}
         self._go = threading.Event()
         self._started = False
+        self._results_saved = False
         self.exit_code: int | None = None
         self._status_lock = threading.Lock()
         self.lifecycle = SimulationServerLifecycle(self.config.sim_id, listener=self)
@@ -224,6 +225,9 @@ class SimulationServer:
         threading.Thread(target=self._refresh_status, name="status", daemon=True).start()
         logger.info("running %s", self.main_script)
         outcome = run_script(code, self.experiment_dir / self.main_script)
+        # The data first: "completed" means spikes.npz and the script's results are on
+        # disk. The plots come after the state (see _finish): they delay nothing.
+        self._save_results()
         self._end_as(outcome)
 
     def _end_as(self, state: SimState) -> None:
@@ -255,11 +259,20 @@ class SimulationServer:
                 logger.exception("the NEST session's spikes could not be saved")
         if self.kernel is not None:
             if self._started:
-                self.kernel.finalize(self.results_dir)
+                self._save_results()
+                self.kernel.draw(self.results_dir)
             self.kernel.shutdown()
         self.exit_code = EXIT_OK if self.lifecycle.state != SimState.FAILED else EXIT_FAILED
         self.write_status()
         logger.info("exiting: %s (exit code %d)", self.lifecycle.state.value, self.exit_code)
+
+    def _save_results(self) -> None:
+        """Let the engines save the run's data, once (on the main thread)."""
+        if self._results_saved or self.kernel is None:
+            return
+        self._results_saved = True
+        signal.signal(signal.SIGTERM, _finish_first)  # a stop must not cut a file in half
+        self.kernel.finalize(self.results_dir)
 
     def _refresh_status(self) -> None:
         while not self.lifecycle.is_terminal:

@@ -236,6 +236,8 @@ def test_finalize_saves_sorted_spikes_and_a_raster(nest_kernel: Callable,
     assert list(experiment.glob("simserver-tap-*"))
     monkeypatch.chdir(tmp_path)                  # a script may change directory
     kernel.finalize(tmp_path)
+    assert not (tmp_path / "raster.png").exists(), "drawn after the end is reported"
+    kernel.draw(tmp_path)
     kernel.shutdown()
     spikes = np.load(tmp_path / "spikes.npz")
     assert sorted(spikes) == ["spikes_senders", "spikes_times"]

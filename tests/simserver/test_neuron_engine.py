@@ -79,6 +79,7 @@ def run(kernel: Any, until: float, results: Path) -> dict[str, np.ndarray]:
     while kernel.time < until - 1e-9:
         kernel.step()
     kernel.finalize(results)
+    kernel.draw(results)
     kernel.shutdown()
     return dict(np.load(results / "cell.npz"))
 
