@@ -14,6 +14,7 @@ from backend.experiments import ExperimentStore, seed_examples
 from backend.launchers import Launcher, LocalLauncher
 from backend.launchers.boundary import open_boundary
 from backend.launchers.environment import extra_names
+from backend.launchers.pool import WarmPool
 from backend.launchers.slurm import SlurmLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
@@ -107,8 +108,12 @@ def _launcher(config: Config) -> Launcher:
     """The launcher ``config.launcher`` names (one per backend)."""
     if config.launcher == SlurmLauncher.name:
         return SlurmLauncher(config)
-    return LocalLauncher(boundary=open_boundary(config.run_boundary, config.runs_dir),
-                         script_env=extra_names(config.script_env))
+    local = LocalLauncher(boundary=open_boundary(config.run_boundary, config.runs_dir),
+                          script_env=extra_names(config.script_env))
+    if not (config.pool_nest or config.pool_python):
+        return local
+    return WarmPool(local, config.runs_dir,
+                    {"nest": config.pool_nest, "python": config.pool_python})
 
 
 def _storage_problem(storage: Storage) -> str | None:

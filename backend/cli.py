@@ -67,6 +67,10 @@ _HELP = {
     "event_status_interval": "seconds between two status events of a followed simulation",
     "max_event_lag_bytes": "bytes an event stream's client may leave unread before it is "
                            "dropped",
+    "pool_nest": "warm simulation servers kept ready (NEST imported) for experiments with "
+                 "a nest engine (0: none)",
+    "pool_python": "warm simulation servers kept ready for python-only experiments "
+                   "(0: none)",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "launcher": "where simulation servers run: local or slurm",
     "shared_dir": "folder of the run directories, shared with the compute nodes "

@@ -115,6 +115,11 @@ class Config:
     #: Bytes sent to an event stream's client that it may leave unread before the stream
     #: is dropped (it may resume from the last event id it got).
     max_event_lag_bytes: int = 1024 * 1024
+    #: Warm simulation servers kept ready for experiments with a nest engine (NEST
+    #: imported) and for python-only ones, started ahead of demand, each handed one run
+    #: (0: none of that kind; see README "Warm start"). Local launcher only.
+    pool_nest: int = 2
+    pool_python: int = 2
     log_level: str = "INFO"
     #: Where simulation servers run: ``local`` (children of the backend) or ``slurm``
     #: (one batch job each; see README "Running on Slurm").
@@ -169,6 +174,9 @@ class Config:
         if self.run_boundary not in MODES:
             raise ValueError(f"SIMBACKEND_RUN_BOUNDARY={self.run_boundary!r} is not one of "
                              f"{', '.join(MODES)}")
+        if self.pool_nest < 0 or self.pool_python < 0:
+            raise ValueError("SIMBACKEND_POOL_NEST and SIMBACKEND_POOL_PYTHON must not be "
+                             "negative")
         if self.max_log_bytes < 0 or self.max_results_bytes < 0:
             raise ValueError("SIMBACKEND_MAX_LOG_BYTES and SIMBACKEND_MAX_RESULTS_BYTES "
                              "must not be negative")

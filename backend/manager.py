@@ -45,8 +45,8 @@ class SimulationManager:
         self._sims: dict[str, SimulationSupervisor] = {}
         self._lock = threading.Lock()
         # Admission: launching waits for capacity (see backend.queue).
-        self.scheduler = Scheduler(runtime.registry, Capacity.of_host(runtime.config),
-                                   self._sims.get)
+        capacity = Capacity.of_host(runtime.config, runtime.launcher.reserved_memory_mb())
+        self.scheduler = Scheduler(runtime.registry, capacity, self._sims.get)
         runtime.slot_freed = self.scheduler.wake
 
     def load(self) -> None:

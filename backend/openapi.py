@@ -153,7 +153,12 @@ def _service_paths() -> dict[str, Any]:
             kernels=_obj(["nest", "python"], nest=_nullable({"type": "string"}),
                          python={"type": "string"}),
             launcher=_obj(["name"], name={"type": "string"},
-                          boundary={"type": "string", "enum": ["cgroup", "marker"]})))})},
+                          boundary={"type": "string", "enum": ["cgroup", "marker"]}),
+            pool={"type": "object", "description": "warm simulation servers by kind "
+                  "(nest, python); {} without a pool",
+                  "additionalProperties": _obj(
+                      ["idle", "starting", "size"], idle={"type": "integer"},
+                      starting={"type": "integer"}, size={"type": "integer"})}))})},
         "/health": {"get": _op("Liveness", {"200": _json(_obj(["status"],
                                                               status={"type": "string"}))})},
         "/ready": {"get": _op("Readiness: storage reachable, can spawn", {

@@ -77,10 +77,12 @@ class Capacity:
     per_owner: int = 0
 
     @classmethod
-    def of_host(cls, config: Config) -> Capacity:
-        """The configured capacity; cores and memory default to what psutil sees."""
+    def of_host(cls, config: Config, reserved_mb: float = 0.0) -> Capacity:
+        """The configured capacity; cores and memory default to what psutil sees.
+        ``reserved_mb`` (the launcher's warm servers) is not lent to runs."""
+        memory = config.host_memory_mb or psutil.virtual_memory().total / 2**20
         return cls(threads=config.host_threads or psutil.cpu_count() or 1,
-                   memory_mb=config.host_memory_mb or psutil.virtual_memory().total / 2**20,
+                   memory_mb=max(0.0, memory - reserved_mb),
                    max_running=config.max_running, per_owner=config.max_running_per_owner)
 
     def to_dict(self) -> dict[str, Any]:

@@ -110,6 +110,43 @@ class ServerInfo:
                    host=str(data["host"]), port=int(data["port"]), token=str(data["token"]))
 
 
+#: Kinds of warm simulation servers (``python -m simserver --warm KIND``): ``nest`` has
+#: imported NEST as well, ``python`` only the simulation server and NumPy.
+WARM_KINDS = ("nest", "python")
+#: The line a warm simulation server writes on its stdout (a pipe to the backend's
+#: pool) once it is warm.
+WARM_READY = b"warm\n"
+
+
+@dataclass
+class Handoff:
+    """The one run a warm simulation server is handed: written to its stdin, a pipe
+    only the backend's pool holds the other end of, and closed (never the command
+    line, never a file). It then runs as ``python -m simserver --run-dir RUN_DIR``
+    started in ``cwd`` with ``env``, its stdout and stderr appended to the two logs."""
+
+    run_dir: str
+    cwd: str
+    env: dict[str, str]
+    token: str
+    stdout: str
+    stderr: str
+    #: The run's resolved limits (also in ``run.json``).
+    limits: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Handoff:
+        """Raises: ValueError: not a handoff."""
+        try:
+            fields = json.loads(data)
+            return cls(**{k: fields[k] for k in cls.__dataclass_fields__ if k in fields})
+        except (TypeError, KeyError) as exc:
+            raise ValueError(f"not a handoff: {exc}") from None
+
+
 def token_digest(token: str) -> str:
     """What ``run.json`` records of a launch's control token (never the token)."""
     return hashlib.sha256(token.encode()).hexdigest()

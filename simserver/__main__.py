@@ -7,19 +7,28 @@ import os
 import sys
 from pathlib import Path
 
-from lifecycle.messages import EXIT_USAGE, TOKEN_ENV
+from lifecycle.messages import EXIT_USAGE, TOKEN_ENV, WARM_KINDS
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m simserver",
                                      description="Run one simulation of a simbackend run dir.")
-    parser.add_argument("--run-dir", required=True, type=Path,
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run-dir", type=Path,
                         help="the run directory prepared by the backend")
+    target.add_argument("--warm", choices=WARM_KINDS,
+                        help="start warm and wait for a run on stdin (the backend's pool)")
+    parser.add_argument("--pool", default="",
+                        help="the pool a warm server belongs to (to find it by)")
     return parser.parse_args(argv)
 
 
 def run(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
+    if args.warm:
+        from simserver.warm import wait_for_run
+
+        return wait_for_run(args.warm)
     token = os.environ.pop(TOKEN_ENV, "")
     if not token:
         print(f"simserver: {TOKEN_ENV} is not set", file=sys.stderr)

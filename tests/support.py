@@ -23,6 +23,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_INTERVAL = 0.01
+#: Config fields of an in-process app without a warm pool (see Backend.start).
+NO_POOL = {"pool_nest": 0, "pool_python": 0}
 S3_SERVER_START_SECONDS = 30
 # Loopback requests must not go through a proxy configured in the environment.
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -250,7 +252,10 @@ class Backend:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "backend.cli", "serve", "--port", "0",
                  "--data-dir", str(self.data_dir), "--examples-dir", "", "--stop-grace", "2",
-                 "--upload-retry", "0.2", "--host-threads", "64", *self.args],
+                 "--upload-retry", "0.2", "--host-threads", "64",
+                 # No warm pool unless a test asks (--pool-nest N): its warm-ups would
+                 # take the CPU from the runs whose timing tests measure.
+                 "--pool-nest", "0", "--pool-python", "0", *self.args],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
 
@@ -389,12 +394,16 @@ class Backend:
 
     def _orphans(self) -> set[int]:
         """Simulation servers of this data dir that no snapshot caught: spawned between
-        the last look at the backend's children and its end, before writing server.json."""
+        the last look at the backend's children and its end, before writing server.json;
+        and warm servers of its pool (``--pool <key of its runs folder>``)."""
+        from backend.launchers.boundary import runs_key
+
         runs = str(self.data_dir / "runs") + os.sep
+        key = runs_key((self.data_dir / "runs").resolve())
         found = set()
         for proc in psutil.process_iter(["cmdline"]):
             args = proc.info["cmdline"] or []
-            if "simserver" in args and any(a.startswith(runs) for a in args):
+            if "simserver" in args and (any(a.startswith(runs) for a in args) or key in args):
                 found.add(proc.pid)
         return found
 

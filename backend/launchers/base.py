@@ -198,5 +198,15 @@ class Launcher(abc.ABC):
         """Why no server could be launched now (readiness), or None."""
         return None
 
+    def pool(self) -> dict[str, dict[str, int]]:
+        """Warm servers by kind (``idle``, ``starting``, ``size``), for ``GET /``; {}
+        for a launcher without a pool."""
+        return {}
+
+    def reserved_memory_mb(self) -> float:
+        """MiB of the host the launcher holds for itself (warm servers), taken from
+        the capacity runs are admitted against."""
+        return 0.0
+
     def close(self) -> None:  # noqa: B027 - a hook: most launchers hold nothing
         """Release what the launcher holds (threads, pools); servers live on."""

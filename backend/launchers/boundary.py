@@ -80,6 +80,24 @@ class Boundary(abc.ABC):
         """
         return None
 
+    def waiting_room(self) -> Path | None:
+        """The ``cgroup.procs`` warm servers of the pool wait in (outside every run's
+        boundary), or None: they wait where the backend is."""
+        return None
+
+    def enter(self, sim_id: str, pid: int) -> None:  # noqa: B027 - a marker moves nothing
+        """Put the running process ``pid`` (a warm server handed the run) into the
+        run's boundary. The marker cannot be put into a live process's environment:
+        the warm server sets it in its own ``os.environ`` for every process it starts,
+        and is itself the run's server (the launcher's handle holds it).
+
+        Raises:
+            OSError: it could not be moved.
+        """
+
+    def close_waiting_room(self) -> None:  # noqa: B027 - a hook: only a cgroup has one
+        """Remove the waiting room once the pool has no warm server left."""
+
     @abc.abstractmethod
     def members(self, sim_id: str) -> list[psutil.Process]:
         """Every live process of the run, wherever in the process tree it went."""
@@ -119,6 +137,15 @@ class CgroupBoundary(Boundary):
         group.mkdir(parents=True, exist_ok=True)
         return group / "cgroup.procs"
 
+    def waiting_room(self) -> Path:
+        room = self.root / "pool"
+        room.mkdir(parents=True, exist_ok=True)
+        return room / "cgroup.procs"
+
+    def enter(self, sim_id: str, pid: int) -> None:  # noqa: B027 - a marker moves nothing
+        # Both cgroups are under root, which this backend made: it may move the process.
+        self.prepare(sim_id).write_text(str(pid))
+
     def members(self, sim_id: str) -> list[psutil.Process]:
         return _processes(_cgroup_pids(self._dir(sim_id)))
 
@@ -147,6 +174,13 @@ class CgroupBoundary(Boundary):
 
     def describe(self) -> str:
         return f"cgroup v2 {self.root}"
+
+    def close_waiting_room(self) -> None:
+        try:
+            (self.root / "pool").rmdir()  # only when no warm server waits in it
+        except OSError:
+            pass
+        self.close()
 
     def close(self) -> None:
         try:

@@ -26,7 +26,9 @@ from backend.launchers.base import (
     Exit, ExitCallback, Launcher, LaunchSpec, ServerHandle, server_command, server_environment,
 )
 from backend.launchers.boundary import RUN_ENV, Boundary, MarkerBoundary, join_argv
-from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG
+from lifecycle.messages import (
+    EXPERIMENT_DIR, LOGS_DIR, SERVER_FILE, STDERR_LOG, STDOUT_LOG, ServerInfo, read_json,
+)
 
 logger = logging.getLogger(__name__)
 # How long a SIGKILLed process tree gets to disappear before we stop waiting.
@@ -152,13 +154,8 @@ class LocalLauncher(Launcher):
         """Attach to the process ``server.json`` names, if it is alive and is the same
         process (its create time matches), so a recycled pid is never mistaken for it."""
         info = self.server_info(run_dir)
-        if info is None:
-            return None
-        try:
-            ps = psutil.Process(info.pid)
-            if abs(ps.create_time() - info.create_time) > 0.01 or not ps.is_running():
-                return None
-        except psutil.Error:
+        ps = recorded_process(info) if info is not None else None
+        if ps is None:
             return None
         logger.info("adopted: sim %s (pid %d)", sim_id, info.pid)
         return LocalServer(sim_id, ps, None, on_exit, self.boundary)
@@ -228,9 +225,23 @@ def _local(handle: ServerHandle) -> LocalServer:
     return handle
 
 
+def recorded_process(info: ServerInfo) -> psutil.Process | None:
+    """The live process ``server.json`` names, if it is that process (its create time
+    matches: a recycled pid is never mistaken for it)."""
+    try:
+        ps = psutil.Process(info.pid)
+        if abs(ps.create_time() - info.create_time) > 0.01 or not ps.is_running():
+            return None
+    except psutil.Error:
+        return None
+    return ps
+
+
 def _find_servers(runs_dir: Path) -> dict[str, psutil.Process]:
-    """Simulation-server processes of run directories under ``runs_dir``, by sim id."""
-    found: dict[str, psutil.Process] = {}
+    """Simulation-server processes of run directories under ``runs_dir``, by sim id:
+    by their command line, and (a warm server handed a run has no ``--run-dir`` on
+    it) by their ``server.json``."""
+    found = _recorded_servers(runs_dir)
     for proc in psutil.process_iter(["cmdline"]):
         argv = proc.info.get("cmdline") or []
         if "simserver" not in argv or "--run-dir" not in argv:
@@ -241,4 +252,17 @@ def _find_servers(runs_dir: Path) -> dict[str, psutil.Process]:
             continue
         if run_dir.parent == runs_dir:
             found[run_dir.name] = proc
+    return found
+
+
+def _recorded_servers(runs_dir: Path) -> dict[str, psutil.Process]:
+    found: dict[str, psutil.Process] = {}
+    for path in runs_dir.glob(f"*/{SERVER_FILE}"):
+        try:
+            info = ServerInfo.from_dict(read_json(path) or {})
+        except (ValueError, KeyError, TypeError):
+            continue
+        proc = recorded_process(info)
+        if proc is not None:
+            found[path.parent.name] = proc
     return found

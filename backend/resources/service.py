@@ -30,7 +30,8 @@ class Root(Resource):
                 "kernels": {"nest": package_version("nest-simulator"),
                             "neuron": package_version("neuron"),
                             "python": platform.python_version()},
-                "launcher": self.services.runtime.launcher.facts()}
+                "launcher": self.services.runtime.launcher.facts(),
+                "pool": self.services.runtime.launcher.pool()}
 
 
 class OpenAPI(Resource):

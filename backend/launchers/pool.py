@@ -1,0 +1,349 @@
+"""The warm pool: simulation servers started ahead of demand, each handed one run.
+
+A :class:`WarmPool` wraps the :class:`~backend.launchers.local.LocalLauncher`. It keeps
+``sizes[kind]`` warm servers (``python -m simserver --warm KIND``, see
+:mod:`simserver.warm`) per kind: ``nest`` for experiments with a nest engine or a NEST
+session, ``python`` for those with python engines only. Each was started like a cold
+server (its own session, the run environment the local launcher gives, the pool's
+waiting room of the run boundary) and has imported what its runs need. A run of a
+kind with an idle warm server is handed to it; any other run (NEURON, an empty pool)
+is spawned cold by the local launcher, as without a pool.
+
+Handing a run: the process is moved into the run's boundary (cgroup), then its stdin,
+a pipe only this pool holds, gets one :class:`~lifecycle.messages.Handoff` (run dir,
+working directory, environment with the run's marker, token, logs, limits) and is
+closed. From then on it is the run's server like a cold one: the same handle, stop,
+escalation and resource measures; re-adopted after a restart from its
+``server.json``. A process is never handed a second run: it is out of the pool before
+its handoff is written, its channel accepts one message and is then gone, and it exits
+when its run ends.
+
+Idle servers that die are replaced (with a growing delay when they keep dying);
+refills wait :data:`REFILL_DELAY` after a handoff, so the warm-up of the next server
+does not take the CPU from the run just handed. An idle server exits by itself when
+its backend dies (end of file on its stdin); a starting backend kills any it finds
+still waiting. Warm servers hold memory: the pool reserves :data:`WARM_MB` per server
+of its sizes from the host's capacity, and starts one only while the host has that
+much available and :data:`MIN_FREE_MB` more.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import psutil
+
+from backend.launchers.base import (
+    ExitCallback, Launcher, LaunchSpec, ServerHandle, server_environment,
+)
+from backend.launchers.boundary import RUN_ENV, join_argv, runs_key
+from backend.launchers.local import LocalLauncher, LocalServer, ProcessOps
+from lifecycle.errors import InvalidExperiment
+from lifecycle.experiment import read_experiment
+from lifecycle.messages import (
+    EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG, TOKEN_ENV, WARM_KINDS, WARM_READY, Handoff,
+)
+
+logger = logging.getLogger(__name__)
+
+#: MiB one idle warm server is reckoned to hold (resident, measured on Linux x86-64:
+#: NEST 3.x with NumPy and matplotlib ~120, the server with NumPy ~45), with margin.
+WARM_MB = {"nest": 160.0, "python": 60.0}
+#: MiB the host must keep available beyond a warm server for one to be started.
+MIN_FREE_MB = 256.0
+#: Seconds after a handoff before the pool starts a replacement.
+REFILL_DELAY = 0.5
+#: Delay before replacing a server that died idle, doubling per death in a row, capped.
+RETRY_DELAY, RETRY_MAX = 0.5, 60.0
+#: Seconds of idle life after which a death no longer counts as "in a row".
+STEADY_AFTER = 10.0
+#: Seconds a pool being closed gives its idle servers to leave before SIGKILL.
+_CLOSE_WAIT = 2.0
+
+
+def warm_kind(run_dir: Path) -> str | None:
+    """The kind of warm server a prepared run can be handed to, or None (cold)."""
+    try:
+        config = read_experiment(run_dir / EXPERIMENT_DIR)
+    except InvalidExperiment:
+        return None  # a cold server reports what is wrong with it
+    if "nest_session" in config:
+        return "nest"
+    engines = config.get("engines") or {}
+    if not isinstance(engines, dict):
+        return None
+    types = {e.get("type") if isinstance(e, dict) else None for e in engines.values()}
+    if types <= {"python"}:
+        return "python"
+    return "nest" if types <= {"python", "nest"} else None
+
+
+class PoolOps(ProcessOps):
+    """The OS seam of the pool: start a warm server, hand it a run, read the host."""
+
+    def spawn_warm(self, argv: list[str], *, cwd: Path, env: dict[str, str], stderr: Path,
+                   join: Path | None) -> subprocess.Popen:
+        if join is not None:
+            argv = join_argv(join, argv)
+        with open(stderr, "ab") as err:
+            return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=err,
+                                    start_new_session=True, close_fds=True)
+
+    def hand(self, channel: BinaryIO, message: bytes) -> None:
+        """Raises: OSError (BrokenPipeError): the process is gone."""
+        try:
+            channel.write(message)
+        finally:
+            channel.close()
+
+    def available_mb(self) -> float:
+        return psutil.virtual_memory().available / 2**20
+
+
+class WarmServer:
+    """One warm server: idle until handed (``handed``), readiness on ``ready``."""
+
+    def __init__(self, kind: str, popen: subprocess.Popen, clock: Any) -> None:
+        self.kind = kind
+        self.popen = popen
+        self.pid = popen.pid
+        self.started = clock()
+        self.ready = threading.Event()
+        self.handed = False
+
+
+class WarmPool(Launcher):
+    """A local launcher that hands runs to warm servers when it has one."""
+
+    name = "local"
+
+    def __init__(self, local: LocalLauncher, runs_dir: Path, sizes: dict[str, int],
+                 ops: PoolOps | None = None) -> None:
+        self.local = local
+        self.ops = ops or PoolOps()
+        self.runs_dir = runs_dir
+        self.key = runs_key(runs_dir)
+        self.sizes = {kind: max(0, int(sizes.get(kind, 0))) for kind in WARM_KINDS}
+        if self.sizes["nest"] and importlib.util.find_spec("nest") is None:
+            logger.info("pool: no NEST here; no warm nest servers")
+            self.sizes["nest"] = 0
+        self._idle: dict[str, list[WarmServer]] = {kind: [] for kind in WARM_KINDS}
+        self._cond = threading.Condition()
+        self._closed = False
+        self._quiet_until = 0.0
+        self._deaths = 0
+        sweep_waiting(self.key)
+        self._filler = threading.Thread(target=self._fill, name="pool-fill", daemon=True)
+        self._filler.start()
+
+    # -- the Launcher interface ---------------------------------------------------------
+
+    def spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> ServerHandle:
+        kind = warm_kind(spec.run_dir)
+        warm = self._take(kind) if kind else None
+        if warm is None:
+            return self.local.spawn(spec, on_exit)
+        try:
+            return self._hand(warm, spec, on_exit)
+        except OSError as exc:
+            logger.warning("pool: warm %s server (pid %d) could not be handed sim %s (%s); "
+                           "spawning it cold", kind, warm.pid, spec.sim_id, exc)
+            self.ops.signal_group(warm.pid, signal.SIGKILL)
+            return self.local.spawn(spec, on_exit)
+
+    def adopt(self, sim_id: str, run_dir: Path, on_exit: ExitCallback) -> ServerHandle | None:
+        return self.local.adopt(sim_id, run_dir, on_exit)
+
+    def terminate(self, handle: ServerHandle, grace: float) -> None:
+        self.local.terminate(handle, grace)
+
+    def kill_leftovers(self, handle: ServerHandle) -> None:
+        self.local.kill_leftovers(handle)
+
+    def clean_orphans(self, runs_dir: Path, owned: dict[str, ServerHandle]) -> None:
+        self.local.clean_orphans(runs_dir, owned)
+
+    def facts(self) -> dict[str, Any]:
+        return {**self.local.facts(), "pool": self.pool()}
+
+    def pool(self) -> dict[str, dict[str, int]]:
+        with self._cond:
+            return {kind: {"idle": sum(w.ready.is_set() for w in self._idle[kind]),
+                           "starting": sum(not w.ready.is_set() for w in self._idle[kind]),
+                           "size": size} for kind, size in self.sizes.items()}
+
+    def reserved_memory_mb(self) -> float:
+        return sum(WARM_MB[kind] * size for kind, size in self.sizes.items())
+
+    def problem(self, runs_dir: Path) -> str | None:
+        return self.local.problem(runs_dir)
+
+    def close(self) -> None:
+        """Let the idle servers go (end of file on their channel), kill the slow."""
+        with self._cond:
+            self._closed = True
+            idle = [w for kind in WARM_KINDS for w in self._idle[kind]]
+            self._idle = {kind: [] for kind in WARM_KINDS}
+            self._cond.notify_all()
+        for warm in idle:
+            warm.handed = True  # not to be replaced
+            try:
+                warm.popen.stdin.close()
+            except OSError:
+                pass
+        for warm in idle:
+            try:
+                warm.popen.wait(_CLOSE_WAIT)
+            except subprocess.TimeoutExpired:
+                self.ops.signal_group(warm.pid, signal.SIGKILL)
+                warm.popen.wait()
+        self.local.boundary.close_waiting_room()
+        self.local.close()
+
+    # -- handing a run ----------------------------------------------------------------------
+
+    def _take(self, kind: str) -> WarmServer | None:
+        """An idle server of ``kind``, out of the pool: a ready one first, else one
+        still warming up (ahead of a cold start all the same); None if there is none."""
+        with self._cond:
+            idle = [w for w in self._idle[kind] if w.popen.poll() is None]
+            idle.sort(key=lambda w: not w.ready.is_set())
+            if not idle:
+                return None
+            warm = idle[0]
+            self._idle[kind].remove(warm)
+            warm.handed = True
+            self._quiet_until = time.monotonic() + REFILL_DELAY
+            self._cond.notify_all()
+            return warm
+
+    def _hand(self, warm: WarmServer, spec: LaunchSpec, on_exit: ExitCallback) -> LocalServer:
+        env = server_environment(spec.token, extra=self.local.script_env)
+        env.pop(TOKEN_ENV)  # the token goes in the handoff; a cold server pops it too
+        env[RUN_ENV] = self.local.boundary.marker(spec.sim_id)
+        logs = spec.run_dir / LOGS_DIR
+        handoff = Handoff(run_dir=str(spec.run_dir), cwd=str(spec.run_dir / EXPERIMENT_DIR),
+                          env=env, token=spec.token, stdout=str(logs / STDOUT_LOG),
+                          stderr=str(logs / STDERR_LOG), limits=spec.limits)
+        ps = psutil.Process(warm.pid)
+        self.local.boundary.enter(spec.sim_id, warm.pid)
+        self.ops.hand(warm.popen.stdin, handoff.to_bytes())
+        logger.info("handed: sim %s (pid %d, a warm %s server)", spec.sim_id, warm.pid,
+                    warm.kind)
+        return LocalServer(spec.sim_id, ps, warm.popen, on_exit, self.local.boundary)
+
+    # -- keeping the pool full --------------------------------------------------------------
+
+    def _fill(self) -> None:
+        while True:
+            kind = self._wait_for_gap()
+            if kind is None:
+                return
+            if self.ops.available_mb() < WARM_MB[kind] + MIN_FREE_MB:
+                logger.warning("pool: too little memory for a warm %s server; "
+                               "trying again in %g s", kind, RETRY_MAX)
+                self._pause(RETRY_MAX)
+                continue
+            try:
+                warm = self._start(kind)
+            except OSError as exc:
+                logger.error("pool: a warm %s server could not be started: %s", kind, exc)
+                self._pause(RETRY_MAX)
+                continue
+            with self._cond:
+                if self._closed:
+                    warm.handed = True
+                    self.ops.signal_group(warm.pid, signal.SIGKILL)
+                    return
+                self._idle[kind].append(warm)
+
+    def _wait_for_gap(self) -> str | None:
+        """Block until a kind is short of warm servers and refilling may go on; None
+        once the pool is closed."""
+        with self._cond:
+            while not self._closed:
+                wait = self._quiet_until - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                short = [k for k in WARM_KINDS if len(self._idle[k]) < self.sizes[k]]
+                if short:
+                    return min(short, key=lambda k: len(self._idle[k]) / self.sizes[k])
+                self._cond.wait()
+            return None
+
+    def _pause(self, seconds: float) -> None:
+        with self._cond:
+            self._quiet_until = max(self._quiet_until, time.monotonic() + seconds)
+
+    def _start(self, kind: str) -> WarmServer:
+        env = server_environment("", extra=self.local.script_env)
+        env.pop(TOKEN_ENV)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        popen = self.ops.spawn_warm(
+            [sys.executable, "-m", "simserver", "--warm", kind, "--pool", self.key],
+            cwd=self.runs_dir, env=env, stderr=self.runs_dir.parent / "pool.log",
+            join=self.local.boundary.waiting_room())
+        logger.info("spawned: a warm %s server (pid %d)", kind, popen.pid)
+        warm = WarmServer(kind, popen, time.monotonic)
+        threading.Thread(target=self._watch, args=(warm,), name=f"warm-{popen.pid}",
+                         daemon=True).start()
+        return warm
+
+    def _watch(self, warm: WarmServer) -> None:
+        """Note when the server is warm; replace it if it dies before it is handed."""
+        for line in warm.popen.stdout:  # the end of file: handed (logs took fd 1), or dead
+            if line == WARM_READY:
+                warm.ready.set()
+                logger.debug("warm: a %s server (pid %d)", warm.kind, warm.pid)
+        warm.popen.stdout.close()
+        if warm.handed:
+            return  # the run's handle reaps it
+        code = warm.popen.wait()
+        with self._cond:
+            if warm.handed or self._closed:
+                return
+            self._idle[warm.kind].remove(warm)
+            steady = time.monotonic() - warm.started > STEADY_AFTER
+            self._deaths = 0 if steady else self._deaths + 1
+            delay = min(RETRY_MAX, RETRY_DELAY * 2 ** self._deaths) if self._deaths else 0.0
+            self._quiet_until = max(self._quiet_until, time.monotonic() + delay)
+            self._cond.notify_all()
+        logger.warning("exited: a warm %s server (pid %d) while idle, exit %s; replacing "
+                       "it in %g s", warm.kind, warm.pid, code, delay)
+
+
+def is_waiting(pid: int) -> bool:
+    """True while the warm server ``pid`` waits for a run: its stdin is still the pool's
+    pipe (a handed one has put ``/dev/null`` in its place)."""
+    try:
+        return os.readlink(f"/proc/{pid}/fd/0").startswith("pipe:")
+    except OSError:
+        return False
+
+
+def sweep_waiting(key: str, keep: frozenset[int] = frozenset()) -> int:
+    """Kill warm servers of the pool ``key`` that wait for a run and are not in
+    ``keep``: an earlier backend's, not yet gone. Handed ones are runs: left alone."""
+    killed = 0
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info.get("cmdline") or []
+        if "--warm" not in argv or "--pool" not in argv or key not in argv or \
+                proc.pid in keep or not is_waiting(proc.pid):
+            continue
+        logger.warning("killing orphan: a waiting warm server (pid %d)", proc.pid)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        killed += 1
+    return killed

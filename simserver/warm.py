@@ -1,0 +1,94 @@
+"""A warm simulation server: ``python -m simserver --warm KIND --pool KEY``.
+
+The backend's pool starts these ahead of demand, in a session of their own. Each
+imports what a run will need (the simulation server, NumPy, and for ``nest`` NEST and
+matplotlib), says so on its stdout, and blocks reading its stdin, a pipe whose other
+end only the pool holds. The pool writes one :class:`~lifecycle.messages.Handoff` and
+closes the pipe; the process reads to end of file, puts ``/dev/null`` in the pipe's
+place, takes on the run (its logs as stdout and stderr, working directory,
+environment) and runs it exactly as ``python -m simserver --run-dir`` would, then
+exits. There is no way back to waiting: a process serves at most one run, so no
+kernel state or user code outlives it. End of file with nothing read means the
+backend closed the pool or died: the process leaves.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from lifecycle.messages import WARM_READY, Handoff
+
+#: ``os.open`` flags and mode of a run's log, as the cold launcher opens it ("ab").
+_LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+_LOG_MODE = 0o666
+
+
+def warm_up(kind: str) -> None:
+    """Import what a run of ``kind`` needs, so it need not when handed one."""
+    import numpy  # noqa: F401
+    import simserver.server  # noqa: F401 - the control API, run loop, kernel, engines
+
+    if kind != "nest":
+        return
+    from simserver.nest_engine import import_nest
+
+    try:
+        import_nest()
+    except Exception as exc:  # noqa: BLE001 - the run reports it, as a cold one would
+        print(f"simserver: NEST could not be imported: {exc}", file=sys.stderr, flush=True)
+    try:  # the raster is drawn after the run's end; it need not import matplotlib then
+        from matplotlib.backends import backend_agg  # noqa: F401
+        from matplotlib import figure  # noqa: F401
+    except ImportError:
+        pass
+
+
+def read_handoff(fd: int = 0) -> Handoff | None:
+    """Read the channel to end of file, then close it for good; None if it was
+    closed without a run.
+
+    Raises:
+        ValueError: what was written is not a handoff.
+    """
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, fd)  # the pipe is gone: nothing can hand this process a second run
+    os.close(null)
+    data = b"".join(chunks)
+    return Handoff.from_bytes(data) if data else None
+
+
+def take_over(handoff: Handoff) -> None:
+    """Become the process a cold launch of the run would have started."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    for fd, path in ((1, handoff.stdout), (2, handoff.stderr)):
+        log = os.open(path, _LOG_FLAGS, _LOG_MODE)
+        os.dup2(log, fd)
+        os.close(log)
+    os.chdir(handoff.cwd)
+    # Children the script starts inherit this (the run's marker among it).
+    os.environ.clear()
+    os.environ.update(handoff.env)
+    sys.path[0] = handoff.cwd  # what ``python -m`` started in ``cwd`` puts first
+    sys.argv[1:] = ["--run-dir", handoff.run_dir]
+
+
+def wait_for_run(kind: str) -> int:
+    """Warm up, wait for the run, run it; the exit code."""
+    warm_up(kind)
+    os.write(1, WARM_READY)
+    try:
+        handoff = read_handoff()
+    except ValueError as exc:
+        print(f"simserver: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if handoff is None:
+        return 0
+    take_over(handoff)
+    from simserver.server import main
+
+    return main(Path(handoff.run_dir).resolve(), handoff.token)
