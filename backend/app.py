@@ -12,9 +12,9 @@ from backend import errors, leftovers
 from backend.config import Config
 from backend.experiments import ExperimentStore, seed_examples
 from backend.launchers import Launcher, LocalLauncher
-from backend.launchers.boundary import open_boundary
+from backend.launchers.boundary import open_boundary, runs_key
 from backend.launchers.environment import extra_names
-from backend.launchers.pool import WarmPool
+from backend.launchers.pool import WarmPool, sweep_waiting
 from backend.launchers.slurm import SlurmLauncher
 from backend.manager import SimulationManager
 from backend.registry import Registry
@@ -110,6 +110,9 @@ def _launcher(config: Config) -> Launcher:
         return SlurmLauncher(config)
     local = LocalLauncher(boundary=open_boundary(config.run_boundary, config.runs_dir),
                           script_env=extra_names(config.script_env))
+    # Warm servers of an earlier backend that still wait (they leave when it dies,
+    # unless stuck): pool or not, none is left behind.
+    sweep_waiting(runs_key(config.runs_dir))
     if not (config.pool_nest or config.pool_python):
         return local
     return WarmPool(local, config.runs_dir,

@@ -70,9 +70,14 @@ def take_over(handoff: Handoff) -> None:
         os.dup2(log, fd)
         os.close(log)
     os.chdir(handoff.cwd)
+    # A shell that started this process (to join a cgroup) exported PWD: it would have
+    # started a cold server the same way, in the run's folder.
+    shell_started = "PWD" in os.environ
     # Children the script starts inherit this (the run's marker among it).
     os.environ.clear()
     os.environ.update(handoff.env)
+    if shell_started:
+        os.environ["PWD"] = handoff.cwd
     sys.path[0] = handoff.cwd  # what ``python -m`` started in ``cwd`` puts first
     sys.argv[1:] = ["--run-dir", handoff.run_dir]
 

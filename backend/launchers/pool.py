@@ -22,9 +22,9 @@ Idle servers that die are replaced (with a growing delay when they keep dying);
 refills wait :data:`REFILL_DELAY` after a handoff, so the warm-up of the next server
 does not take the CPU from the run just handed. An idle server exits by itself when
 its backend dies (end of file on its stdin); a starting backend kills any it finds
-still waiting. Warm servers hold memory: the pool reserves :data:`WARM_MB` per server
-of its sizes from the host's capacity, and starts one only while the host has that
-much available and :data:`MIN_FREE_MB` more.
+still waiting (:func:`sweep_waiting`, pool or not). Warm servers hold memory: the
+pool reserves :data:`WARM_MB` per server of its sizes from the host's capacity, and
+starts one only while the host has that much available and :data:`MIN_FREE_MB` more.
 """
 from __future__ import annotations
 
@@ -141,7 +141,6 @@ class WarmPool(Launcher):
         self._closed = False
         self._quiet_until = 0.0
         self._deaths = 0
-        sweep_waiting(self.key)
         self._filler = threading.Thread(target=self._fill, name="pool-fill", daemon=True)
         self._filler.start()
 

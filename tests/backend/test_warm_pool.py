@@ -1,0 +1,283 @@
+"""The warm pool, end to end: warm servers handed runs through the real REST API.
+
+A warm server's run must be indistinguishable from a cold one's; killed idle servers
+are replaced; a backend killed with idle servers leaves none behind; a warm run obeys
+pause, resume and stop, and is re-adopted after a kill -9 of its backend. The core
+lifecycle tests run once more with the pool on (:class:`TestCoreLifecycleWarm`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from backend.launchers.boundary import runs_key
+from backend.launchers.pool import is_waiting
+from tests.backend import test_lifecycle_e2e as core
+from tests.support import Backend, example_files, loop_experiment, wait_until
+
+POOL = ("--pool-nest", "1", "--pool-python", "1")
+PYTHON_POOL = ("--pool-nest", "0", "--pool-python", "2")
+BRUNEL_PARAMS = {"n_neurons": 200, "regime": "AI"}
+
+#: Prints what a run's process looks like from inside; equal for warm and cold runs.
+INSPECT_SCRIPT = '''
+import os, subprocess, sys
+from pathlib import Path
+here = Path.cwd()
+print("cwd", here.name, here.parent.parent.name)
+print("path0", sys.path[0] == str(here))
+print("argv", sys.argv == [str(here / "main.py")])
+print("session", os.getsid(0) == os.getpid() == os.getpgid(0))
+marker = os.environ.get("SIMBACKEND_RUN", "")
+print("marker", marker.split(":")[0] == here.parent.name)
+print("env", sorted(os.environ))
+child = subprocess.run([sys.executable, "-c",
+                        "import os; print(os.environ.get('SIMBACKEND_RUN'))"],
+                       capture_output=True, text=True).stdout.strip()
+print("child marker", child == marker)
+print("to stderr", file=sys.stderr)
+try:
+    while True:
+        sim.run_loop(1)
+except SimulationTimeout:
+    file_logger.info("reached the timeout at t=%s ms", sim.time)
+(sim.results_dir / "done.txt").write_text(str(sim.steps))
+'''
+
+
+def pool_of(backend: Backend) -> dict:
+    return backend.get("/").json()["pool"]
+
+
+def warm_up(backend: Backend) -> Backend:
+    """Wait until every warm server of the backend's pool is ready."""
+    wait_until(lambda: all(k["idle"] == k["size"] for k in pool_of(backend).values()),
+               60, "the pool to be warm")
+    return backend
+
+
+def waiting_servers(backend: Backend) -> set[int]:
+    """Pids of the warm servers of ``backend``'s pool that wait for a run."""
+    key = runs_key((backend.data_dir / "runs").resolve())
+    found = set()
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info["cmdline"] or []
+        if "--warm" in argv and key in argv and is_waiting(proc.pid):
+            found.add(proc.pid)
+    return found
+
+
+def server_pid(backend: Backend, sim_id: str) -> int:
+    path = backend.data_dir / "runs" / sim_id / "server.json"
+    wait_until(path.exists, 20, "server.json")
+    return json.loads(path.read_text())["pid"]
+
+
+def handed(backend: Backend, sim_id: str) -> bool:
+    return f"handed: sim {sim_id} " in backend.log()
+
+
+def comparable(log: str) -> list[str]:
+    """A log's lines without times, numbers and addresses (what differs between runs)."""
+    return [re.sub(r"[0-9]+(\.[0-9]+)?", "#", line[24:]) for line in log.splitlines()]
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Backend]:
+    """This module's backend: a warm pool of one server per kind."""
+    server = Backend(tmp_path / "data", args=POOL).start()
+    try:
+        yield warm_up(server)
+    finally:
+        server.cleanup()
+
+
+def run_to_end(backend: Backend, experiment: str, **fields) -> dict:
+    sim_id = backend.create(experiment, state="started", **fields)["id"]
+    backend.wait_state(sim_id, "completed", timeout=60)
+    return backend.wait_uploaded(sim_id, timeout=30)
+
+
+def fetched(backend: Backend, sim_id: str) -> dict[str, object]:
+    """Everything a client can read of a finished run: logs and result files."""
+    base = f"/v1/simulations/{sim_id}"
+    logs = {f["name"]: backend.get(f"{base}/logs/{f['name']}").text
+            for f in backend.get(f"{base}/logs").json()["logs"]}
+    results = {f["name"]: backend.get(f"{base}/results/{f['name']}").content
+               for f in backend.get(f"{base}/results").json()["results"]}
+    return {"logs": logs, "results": results}
+
+
+def test_a_warm_run_is_indistinguishable_from_a_cold_one(
+        backend: Backend, make_backend: Callable[..., Backend], tmp_path: Path) -> None:
+    cold = make_backend().start()
+    files = {**example_files("brunel")}
+    python = loop_experiment(sim_time=20.0, script=INSPECT_SCRIPT)
+    seen = {}
+    for name, server in (("warm", backend), ("cold", cold)):
+        server.upload("brunel", files)
+        server.upload("inspect", python)
+        runs = [run_to_end(server, "brunel", params=BRUNEL_PARAMS, timeout={"sim_time": 200}),
+                run_to_end(server, "inspect")]
+        assert [handed(server, r["id"]) for r in runs] == [name == "warm"] * 2
+        seen[name] = [fetched(server, r["id"]) for r in runs]
+        assert all(r["exit_code"] == 0 and r["error"] is None for r in runs)
+    for warm, cold_run in zip(seen["warm"], seen["cold"], strict=True):
+        assert warm["logs"].keys() == cold_run["logs"].keys()
+        assert warm["results"].keys() == cold_run["results"].keys()
+        for name in ("stdout.log", "stderr.log"):
+            assert warm["logs"][name] == cold_run["logs"][name]
+        assert comparable(warm["logs"]["simulation.log"]) == \
+            comparable(cold_run["logs"]["simulation.log"])
+    brunel_warm, brunel_cold = (seen[k][0]["results"] for k in ("warm", "cold"))
+    assert set(brunel_warm) == {"spikes.npz", "raster.png"}
+    (tmp_path / "w.npz").write_bytes(brunel_warm["spikes.npz"])
+    (tmp_path / "c.npz").write_bytes(brunel_cold["spikes.npz"])
+    warm_spikes, cold_spikes = np.load(tmp_path / "w.npz"), np.load(tmp_path / "c.npz")
+    assert sorted(warm_spikes) == sorted(cold_spikes)
+    assert len(warm_spikes["ex_spikes_times"]) > 100
+    for key in warm_spikes:
+        np.testing.assert_array_equal(warm_spikes[key], cold_spikes[key], err_msg=key)
+    stdout = seen["warm"][1]["logs"]["stdout.log"]
+    assert "session True" in stdout and "marker True" in stdout and "path0 True" in stdout
+    assert "child marker True" in stdout and "argv True" in stdout
+
+
+def test_a_warm_server_is_in_its_runs_boundary(backend: Backend) -> None:
+    backend.upload("loop", loop_experiment(sim_time=1e9))
+    sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
+    pid = server_pid(backend, sim_id)
+    assert handed(backend, sim_id)
+    assert os.getsid(pid) == pid and os.getpgid(pid) == pid
+    boundary = backend.get("/").json()["launcher"]["boundary"]
+    if boundary == "cgroup":
+        assert Path(f"/proc/{pid}/cgroup").read_text().strip().endswith(f"/sim-{sim_id}")
+    assert not is_waiting(pid)
+    backend.set_state(sim_id, "stopped")
+    assert backend.wait_uploaded(sim_id)["state"] == "stopped"
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_an_idle_warm_server_killed_is_replaced(backend: Backend) -> None:
+    before = waiting_servers(backend)
+    assert len(before) == 2
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(waiting_servers(backend) - before) == 1, 30, "a replacement")
+    warm_up(backend)
+    assert "while idle" in backend.log()
+    backend.upload("short", loop_experiment(sim_time=20.0))
+    record = run_to_end(backend, "short")
+    assert handed(backend, record["id"])
+
+
+def test_a_killed_backend_leaves_no_waiting_server_behind(backend: Backend) -> None:
+    idle = waiting_servers(backend)
+    assert len(idle) == 2
+    stuck = min(idle)
+    os.kill(stuck, signal.SIGSTOP)   # cannot see its backend go: the next start sweeps it
+    backend.kill9()
+    wait_until(lambda: waiting_servers(backend) == {stuck}, 20,
+               "the idle servers to leave with their backend")
+    backend.http = type(backend.http)()
+    backend.args = ("--pool-nest", "0", "--pool-python", "0")
+    backend.start()
+    wait_until(lambda: not psutil.pid_exists(stuck) or
+               psutil.Process(stuck).status() == psutil.STATUS_ZOMBIE, 20,
+               "the stuck waiting server to be killed")
+    assert "killing orphan: a waiting warm server" in backend.log()
+    assert pool_of(backend) == {"nest": {"idle": 0, "starting": 0, "size": 0},
+                                "python": {"idle": 0, "starting": 0, "size": 0}} or \
+        pool_of(backend) == {}
+
+
+def test_pause_resume_and_stop_a_warm_run(backend: Backend) -> None:
+    backend.upload("loop", loop_experiment(sim_time=1e9))
+    sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
+    backend.wait_advancing(sim_id, beyond=5)
+    assert handed(backend, sim_id)
+    backend.set_state(sim_id, "paused")
+    backend.wait_server_state(sim_id, "paused")
+    paused_at = backend.frozen_sim_time(sim_id)
+    backend.set_state(sim_id, "started")
+    backend.wait_advancing(sim_id, beyond=paused_at)
+    backend.set_state(sim_id, "stopped")
+    record = backend.wait_uploaded(sim_id)
+    assert record["state"] == "stopped" and record["exit_code"] == 0
+    count = int(backend.get(f"/v1/simulations/{sim_id}/results/count.txt").text)
+    assert count == record["status"]["steps"] > paused_at
+
+
+def test_a_warm_run_is_adopted_after_a_kill9_of_its_backend(backend: Backend) -> None:
+    backend.upload("loop", loop_experiment(sim_time=1e9))
+    sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
+    backend.wait_advancing(sim_id, beyond=5)
+    pid = server_pid(backend, sim_id)
+    assert handed(backend, sim_id)
+    backend.kill9()
+    backend.http = type(backend.http)()
+    backend.start()
+    assert psutil.pid_exists(pid), "the warm run outlives its backend"
+    wait_until(lambda: f"adopted: sim {sim_id} (pid {pid})" in backend.log(), 20, "adoption")
+    backend.wait_advancing(sim_id)
+    assert backend.record(sim_id)["state"] == "started"
+    backend.set_state(sim_id, "stopped")
+    record = backend.wait_uploaded(sim_id)
+    assert record["state"] == "stopped"
+    warm_up(backend)  # the new backend's pool fills; the adopted run is not in it
+    assert pid not in waiting_servers(backend)
+
+
+def test_an_experiment_no_warm_kind_fits_is_spawned_cold(backend: Backend) -> None:
+    config = {"main_script": "main.py", "engines": {"x": {"type": "unheard_of"}}}
+    assert backend.upload("other", {"experiment.json": json.dumps(config),
+                                    "main.py": ""}).status_code == 201
+    sim_id = backend.create("other", state="started")["id"]
+    record = backend.wait_state(sim_id, "failed")
+    assert not handed(backend, sim_id)
+    assert f"spawned: sim {sim_id}" in backend.log()
+    assert "unheard_of" in record["error"]["message"]
+
+
+class TestCoreLifecycleWarm:
+    """Core lifecycle tests of test_lifecycle_e2e, with every run handed a warm server."""
+
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> Iterator[Backend]:
+        server = Backend(tmp_path / "data", args=PYTHON_POOL).start()
+        try:
+            yield warm_up(server)
+            assert "handed: sim" in server.log()
+            assert "spawned: sim" not in server.log(), "a run was spawned cold"
+        finally:
+            server.cleanup()
+
+    def test_full_flow(self, backend: Backend) -> None:
+        core.test_full_flow_initialize_start_pause_resume_complete(backend)
+
+    def test_post_started_and_timeout(self, backend: Backend) -> None:
+        core.test_post_started_runs_at_once_and_timeout_completes(backend)
+
+    def test_stop_while_paused_is_fast(self, backend: Backend, loop: str) -> None:
+        core.test_stop_while_paused_is_fast(backend, loop)
+
+    def test_stop_before_initialize_and_while_initialized(self, backend: Backend,
+                                                          loop: str) -> None:
+        core.test_stop_before_initialize_and_while_initialized(backend, loop)
+
+    def test_script_exception(self, backend: Backend) -> None:
+        core.test_script_exception_fails_with_traceback(backend)
+
+    def test_sigkill_of_the_server(self, backend: Backend, loop: str) -> None:
+        core.test_sigkill_of_simserver_fails_with_signal_and_keeps_partial_logs(backend, loop)
+
+    def test_two_at_once(self, backend: Backend) -> None:
+        core.test_two_simulations_run_at_once_without_interfering(backend)
