@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_POLL = 0.01
+# How often the launch looks for server.json: a warm server writes it a few ms after
+# it is handed the run, and every poll interval lost is start-up latency.
+_POLL = 0.002
 #: What a NEST session's record settings become in its ``experiment.json``.
 _SESSION_KEYS = ("threads", "seed", "resolution", "exec")
 

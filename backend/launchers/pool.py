@@ -19,8 +19,9 @@ its handoff is written, its channel accepts one message and is then gone, and it
 when its run ends.
 
 Idle servers that die are replaced (with a growing delay when they keep dying);
-refills wait :data:`REFILL_DELAY` after a handoff, so the warm-up of the next server
-does not take the CPU from the run just handed. An idle server exits by itself when
+while a kind still has a server, its refill waits :data:`REFILL_DELAY` after a
+handoff, so the warm-up of the next server does not take the CPU from the run just
+handed (an empty kind is refilled at once). An idle server exits by itself when
 its backend dies (end of file on its stdin); a starting backend kills any it finds
 still waiting (:func:`sweep_waiting`, pool or not). Warm servers hold memory: the
 pool reserves :data:`WARM_MB` per server of its sizes from the host's capacity, and
@@ -139,7 +140,8 @@ class WarmPool(Launcher):
         self._idle: dict[str, list[WarmServer]] = {kind: [] for kind in WARM_KINDS}
         self._cond = threading.Condition()
         self._closed = False
-        self._quiet_until = 0.0
+        self._quiet_until = 0.0          # no refill before (a server died: back off)
+        self._handed_at = -REFILL_DELAY  # when the last run was handed
         self._deaths = 0
         self._filler = threading.Thread(target=self._fill, name="pool-fill", daemon=True)
         self._filler.start()
@@ -172,7 +174,7 @@ class WarmPool(Launcher):
         self.local.clean_orphans(runs_dir, owned)
 
     def facts(self) -> dict[str, Any]:
-        return {**self.local.facts(), "pool": self.pool()}
+        return self.local.facts()
 
     def pool(self) -> dict[str, dict[str, int]]:
         with self._cond:
@@ -221,7 +223,7 @@ class WarmPool(Launcher):
             warm = idle[0]
             self._idle[kind].remove(warm)
             warm.handed = True
-            self._quiet_until = time.monotonic() + REFILL_DELAY
+            self._handed_at = time.monotonic()
             self._cond.notify_all()
             return warm
 
@@ -275,9 +277,15 @@ class WarmPool(Launcher):
                     self._cond.wait(wait)
                     continue
                 short = [k for k in WARM_KINDS if len(self._idle[k]) < self.sizes[k]]
-                if short:
-                    return min(short, key=lambda k: len(self._idle[k]) / self.sizes[k])
-                self._cond.wait()
+                if not short:
+                    self._cond.wait()
+                    continue
+                kind = min(short, key=lambda k: len(self._idle[k]) / self.sizes[k])
+                settle = self._handed_at + REFILL_DELAY - time.monotonic()
+                if self._idle[kind] and settle > 0:
+                    self._cond.wait(settle)
+                    continue
+                return kind
             return None
 
     def _pause(self, seconds: float) -> None:

@@ -46,14 +46,20 @@ while True:
 '''
 
 
-@pytest.fixture(params=["cgroup", "marker"])
+@pytest.fixture(params=["cgroup", "marker", "cgroup+pool", "marker+pool"])
 def boundary_backend(request: pytest.FixtureRequest, tmp_path: Path,
                      make_backend: Callable[..., Backend]) -> Backend:
-    if request.param == "cgroup" and not _cgroup_possible(tmp_path):
+    """A backend with the run boundary asked for; ``+pool``: its runs are handed to
+    warm servers, which enter the boundary when handed."""
+    mode, _, pool = request.param.partition("+")
+    if mode == "cgroup" and not _cgroup_possible(tmp_path):
         pytest.skip("no cgroup v2 can be made and joined on this machine")
-    backend = make_backend(args=("--run-boundary", request.param)).start()
-    assert backend.get("/").json()["launcher"] == {"name": "local",
-                                                   "boundary": request.param}
+    warm = ("--pool-python", "1") if pool else ()
+    backend = make_backend(args=("--run-boundary", mode, *warm)).start()
+    assert backend.get("/").json()["launcher"] == {"name": "local", "boundary": mode}
+    if pool:
+        wait_until(lambda: backend.get("/").json()["pool"]["python"]["idle"] == 1, 30,
+                   "a warm server")
     backend.upload("escape", loop_experiment(script=ESCAPING, sim_time=1e9))
     return backend
 
