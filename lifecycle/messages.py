@@ -133,6 +133,10 @@ class Handoff:
     stderr: str
     #: The run's resolved limits (also in ``run.json``).
     limits: dict[str, Any] = field(default_factory=dict)
+    #: The ``cgroup.procs`` of the run's cgroup, which the backend moves the process
+    #: into while it starts: it runs no code of the run before it is listed there.
+    #: "" when there is nothing to wait for (the marker boundary).
+    boundary: str = ""
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self)).encode()

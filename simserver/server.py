@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 from types import CodeType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
 
@@ -51,9 +51,13 @@ _STATUS_INTERVAL = 1.0
 class SimulationServer:
     """One simulation: its lifecycle, kernel, run loop and control API."""
 
-    def __init__(self, run_dir: Path, token: str) -> None:
+    def __init__(self, run_dir: Path, token: str,
+                 inside: Callable[[], None] = lambda: None) -> None:
         self.run_dir = run_dir
         self.token = token
+        #: Returns once this process is inside its run's boundary (a warm server is
+        #: moved into it while it starts); no code of the run runs before.
+        self.inside = inside
         self.config = RunConfig.from_dict(read_json(run_dir / RUN_CONFIG_FILE) or {})
         self.experiment_dir = run_dir / EXPERIMENT_DIR
         self.results_dir = run_dir / RESULTS_DIR
@@ -178,6 +182,7 @@ class SimulationServer:
     def _initialize(self) -> CodeType | None:
         """Read the experiment, compile the script, build the kernel at t = 0 (or open
         the NEST session, held until start)."""
+        self.inside()
         self.experiment = read_experiment(self.experiment_dir)
         if "nest_session" in self.experiment:
             self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -339,7 +344,7 @@ def belongs_to_this_launch(run_dir: Path, token: str) -> bool:
     return hmac.compare_digest(recorded, token_digest(token))
 
 
-def main(run_dir: Path, token: str) -> int:
+def main(run_dir: Path, token: str, inside: Callable[[], None] = lambda: None) -> int:
     if not belongs_to_this_launch(run_dir, token):
         print(f"simserver: {run_dir} belongs to another launch; leaving it alone",
               file=sys.stderr)
@@ -350,5 +355,5 @@ def main(run_dir: Path, token: str) -> int:
         stream.reconfigure(line_buffering=True)
     configure_logging(run_dir)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    server = SimulationServer(run_dir, token)
+    server = SimulationServer(run_dir, token, inside)
     return server.run()

@@ -1,23 +1,26 @@
 """A warm simulation server: ``python -m simserver --warm KIND --pool KEY``.
 
 The backend's pool starts these ahead of demand, in a session of their own. Each
-imports what a run will need (the simulation server, NumPy, and for ``nest`` NEST and
-matplotlib), says so on its stdout, and blocks reading its stdin, a pipe whose other
-end only the pool holds. The pool writes one :class:`~lifecycle.messages.Handoff` and
-closes the pipe; the process reads to end of file, puts ``/dev/null`` in the pipe's
-place, takes on the run (its logs as stdout and stderr, working directory,
-environment) and runs it exactly as ``python -m simserver --run-dir`` would, then
-exits. There is no way back to waiting: a process serves at most one run, so no
-kernel state or user code outlives it. End of file with nothing read means the
-backend closed the pool or died: the process leaves.
+imports what a run will need (the simulation server, NumPy; for ``nest`` also NEST,
+exercised once on a throwaway network and reset, and matplotlib), says so on its
+stdout, and blocks reading its stdin, a pipe whose other end only the pool holds. The
+pool writes one :class:`~lifecycle.messages.Handoff` and closes the pipe; the process
+reads to end of file, puts ``/dev/null`` in the pipe's place, takes on the run (its
+logs as stdout and stderr, working directory, environment) and runs it exactly as
+``python -m simserver --run-dir`` would, then exits. There is no way back to waiting:
+a process serves at most one run, so no kernel state or user code outlives it. End of
+file with nothing read means the backend closed the pool or died: the process leaves.
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any, Callable
 
 from lifecycle.messages import WARM_READY, Handoff
+from simserver.errors import SimServerError
 
 #: ``os.open`` flags and mode of a run's log, as the cold launcher opens it ("ab").
 _LOG_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT
@@ -34,14 +37,35 @@ def warm_up(kind: str) -> None:
     from simserver.nest_engine import import_nest
 
     try:
-        import_nest()
+        exercise_nest(import_nest())
     except Exception as exc:  # noqa: BLE001 - the run reports it, as a cold one would
-        print(f"simserver: NEST could not be imported: {exc}", file=sys.stderr, flush=True)
+        print(f"simserver: NEST is not usable: {exc}", file=sys.stderr, flush=True)
     try:  # the raster is drawn after the run's end; it need not import matplotlib then
         from matplotlib.backends import backend_agg  # noqa: F401
         from matplotlib import figure  # noqa: F401
     except ImportError:
         pass
+
+
+def exercise_nest(nest: Any) -> None:
+    """Build and simulate a throwaway network once, then reset the kernel.
+
+    A fresh NEST pays first-use costs on its first build (its allocators fault their
+    memory in): ~10 ms of a 1000-neuron network. Paid here, they leave the run's start.
+    ``ResetKernel`` leaves nothing of it behind, and the engine resets again anyway.
+    """
+    nest.ResetKernel()
+    nest.verbosity = nest.VerbosityLevel.ERROR
+    neurons = nest.Create("iaf_psc_delta", 1000)
+    noise = nest.Create("poisson_generator", params={"rate": 1000.0})
+    recorder = nest.Create("spike_recorder")
+    nest.Connect(neurons, neurons, {"rule": "fixed_indegree", "indegree": 100},
+                 {"weight": 0.1, "delay": 1.5})
+    nest.Connect(noise, neurons)
+    nest.Connect(neurons, recorder)
+    nest.Simulate(2.0)
+    recorder.get("events")
+    nest.ResetKernel()
 
 
 def read_handoff(fd: int = 0) -> Handoff | None:
@@ -82,6 +106,28 @@ def take_over(handoff: Handoff) -> None:
     sys.argv[1:] = ["--run-dir", handoff.run_dir]
 
 
+#: Seconds a handed server waits to be moved into its run's cgroup before it fails.
+BOUNDARY_WAIT = 10.0
+
+
+def waiting_to_be_inside(procs: str) -> Callable[[], None]:
+    """What the server calls before any code of the run: returns once this process is
+    listed in ``procs`` (nothing to wait for when it is "").
+
+    Raises (when called):
+        SimServerError: it was not moved in within :data:`BOUNDARY_WAIT` seconds.
+    """
+    def inside() -> None:
+        if not procs:
+            return
+        pid, deadline = str(os.getpid()), time.monotonic() + BOUNDARY_WAIT
+        while pid not in Path(procs).read_text().split():
+            if time.monotonic() > deadline:
+                raise SimServerError(f"the simulation server was not moved into {procs}")
+            time.sleep(0.0005)
+    return inside
+
+
 def wait_for_run(kind: str) -> int:
     """Warm up, wait for the run, run it; the exit code."""
     warm_up(kind)
@@ -96,4 +142,5 @@ def wait_for_run(kind: str) -> int:
     take_over(handoff)
     from simserver.server import main
 
-    return main(Path(handoff.run_dir).resolve(), handoff.token)
+    return main(Path(handoff.run_dir).resolve(), handoff.token,
+                waiting_to_be_inside(handoff.boundary))

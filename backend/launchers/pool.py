@@ -87,6 +87,11 @@ def warm_kind(run_dir: Path) -> str | None:
     return "nest" if types <= {"python", "nest"} else None
 
 
+class HandoffError(RuntimeError):
+    """A warm server was handed a run but could not be put in its boundary (killed):
+    the launch fails; a cold spawn would find the run dir already used."""
+
+
 class PoolOps(ProcessOps):
     """The OS seam of the pool: start a warm server, hand it a run, read the host."""
 
@@ -155,7 +160,7 @@ class WarmPool(Launcher):
             return self.local.spawn(spec, on_exit)
         try:
             return self._hand(warm, spec, on_exit)
-        except OSError as exc:
+        except (OSError, psutil.Error) as exc:
             logger.warning("pool: warm %s server (pid %d) could not be handed sim %s (%s); "
                            "spawning it cold", kind, warm.pid, spec.sim_id, exc)
             self.ops.signal_group(warm.pid, signal.SIGKILL)
@@ -236,8 +241,17 @@ class WarmPool(Launcher):
                           env=env, token=spec.token, stdout=str(logs / STDOUT_LOG),
                           stderr=str(logs / STDERR_LOG), limits=spec.limits)
         ps = psutil.Process(warm.pid)
-        self.local.boundary.enter(spec.sim_id, warm.pid)
+        procs = self.local.boundary.prepare(spec.sim_id)
+        handoff.boundary = str(procs or "")
         self.ops.hand(warm.popen.stdin, handoff.to_bytes())
+        # Moved while it starts (a cgroup move takes ~10 ms): it runs no code of the
+        # run before it is in (see simserver.warm.waiting_to_be_inside).
+        try:
+            self.local.boundary.enter(spec.sim_id, warm.pid)
+        except OSError:
+            self.ops.signal_group(warm.pid, signal.SIGKILL)
+            raise HandoffError(f"warm server pid {warm.pid} could not be moved into the "
+                               f"boundary of sim {spec.sim_id}") from None
         logger.info("handed: sim %s (pid %d, a warm %s server)", spec.sim_id, warm.pid,
                     warm.kind)
         return LocalServer(spec.sim_id, ps, warm.popen, on_exit, self.local.boundary)

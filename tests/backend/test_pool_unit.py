@@ -1,0 +1,178 @@
+"""The warm pool's parts, in process: which runs a warm server takes, the handoff channel,
+the sizes, and the pool's calls through its OS seam (recorded, real processes)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+
+from backend.config import Config
+from backend.launchers import Exit, LaunchSpec, LocalLauncher
+from backend.launchers.boundary import MarkerBoundary
+from backend.launchers.pool import PoolOps, WarmPool, is_waiting, warm_kind
+from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, WARM_READY, Handoff
+from simserver.warm import read_handoff
+from tests.support import wait_until
+
+
+def experiment(tmp_path: Path, config: dict) -> Path:
+    run_dir = tmp_path / "runs" / "sim1"
+    (run_dir / EXPERIMENT_DIR).mkdir(parents=True)
+    (run_dir / LOGS_DIR).mkdir()
+    (run_dir / EXPERIMENT_DIR / "experiment.json").write_text(json.dumps(config))
+    return run_dir
+
+
+@pytest.mark.parametrize("config, kind", [
+    ({"main_script": "main.py"}, "python"),
+    ({"main_script": "m.py", "engines": {"a": {"type": "python", "model": "a.py:A"}}}, "python"),
+    ({"main_script": "m.py", "engines": {"b": {"type": "nest"}, "w": {"type": "python"}}},
+     "nest"),
+    ({"nest_session": {}}, "nest"),
+    ({"main_script": "m.py", "engines": {"c": {"type": "neuron"}}}, None),
+    ({"main_script": "m.py", "engines": {"b": {"type": "nest"}, "c": {"type": "neuron"}}},
+     None),
+    ({"main_script": "m.py", "engines": ["not", "a", "dict"]}, None),
+])
+def test_the_kind_of_warm_server_a_run_can_take(tmp_path: Path, config: dict,
+                                                kind: str | None) -> None:
+    assert warm_kind(experiment(tmp_path, config)) == kind
+
+
+def test_an_unreadable_experiment_is_spawned_cold(tmp_path: Path) -> None:
+    run_dir = experiment(tmp_path, {})
+    (run_dir / EXPERIMENT_DIR / "experiment.json").write_text("{broken")
+    assert warm_kind(run_dir) is None
+
+
+def test_the_channel_takes_one_handoff_and_is_then_gone() -> None:
+    handoff = Handoff(run_dir="/r", cwd="/r/experiment", env={"A": "1"}, token="t",
+                      stdout="/r/logs/stdout.log", stderr="/r/logs/stderr.log",
+                      limits={"memory_mb": 5})
+    read, write = os.pipe()
+    saved = os.dup(read)
+    try:
+        os.write(write, handoff.to_bytes())
+        os.close(write)
+        assert read_handoff(read) == handoff
+        # The fd now reads /dev/null: nothing more can arrive on it.
+        assert os.readlink(f"/proc/self/fd/{read}") == os.devnull
+        assert os.read(read, 10) == b""
+    finally:
+        os.close(read)
+        os.close(saved)
+
+
+def test_an_empty_channel_is_no_run_and_garbage_is_refused() -> None:
+    for data, expected in ((b"", None), (b"[1, 2]", ValueError), (b'{"x": 1}', ValueError)):
+        read, write = os.pipe()
+        os.write(write, data)
+        os.close(write)
+        try:
+            if expected is None:
+                assert read_handoff(read) is None
+            else:
+                with pytest.raises(expected):
+                    read_handoff(read)
+        finally:
+            os.close(read)
+
+
+def test_pool_sizes_are_config_and_must_not_be_negative(tmp_path: Path) -> None:
+    assert (Config(data_dir=tmp_path).pool_nest, Config(data_dir=tmp_path).pool_python) == (2, 2)
+    config = Config.from_env({"SIMBACKEND_POOL_NEST": "0", "SIMBACKEND_POOL_PYTHON": "3"},
+                             data_dir=tmp_path)
+    assert (config.pool_nest, config.pool_python) == (0, 3)
+    with pytest.raises(ValueError, match="SIMBACKEND_POOL_NEST"):
+        Config(data_dir=tmp_path, pool_nest=-1)
+
+
+class FakeWarmOps(PoolOps):
+    """Warm servers that are small Pythons: say ready, read the channel, write down what
+    they were handed, exit. Every spawn and handoff is recorded."""
+
+    SERVER = ("import os, sys\n"
+              "os.write(1, " + repr(WARM_READY) + ")\n"
+              "data = sys.stdin.buffer.read()\n"
+              "if data:\n"
+              "    open(sys.argv[1], 'wb').write(data)\n")
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.calls: list[tuple] = []
+        self.lock = threading.Lock()
+
+    def spawn_warm(self, argv, **kwargs):  # type: ignore[override]
+        with self.lock:
+            n = len(self.calls)
+            self.calls.append(("spawn", argv[argv.index("--warm") + 1]))
+        return super().spawn_warm([sys.executable, "-c", self.SERVER,
+                                   str(self.out / f"handed-{n}.json")], **kwargs)
+
+    def hand(self, channel, message: bytes) -> None:  # type: ignore[override]
+        with self.lock:
+            self.calls.append(("hand", json.loads(message)["run_dir"]))
+        super().hand(channel, message)
+
+    def available_mb(self) -> float:
+        return 1e6
+
+
+def test_the_pool_hands_a_run_once_refills_and_lets_its_idle_go(tmp_path: Path) -> None:
+    ops = FakeWarmOps(tmp_path)
+    local = LocalLauncher(boundary=MarkerBoundary("k"))
+    pool = WarmPool(local, tmp_path / "runs", {"nest": 0, "python": 1}, ops)
+    try:
+        wait_until(lambda: pool.pool()["python"]["idle"] == 1, 20, "a warm server")
+        assert pool.reserved_memory_mb() > 0
+        run_dir = experiment(tmp_path, {"main_script": "main.py"})
+        exits: list[Exit] = []
+        handle = pool.spawn(LaunchSpec("sim1", run_dir, "secret", {"memory_mb": 9}),
+                            lambda h, e: exits.append(e))
+        wait_until(lambda: exits, 20, "the handed server to exit")
+        assert exits == [Exit(0, None)]
+        handed = Handoff.from_bytes((tmp_path / "handed-0.json").read_bytes())
+        assert handed.token == "secret" and handed.limits == {"memory_mb": 9}
+        assert handed.env["SIMBACKEND_RUN"] == "sim1:k"
+        assert "SIMSERVER_TOKEN" not in handed.env
+        assert handed.cwd == str(run_dir / EXPERIMENT_DIR)
+        assert handle.describe() == f"pid {handle.pid}"
+        wait_until(lambda: pool.pool()["python"]["idle"] == 1, 20, "the refill")
+        assert sorted(ops.calls) == [("hand", str(run_dir)), ("spawn", "python"),
+                                     ("spawn", "python")]
+        idle = [w.pid for w in pool._idle["python"]]
+        assert all(is_waiting(pid) for pid in idle)
+    finally:
+        pool.close()
+    for pid in idle:
+        assert not psutil.pid_exists(pid) or \
+            psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_warm_server_dead_at_handoff_is_replaced_by_a_cold_spawn(tmp_path: Path) -> None:
+    ops = FakeWarmOps(tmp_path)
+    spawned: list[str] = []
+
+    class ColdLauncher(LocalLauncher):
+        def spawn(self, spec, on_exit):  # type: ignore[override]
+            spawned.append(spec.sim_id)
+            return None  # type: ignore[return-value]
+
+    pool = WarmPool(ColdLauncher(boundary=MarkerBoundary("k")), tmp_path / "runs",
+                    {"python": 1}, ops)
+    try:
+        wait_until(lambda: pool.pool()["python"]["idle"] == 1, 20, "a warm server")
+        warm = pool._idle["python"][0]
+        os.kill(warm.pid, signal.SIGKILL)
+        warm.popen.wait()
+        run_dir = experiment(tmp_path, {"main_script": "main.py"})
+        pool.spawn(LaunchSpec("sim1", run_dir, "t", {}), lambda h, e: None)
+        assert spawned == ["sim1"]  # not handed to a dead server: spawned cold
+    finally:
+        pool.close()
