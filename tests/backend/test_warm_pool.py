@@ -137,6 +137,11 @@ def test_a_warm_run_is_indistinguishable_from_a_cold_one(
             assert warm["logs"][name] == cold_run["logs"][name]
         assert comparable(warm["logs"]["simulation.log"]) == \
             comparable(cold_run["logs"]["simulation.log"])
+    for name in ("warm", "cold"):  # the data is saved before the end; the plot after
+        log = seen[name][0]["logs"]["simulation.log"]
+        order = [log.index(m) for m in ("saved: spikes.npz", "state: completed",
+                                        "saved: raster.png", "exiting: completed")]
+        assert order == sorted(order), log
     brunel_warm, brunel_cold = (seen[k][0]["results"] for k in ("warm", "cold"))
     assert set(brunel_warm) == {"spikes.npz", "raster.png"}
     (tmp_path / "w.npz").write_bytes(brunel_warm["spikes.npz"])
