@@ -56,7 +56,8 @@ from lifecycle.messages import (
 logger = logging.getLogger(__name__)
 
 #: MiB one idle warm server is reckoned to hold (resident, measured on Linux x86-64:
-#: NEST 3.x with NumPy and matplotlib ~120, the server with NumPy ~45), with margin.
+#: NEST 3.10, NumPy and matplotlib ~140 after its throwaway network; the server with
+#: NumPy ~40), with margin.
 WARM_MB = {"nest": 160.0, "python": 60.0}
 #: MiB the host must keep available beyond a warm server for one to be started.
 MIN_FREE_MB = 256.0
