@@ -16,6 +16,7 @@ from backend.config import Config
 from backend.launchers import Exit, LaunchSpec, LocalLauncher
 from backend.launchers.boundary import MarkerBoundary
 from backend.launchers.pool import PoolOps, WarmPool, is_waiting, warm_kind
+from backend.queue import Capacity
 from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, WARM_READY, Handoff
 from simserver.warm import read_handoff
 from tests.support import wait_until
@@ -91,6 +92,13 @@ def test_pool_sizes_are_config_and_must_not_be_negative(tmp_path: Path) -> None:
     assert (config.pool_nest, config.pool_python) == (0, 3)
     with pytest.raises(ValueError, match="SIMBACKEND_POOL_NEST"):
         Config(data_dir=tmp_path, pool_nest=-1)
+
+
+def test_the_pools_memory_is_not_lent_to_runs(tmp_path: Path) -> None:
+    config = Config(data_dir=tmp_path, host_memory_mb=1000)
+    assert Capacity.of_host(config).memory_mb == 1000
+    assert Capacity.of_host(config, reserved_mb=440).memory_mb == 560
+    assert Capacity.of_host(config, reserved_mb=5000).memory_mb == 0
 
 
 class FakeWarmOps(PoolOps):

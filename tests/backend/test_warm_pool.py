@@ -21,6 +21,7 @@ import pytest
 from backend.launchers.boundary import runs_key
 from backend.launchers.pool import is_waiting
 from tests.backend import test_lifecycle_e2e as core
+from tests.backend.test_nest_sessions import _load
 from tests.support import Backend, example_files, loop_experiment, wait_until
 
 POOL = ("--pool-nest", "1", "--pool-python", "1")
@@ -154,6 +155,16 @@ def test_a_warm_run_is_indistinguishable_from_a_cold_one(
     stdout = seen["warm"][1]["logs"]["stdout.log"]
     assert "session True" in stdout and "marker True" in stdout and "path0 True" in stdout
     assert "child marker True" in stdout and "argv True" in stdout
+
+
+def test_a_nest_session_on_a_warm_server_gives_exactly_pynest_n_events(
+        backend: Backend) -> None:
+    client, network = _load("client"), _load("network")
+    expected = client.in_pynest(network.DEFAULT_SEED)
+    sim_id, n_events = client.in_session(backend.url, None, network.DEFAULT_SEED)
+    assert handed(backend, sim_id)
+    assert n_events == expected > 100
+    assert backend.wait_uploaded(sim_id, timeout=30)["state"] == "stopped"
 
 
 def test_a_warm_server_is_in_its_runs_boundary(backend: Backend) -> None:
