@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from backend.exceptions import ExperimentNotFound
 from backend.launchers import LaunchSpec, ServerHandle
 from backend.limits import Limits, resolve
+from lifecycle import SimState
 from lifecycle.errors import InvalidExperiment
 from lifecycle.experiment import EXPERIMENT_FILE, read_experiment
 from lifecycle.messages import (
@@ -137,7 +138,8 @@ class Launch(threading.Thread):
         run = RunConfig(sim_id=self.sup.sim_id, experiment=record["experiment"],
                         main_script=record["main_script"], params=record["params"],
                         timeout=timeout, limits=limits.to_dict(),
-                        host=self.rt.launcher.bind_host, token_sha256=token_digest(token))
+                        host=self.rt.launcher.bind_host, token_sha256=token_digest(token),
+                        start=record["state"] == SimState.STARTED.value)
         write_json_atomic(self.run_dir / RUN_CONFIG_FILE, run.to_dict())
         return limits
 

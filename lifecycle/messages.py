@@ -76,6 +76,10 @@ class RunConfig:
     #: ``token_digest`` of the launch's control token: a simulation server whose
     #: token does not match belongs to another launch of this run dir and must leave.
     token_sha256: str = ""
+    #: The backend wanted the run started when it launched it: start once initialized,
+    #: without waiting for the start command (one round trip less before the first
+    #: step; the backend's commands still converge it to what it wants since).
+    start: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

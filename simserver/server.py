@@ -214,6 +214,8 @@ class SimulationServer:
         with self.lifecycle.lock:  # a stop may arrive meanwhile
             if self.lifecycle.state == SimState.CREATED:
                 self.lifecycle.fire("initialize")
+                if self.config.start:  # the backend wants it running: no round trip
+                    self.lifecycle.request(SimState.STARTED)
             elif self.lifecycle.state == SimState.STOPPED and self.nest_session is not None:
                 self.nest_session.stop()
 

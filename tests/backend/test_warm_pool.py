@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -83,6 +84,8 @@ def server_pid(backend: Backend, sim_id: str) -> int:
 
 
 def handed(backend: Backend, sim_id: str) -> bool:
+    """Whether the run went to a warm server (logged once it is in its boundary, which
+    may be after its server.json is written)."""
     return f"handed: sim {sim_id} " in backend.log()
 
 
@@ -158,7 +161,10 @@ def test_a_warm_run_is_indistinguishable_from_a_cold_one(
 
 
 def test_a_nest_session_on_a_warm_server_gives_exactly_pynest_n_events(
-        backend: Backend) -> None:
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The example puts its folder first on sys.path, where its client.py would shadow
+    # the client package for the rest of the session.
+    monkeypatch.setattr(sys, "path", list(sys.path))
     client, network = _load("client"), _load("network")
     expected = client.in_pynest(network.DEFAULT_SEED)
     sim_id, n_events = client.in_session(backend.url, None, network.DEFAULT_SEED)
@@ -171,7 +177,7 @@ def test_a_warm_server_is_in_its_runs_boundary(backend: Backend) -> None:
     backend.upload("loop", loop_experiment(sim_time=1e9))
     sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
     pid = server_pid(backend, sim_id)
-    assert handed(backend, sim_id)
+    wait_until(lambda: handed(backend, sim_id), 10, "the handoff to be logged")
     assert os.getsid(pid) == pid and os.getpgid(pid) == pid
     boundary = backend.get("/").json()["launcher"]["boundary"]
     if boundary == "cgroup":
@@ -219,7 +225,7 @@ def test_pause_resume_and_stop_a_warm_run(backend: Backend) -> None:
     backend.upload("loop", loop_experiment(sim_time=1e9))
     sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
     backend.wait_advancing(sim_id, beyond=5)
-    assert handed(backend, sim_id)
+    wait_until(lambda: handed(backend, sim_id), 10, "the handoff to be logged")
     backend.set_state(sim_id, "paused")
     backend.wait_server_state(sim_id, "paused")
     paused_at = backend.frozen_sim_time(sim_id)
@@ -237,7 +243,7 @@ def test_a_warm_run_is_adopted_after_a_kill9_of_its_backend(backend: Backend) ->
     sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
     backend.wait_advancing(sim_id, beyond=5)
     pid = server_pid(backend, sim_id)
-    assert handed(backend, sim_id)
+    wait_until(lambda: handed(backend, sim_id), 10, "the handoff to be logged")
     backend.kill9()
     backend.http = type(backend.http)()
     backend.start()
