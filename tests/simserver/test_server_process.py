@@ -282,6 +282,15 @@ def test_a_failing_script_exits_3_with_a_script_error(spawn: Callable[..., SimSe
     assert "ValueError: boom" in server.stderr()
 
 
+def test_a_run_wanted_started_starts_once_initialized(spawn: Callable[..., SimServer]) -> None:
+    server = spawn(loop_experiment(sim_time=20.0), start=True)
+    assert server.wait_exit() == EXIT_OK          # nobody sent a command
+    final = server.final_status()
+    assert (final["state"], final["steps"]) == ("completed", 20)
+    log = (server.run_dir / "logs" / "simulation.log").read_text()
+    assert log.index("state: initialized") < log.index("state: started (start)")
+
+
 def test_a_syntax_error_fails_before_any_start(spawn: Callable[..., SimServer]) -> None:
     server = spawn(loop_experiment(script="sim.run_loop(1)\nwhile True\n    pass\n"))
     assert server.wait_exit() == EXIT_FAILED      # nobody sent a command
