@@ -428,6 +428,13 @@ class Backend:
             boundary = CgroupBoundary(key, root)
             for sim_id in boundary.runs():
                 boundary.kill(sim_id)
+            if (root / "pool").is_dir():  # the warm pool's waiting room, once it is empty
+
+                def removed() -> bool:
+                    boundary.close_waiting_room()
+                    return not (root / "pool").exists()
+
+                wait_until(removed, 10, "the warm pool's cgroup to empty")
 
 
 # -- experiments used across the tests -----------------------------------------
