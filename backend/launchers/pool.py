@@ -21,11 +21,15 @@ when its run ends.
 Idle servers that die are replaced (with a growing delay when they keep dying);
 while a kind still has a server, its refill waits :data:`REFILL_DELAY` after a
 handoff, so the warm-up of the next server does not take the CPU from the run just
-handed (an empty kind is refilled at once). An idle server exits by itself when
-its backend dies (end of file on its stdin); a starting backend kills any it finds
-still waiting (:func:`sweep_waiting`, pool or not). Warm servers hold memory: the
-pool reserves :data:`WARM_MB` per server of its sizes from the host's capacity, and
-starts one only while the host has that much available and :data:`MIN_FREE_MB` more.
+handed (an empty kind is refilled at once); warm-ups themselves run at a lower CPU
+priority where the server can take its own back (:mod:`simserver.warm`), and a server
+handed while still warming up is given the backend's priority at once.
+
+An idle server exits by itself when its backend dies (end of file on its stdin); a
+starting backend kills any it finds still waiting (:func:`sweep_waiting`, pool or not).
+Warm servers hold memory: the pool reserves :data:`WARM_MB` per server of its sizes
+from the host's capacity, and starts one only while the host has that much available
+and :data:`MIN_FREE_MB` more.
 """
 from __future__ import annotations
 
