@@ -43,6 +43,7 @@ def sse(response: requests.Response) -> Iterator[dict[str, Any]]:
 def stream(backend: Backend, path: str, last_id: str | None = None,
            **params: Any) -> requests.Response:
     headers = {"Last-Event-ID": last_id} if last_id is not None else {}
+    headers.update(backend.auth_headers())
     response = requests.get(backend.url + path, headers=headers, params=params, stream=True,
                             timeout=30)
     assert response.status_code == 200, response.text
