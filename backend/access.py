@@ -81,7 +81,7 @@ RULES: dict[tuple[str, str], Need] = {
 
 #: Which roles meet each need on any simulation, and which only on their own.
 _ANY: dict[Need, frozenset[str]] = {
-    Need.READ: frozenset(ROLES),
+    Need.READ: frozenset({"admin", "operator", "observer"}),
     Need.CREATE: frozenset({"admin", "scientist"}),
     Need.CONTROL: frozenset({"admin", "operator"}),
     Need.OWN: frozenset({"admin"}),
@@ -96,7 +96,8 @@ _OWN_ONLY: dict[Need, frozenset[str]] = {
 
 class Verdict(Enum):
     ALLOWED = "allowed"
-    #: Allowed if the caller owns what the route names.
+    #: Allowed if the caller owns the simulation the route names (a route naming none,
+    #: such as a listing, shows the caller's own).
     IF_OWNER = "if_owner"
     REFUSED = "refused"
 

@@ -223,7 +223,8 @@ def _stalled_subscriber(backend: Backend, path: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     host, port = backend.url.removeprefix("http://").split(":")
     sock.connect((host, int(port)))
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    auth = "".join(f"{k}: {v}\r\n" for k, v in backend.auth_headers().items())
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode())
     sock.settimeout(10)
     head = b""
     while b"retry: 1000" not in head:  # subscribed: it answers only once it is
