@@ -38,6 +38,8 @@ PUBLIC = frozenset({"/health", "/ready", "/openapi.json"})
 MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 #: The identity an audit entry names for a request that did not authenticate.
 UNAUTHENTICATED = Identity("unauthenticated", "none", "none")
+#: Longest path or target an audit entry keeps (URLs may be 64 kB long).
+_MAX_AUDIT_TEXT = 512
 #: Client addresses the failure limiter remembers at most (the fullest buckets go first).
 _MAX_CLIENTS = 10_000
 
@@ -86,8 +88,12 @@ class Authenticator:
         self.jwt = jwt
         self.limiter = limiter
 
-    def identify(self, token: str | None, client: str) -> Identity:
-        """Raises:
+    def identify(self, token: str | None, client: str, mutating: bool = False) -> Identity:
+        """Who ``token`` is. A wrong token counts against ``client``'s failure budget,
+        and so does a missing one on a ``mutating`` request (each is audited: a flood
+        of them must not fill the disk).
+
+        Raises:
             Unauthenticated: no token, or not a valid one; TooManyFailures: ``client``
             failed too often lately.
         """
@@ -96,6 +102,8 @@ class Authenticator:
             raise TooManyFailures("too many failed authentications from this address; "
                                   "try again later")
         if not token:
+            if mutating:
+                self.limiter.failed(client)
             raise Unauthenticated("this route needs 'Authorization: Bearer <API key or JWT>'")
         identity = self.keys.verify(token) if token.startswith(PREFIX) else \
             self.jwt.verify(token) if self.jwt is not None else None
@@ -142,7 +150,8 @@ def _before(services: Services) -> None:
         return
     token = bearer(request.headers.get("Authorization"))
     try:
-        g.identity = auth.identify(token, request.remote_addr or "")
+        g.identity = auth.identify(token, request.remote_addr or "",
+                                   request.method in MUTATING)
     except TooManyFailures:
         g.skip_audit = True  # a flood is logged (once a request), not audited
         raise
@@ -199,7 +208,8 @@ def _audit(services: Services, response: Response) -> None:
     try:
         services.audit.append(AuditEntry(
             identity=identity.name, role=identity.role, method=request.method,
-            path=request.path[:1024], target=target, status=response.status_code,
+            path=request.path[:_MAX_AUDIT_TEXT], target=target and target[:_MAX_AUDIT_TEXT],
+            status=response.status_code,
             client=request.remote_addr or ""))
     except sqlite3.Error:
         logger.exception("audit: could not record %s %s by %s", request.method,

@@ -416,6 +416,20 @@ def test_failed_authentications_are_rate_limited_per_address(make_backend) -> No
     assert "authentication failed" in log and "y" * 43 not in log
 
 
+def test_a_flood_of_unauthenticated_mutations_cannot_fill_the_audit(make_backend) -> None:
+    backend = make_backend(args=("--auth-failure-burst", "3", "--auth-failure-rate",
+                                 "0.001")).start()
+    anonymous, long_id = backend.as_token(None), "x" * 20_000
+    answers = [anonymous.delete(f"{backend.url}/v1/simulations/{long_id}").status_code
+               for _ in range(10)]
+    assert answers == [401] * 3 + [429] * 7
+    assert anonymous.get(backend.url + "/v1/simulations").status_code == 429  # still limited
+    with sqlite3.connect(backend.data_dir / "simbackend.sqlite3") as db:
+        rows = db.execute("SELECT identity, status, length(target), length(path) FROM audit"
+                          " WHERE method = 'DELETE'").fetchall()
+    assert rows == [("unauthenticated", 401, 512, 512)] * 3
+
+
 def test_a_public_host_without_authentication_is_refused(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "backend.cli", "serve", "--host", "0.0.0.0", "--no-auth",
