@@ -6,7 +6,6 @@ that never goes back.
 """
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.exceptions import InvalidRequest
-from backend.registry import utc_now
+from backend.registry import connect, utc_now
 
 #: Most entries one ``GET /v1/audit`` answers (and its default).
 MAX_LIMIT = 1000
@@ -62,12 +61,8 @@ class AuditLog:
     """The ``audit`` table of the registry file; safe across threads and processes."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                                   timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS audit ("
             " id INTEGER PRIMARY KEY AUTOINCREMENT, time TEXT NOT NULL, identity TEXT NOT NULL,"

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -23,7 +22,7 @@ from typing import Any
 
 from backend.access import ROLES, Identity
 from backend.exceptions import InvalidRequest, NotFound
-from backend.registry import utc_now
+from backend.registry import connect, utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +65,8 @@ class KeyStore:
     """The ``api_keys`` table of the registry file; safe across threads and processes."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                                   timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = connect(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS api_keys ("
             " id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,"

@@ -1,7 +1,8 @@
 """Authentication, roles, ownership and the audit, through a real backend over HTTP.
 
-The matrix is generated from the route list (``backend.app.ROUTES``): a new route that
-is not in :data:`EXPECTED` fails the test, so none can be forgotten.
+The matrix is generated from the routes the app serves (its URL map: ``ROUTES`` and
+anything registered otherwise): a new route that is not in :data:`EXPECTED` fails the
+test, so none can be forgotten.
 """
 from __future__ import annotations
 
@@ -72,13 +73,22 @@ BODIES: dict[str, dict[str, Any]] = {
 }
 
 
-def route_methods() -> list[tuple[str, str]]:
-    """Every (route, method) the app serves, from its route list."""
-    found = []
-    for resource, rule in ROUTES:
-        for method in sorted(resource.methods or ()):
-            if method not in ("HEAD", "OPTIONS"):
-                found.append((rule, method))
+def served_routes(data_dir: Path) -> list[tuple[str, str]]:
+    """Every (route, method) an app serves, from its URL map."""
+    from backend.app import create_app
+    from backend.config import Config
+
+    app = create_app(Config(data_dir=data_dir, examples_dir="", no_auth=True))
+    app.extensions["simbackend"].close()
+    return sorted((rule.rule, method) for rule in app.url_map.iter_rules()
+                  if rule.endpoint != "static"
+                  for method in rule.methods or () if method not in ("HEAD", "OPTIONS"))
+
+
+@pytest.fixture(scope="module")
+def routes(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str]]:
+    found = served_routes(tmp_path_factory.mktemp("routes"))
+    assert {rule for rule, _ in found} >= {rule for _, rule in ROUTES}
     return found
 
 
@@ -180,15 +190,16 @@ def assert_error(answer: requests.Response, status: int, code: str | None = None
 
 # -- the matrix --------------------------------------------------------------------------
 
-def test_every_route_has_a_documented_rule() -> None:
-    served = set(route_methods())
+def test_every_route_has_a_documented_rule(routes: list[tuple[str, str]]) -> None:
+    served = set(routes)
     assert served - {(r, m) for r, m in served if r in PUBLIC} == set(EXPECTED), \
         "a route has no expected outcome per role: add it to EXPECTED (and the README)"
 
 
-def test_every_route_refuses_missing_invalid_expired_and_revoked_tokens(world: World) -> None:
+def test_every_route_refuses_missing_invalid_expired_and_revoked_tokens(
+        world: World, routes: list[tuple[str, str]]) -> None:
     before = world.state()
-    for route, method in route_methods():
+    for route, method in routes:
         for kind, token in world.bad.items():
             answer = world.call(route, method, world.backend.as_token(token))
             if route in PUBLIC:
@@ -200,9 +211,10 @@ def test_every_route_refuses_missing_invalid_expired_and_revoked_tokens(world: W
     assert world.state() == before
 
 
-def test_every_route_gives_each_role_its_documented_status(world: World) -> None:
+def test_every_route_gives_each_role_its_documented_status(
+        world: World, routes: list[tuple[str, str]]) -> None:
     before = world.state()
-    for route, method in route_methods():
+    for route, method in routes:
         if route in PUBLIC:
             continue
         for role, outcome in zip(ROLES, EXPECTED[(route, method)], strict=True):
