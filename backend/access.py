@@ -116,7 +116,7 @@ def verdict(identity: Identity, route: str, method: str) -> Verdict:
 
 def sees_all(identity: Identity) -> bool:
     """Does ``identity`` see every simulation (not only its own)?"""
-    return identity.role != "scientist"
+    return identity.role in _ANY[Need.READ]
 
 
 def may_see(identity: Identity, record: dict[str, Any]) -> bool:

@@ -124,8 +124,9 @@ def bearer(header: str | None) -> str | None:
 
 
 def caller() -> Identity:
-    """The identity of the current request (set before it ran)."""
-    return g.get("identity", ANONYMOUS_ADMIN)
+    """The identity of the current request (set before it ran; a request that was not
+    authenticated is nobody, with no role)."""
+    return g.get("identity", UNAUTHENTICATED)
 
 
 def install(app: Flask, services: Services) -> None:

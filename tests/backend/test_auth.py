@@ -269,6 +269,12 @@ def test_a_scientist_owns_what_they_create_and_sees_only_that(world: World) -> N
     asked = wait_until(lambda: (a := requested_by(world.backend, mine["id"])).get("stopped")
                        and a, 10, "the stop to be saved")
     assert asked == {"created": "alice", "stopped": "oscar"}
+    # Her own: read and delete (once wound up), as an operator may not.
+    world.backend.wait_uploaded(mine["id"])
+    own = f"/v1/simulations/{mine['id']}"
+    assert world.http("GET", own + "/logs", alice).status_code == 200
+    assert world.http("DELETE", own, oscar).status_code == 403
+    assert world.http("DELETE", own, alice).status_code == 204
     # Only the admin may create for someone else; the priority stays an operator's.
     admin = world.backend.as_token(world.tokens["admin"])
     given = world.http("POST", "/v1/simulations", admin,
