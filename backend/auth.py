@@ -11,6 +11,7 @@ Tokens never reach a log, a record, an error or the audit.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sqlite3
 import threading
@@ -55,18 +56,29 @@ class FailureLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, when)
         self._lock = threading.Lock()
 
+    @staticmethod
+    def bucket_of(client: str) -> str:
+        """The bucket of an address: itself, or for IPv6 its /64 (one host's share)."""
+        if ":" not in client:
+            return client
+        try:
+            return str(ipaddress.ip_network(f"{client}/64", strict=False))
+        except ValueError:
+            return client
+
     def _tokens(self, client: str, now: float) -> float:
         tokens, then = self._buckets.get(client, (self.burst, now))
         return min(self.burst, tokens + (now - then) * self.rate)
 
     def blocked(self, client: str) -> bool:
+        client = self.bucket_of(client)
         if client not in self._buckets:  # the common case: no failure, no lock
             return False
         with self._lock:
             return self._tokens(client, time.monotonic()) < 1
 
     def failed(self, client: str) -> None:
-        now = time.monotonic()
+        client, now = self.bucket_of(client), time.monotonic()
         with self._lock:
             if len(self._buckets) >= _MAX_CLIENTS:
                 self._forget_full(now)

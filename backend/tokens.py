@@ -11,11 +11,13 @@ import logging
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 
 from backend.access import ROLES, Identity
 from backend.config import Config
+from client.settings import is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ class JwtVerifier:
         source = config.jwt_jwks
         self._client: jwt.PyJWKClient | None = None
         self._keys: jwt.PyJWKSet | None = None
+        if source.startswith("http://") and not is_loopback(urlsplit(source).hostname or ""):
+            raise ValueError("SIMBACKEND_JWT_JWKS: fetch the signing keys over https (a "
+                             "tampered JWKS would let anyone sign tokens)")
         if source.startswith(("https://", "http://")):
             self._client = jwt.PyJWKClient(source, cache_keys=True, lifespan=300, timeout=5)
         else:

@@ -135,3 +135,23 @@ def _tampered(good: str) -> str:
     claims["realm_access"]["roles"] = ["admin"]
     forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     return f"{head}.{forged}.{signature}"
+
+
+def test_a_jwks_url_must_be_https(tmp_path: Path) -> None:
+    from backend.config import Config
+    from backend.tokens import JwtVerifier
+
+    config = Config(data_dir=tmp_path, jwt_issuer=ISSUER, jwt_audience=AUDIENCE,
+                    jwt_jwks="http://iam.lab.example.org/certs")
+    with pytest.raises(ValueError, match="https"):
+        JwtVerifier(config)
+
+
+def test_failures_of_one_ipv6_host_share_a_bucket() -> None:
+    from backend.auth import FailureLimiter
+
+    limiter = FailureLimiter(burst=2, rate=0.001)
+    limiter.failed("2001:db8::1")
+    limiter.failed("2001:db8::2")       # another address of the same /64
+    assert limiter.blocked("2001:db8::ffff") and not limiter.blocked("2001:db9::1")
+    assert not limiter.blocked("127.0.0.2")
