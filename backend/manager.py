@@ -79,14 +79,20 @@ class SimulationManager:
         queued = self.scheduler.positions() if snapshot["state"] == SimState.QUEUED else {}
         return {**snapshot, "queue": queued.get(sim_id)}
 
-    def list(self, state: SimState | None = None,
-             experiment: str | None = None) -> list[dict[str, Any]]:
+    def list(self, state: SimState | None = None, experiment: str | None = None,
+             owner: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             sims = list(self._sims.values())
         queued = self.scheduler.positions()
         return [{**s.snapshot, "queue": queued.get(s.sim_id)} for s in sims
                 if (state is None or s.state == state)
-                and (experiment is None or s.snapshot["experiment"] == experiment)]
+                and (experiment is None or s.snapshot["experiment"] == experiment)
+                and (owner is None or s.snapshot.get("owner") == owner)]
+
+    def last_event_id(self) -> int:
+        """The id of the newest saved event (0 if none): where to follow ``/v1/events``
+        from so as to miss nothing that happened after a listing."""
+        return self.rt.registry.last_event_id()
 
     # -- commands -----------------------------------------------------------------
 

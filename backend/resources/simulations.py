@@ -20,10 +20,14 @@ class SimulationList(Resource):
         self.max_wait = services.config.max_wait
 
     def get(self) -> dict[str, Any]:
+        # Read before the listing: following /v1/events from it misses nothing after it.
+        last_event_id = self.manager.last_event_id()
         records = self.manager.list(state=state_arg("state"),
-                                    experiment=request.args.get("experiment"))
+                                    experiment=request.args.get("experiment"),
+                                    owner=request.args.get("owner"))
         found, cursor = page(records, lambda r: (r["created_at"], r["id"]), *page_args())
-        return {"simulations": found, "next_cursor": cursor}
+        return {"simulations": found, "next_cursor": cursor,
+                "last_event_id": str(last_event_id)}
 
     def post(self) -> tuple[dict[str, Any], int, dict[str, str]]:
         wait = seconds_arg("wait", self.max_wait)

@@ -1,0 +1,215 @@
+// One simulation: its state and controls, live status figures, error, logs and results.
+import {enc} from "./api.js";
+import {fill, h, notice, stateBadge, toast} from "./dom.js";
+import * as fmt from "./format.js";
+import {LogViewer} from "./logs.js";
+import {progressBar, setProgress} from "./progress.js";
+import {ResultsPanel} from "./results.js";
+import {follow} from "./sse.js";
+import {TERMINAL, controlsFor} from "./states.js";
+
+export function renderSimulation(ctx, {id}) {
+  document.title = `${id} · simbackend`;
+  const page = h("section", {class: "page"},
+    h("nav", {class: "crumbs", "aria-label": "Breadcrumb"},
+      h("a", {href: "#/simulations"}, "Simulations"), h("span", {"aria-hidden": "true"}, " / "),
+      h("span", {class: "mono", "aria-current": "page"}, id)),
+    notice("loading", "Loading the simulation…"));
+  ctx.main.replaceChildren(page);
+  const view = {closed: false, stream: null, results: null};
+  open(ctx, id, page, view).catch((err) => {
+    if (view.closed) return;
+    page.lastChild.replaceWith(err.status === 404
+      ? notice("error", `There is no simulation ${id}.`, "It may have been deleted.")
+      : notice("error", "The simulation could not be loaded.", err.message));
+  });
+  return () => {
+    view.closed = true;
+    if (view.stream) view.stream.close();
+    if (view.results) view.results.revoke();
+  };
+}
+
+async function open(ctx, id, page, view) {
+  const path = `/v1/simulations/${enc(id)}`;
+  const [record, status] = await Promise.all([ctx.api.json(path),
+                                              ctx.api.json(`${path}/status`)]);
+  const logs = new LogViewer(ctx.api, id);
+  const cursor = await logs.load();
+  if (view.closed) return;
+  const head = new Head(ctx, record);
+  const figures = new Figures(record, status);
+  const problem = h("div", {class: "problem-slot"});
+  view.results = new ResultsPanel(ctx.api, id);
+  page.lastChild.replaceWith(h("div", {class: "sim"}, head.el, problem, figures.el,
+    h("div", {class: "sim-files"}, logs.el, view.results.el)));
+  showError(problem, record);
+  view.results.load();
+  view.stream = follow(ctx.api, `${path}/events`, (event) => {
+    const data = event.data || {};
+    if (event.type === "state") {
+      Object.assign(record, {state: data.state, error: data.error ?? record.error});
+      head.update(record);
+      figures.state(record.state);
+      showError(problem, record);
+    } else if (event.type === "server_state") {
+      head.serverState(data.state);
+    } else if (event.type === "status") {
+      figures.update(data);
+    } else if (event.type === "log") {
+      logs.add(data);
+    } else if (event.type === "end") {
+      Object.assign(record, {state: data.state, error: data.error, exit_code: data.exit_code,
+                             ended_at: data.ended_at});
+      head.update(record);
+      figures.state(record.state);
+      showError(problem, record);
+      view.results.load();
+      ctx.api.json(`${path}/status`).then((last) => figures.update(last)).catch(() => {});
+      return false;
+    } else if (event.type === "deleted") {
+      fill(problem, notice("error", "This simulation was deleted."));
+      return false;
+    }
+    return true;
+  }, {lastEventId: cursor, onTrouble: ctx.setConnection});
+}
+
+/** The title, state, facts and the control buttons. */
+class Head {
+  constructor(ctx, record) {
+    this.ctx = ctx;
+    this.badge = h("span", {class: "sim-state", id: "sim-state", "aria-live": "polite"});
+    this.server = h("span", {class: "muted server-state", id: "server-state"});
+    this.controls = h("div", {class: "controls", role: "group", "aria-label": "Controls"});
+    this.facts = h("dl", {class: "facts"});
+    this.pending = false;
+    this.el = h("div", {class: "sim-head card"},
+      h("div", {class: "sim-title"}, h("h1", {class: "mono"}, record.id), this.badge, this.server),
+      this.facts, this.controls);
+    this.update(record);
+  }
+
+  update(record) {
+    this.record = record;
+    fill(this.badge, stateBadge(record.state));
+    if (TERMINAL.has(record.state)) this.server.textContent = "";
+    fill(this.facts,
+      fact("Experiment", record.experiment || (record.kernel ? "NEST session" : "—")),
+      fact("Owner", record.owner || "—"),
+      fact("Main script", record.main_script || "—"),
+      fact("Created", fmt.when(record.created_at)),
+      fact("Ended", fmt.when(record.ended_at)),
+      record.exit_code !== null && record.exit_code !== undefined
+        ? fact("Exit code", String(record.exit_code)) : null);
+    this.renderControls();
+  }
+
+  serverState(state) {
+    if (!TERMINAL.has(this.record.state) && state && state !== this.record.state) {
+      this.server.textContent = `server: ${state}`;
+    } else {
+      this.server.textContent = "";
+    }
+  }
+
+  renderControls() {
+    const record = this.record;
+    if (!this.ctx.perms.mayControl(record)) {
+      fill(this.controls, TERMINAL.has(record.state) ? null
+        : h("p", {class: "muted"}, "You may watch this simulation but not control it."));
+      return;
+    }
+    fill(this.controls, controlsFor(record.state).map((control) => h("button", {
+      type: "button", class: control.danger ? "btn btn-danger" : "btn btn-primary",
+      "data-control": control.label.toLowerCase(), disabled: this.pending,
+      onclick: () => this.request(control),
+    }, control.label)));
+  }
+
+  async request(control) {
+    const id = this.record.id;
+    if (control.target === "stopped") {
+      const sure = await this.ctx.confirm({
+        title: `Stop simulation ${id}?`,
+        text: "The run ends now and cannot be resumed. Its logs and results so far are kept.",
+        ok: "Stop simulation"});
+      if (!sure) return;
+    }
+    this.pending = true;
+    this.renderControls();
+    try {
+      await this.ctx.api.setState(id, control.target);
+    } catch (err) {
+      toast(`${control.label} failed: ${err.message}`, "error");
+    } finally {
+      this.pending = false;
+      this.renderControls();
+    }
+  }
+}
+
+function fact(label, value) {
+  return h("div", {class: "fact"}, h("dt", {}, label), h("dd", {}, value));
+}
+
+/** sim time, real time, steps, CPU, memory and the progress bar, updated by `status`. */
+class Figures {
+  constructor(record, status) {
+    this.timeout = record.timeout;
+    this.ticks = 0;
+    this.values = {};
+    const figure = (key, label) => {
+      this.values[key] = h("dd", {class: "figure-value num", id: `fig-${key}`}, "—");
+      return h("div", {class: "figure-box"}, h("dt", {}, label), this.values[key]);
+    };
+    this.meter = progressBar("Progress toward the sim-time timeout");
+    this.el = h("section", {class: "card figures-card", "aria-labelledby": "status-title",
+                            "data-ticks": "0", id: "status"},
+      h("div", {class: "card-head"}, h("h2", {id: "status-title"}, "Status"),
+        h("span", {class: "muted", id: "status-note"})),
+      h("dl", {class: "figures-grid"},
+        figure("sim_time", "Simulated time"), figure("real_time", "Real time"),
+        figure("steps", "Steps"), figure("cpu", "CPU"), figure("rss", "Memory")),
+      this.meter);
+    this.update(status);
+    this.state(record.state);
+  }
+
+  update(status) {
+    if (status.timeout) this.timeout = status.timeout;
+    const resources = status.resources || {};
+    this.values.sim_time.textContent = fmt.simTime(status.sim_time);
+    this.values.real_time.textContent = fmt.seconds(status.real_time);
+    this.values.steps.textContent = fmt.count(status.steps);
+    this.values.cpu.textContent = fmt.percent(resources.cpu_percent);
+    this.values.rss.textContent = fmt.bytes(resources.rss_bytes);
+    setProgress(this.meter, status.sim_time, this.timeout);
+    this.ticks += 1;
+    this.el.dataset.ticks = String(this.ticks);
+  }
+
+  state(state) {
+    const note = this.el.querySelector("#status-note");
+    note.textContent = TERMINAL.has(state) ? "final figures"
+      : state === "started" || state === "paused" ? "live" : "waiting for the run to start";
+  }
+}
+
+/** A failed run's error, plainly: its type, its message, and the details it has. */
+function showError(slot, record) {
+  const error = record.error;
+  if (record.state !== "failed" || !error) { fill(slot); return; }
+  const details = [];
+  if (error.exception) details.push(fact("Exception", error.exception));
+  if (error.line) details.push(fact("Line", String(error.line)));
+  if (error.signal) details.push(fact("Signal", String(error.signal)));
+  const trace = error.traceback || error.stderr_tail;
+  fill(slot, h("section", {class: "card problem", role: "alert", "aria-labelledby": "error-title"},
+    h("h2", {id: "error-title"}, "This run failed"),
+    h("p", {class: "problem-type"}, h("span", {class: "badge state-failed"}, error.type || "error")),
+    h("p", {class: "problem-message", id: "error-message"}, error.message || "No message was given."),
+    details.length ? h("dl", {class: "facts"}, details) : null,
+    trace ? h("details", {}, h("summary", {}, error.traceback ? "Traceback" : "Last lines of stderr"),
+                          h("pre", {class: "log"}, trace)) : null));
+}
