@@ -14,6 +14,7 @@ export class LogViewer {
     this.simId = simId;
     this.files = new Map();   // name -> {text, end, cut}
     this.current = null;
+    this.picked = false;      // whether the user chose the file shown
     this.tabs = h("div", {class: "tabs", role: "tablist", "aria-label": "Log files"});
     this.follow = h("input", {type: "checkbox", id: "log-follow", checked: true});
     this.pre = h("pre", {class: "log", id: "log-text", tabindex: "0", role: "tabpanel",
@@ -81,12 +82,13 @@ export class LogViewer {
 
   renderTabs() {
     const names = [...this.files.keys()].sort(byImportance);
-    if (!this.current && names.length) this.current = names[0];
+    // Until the user picks a file, show the most telling one (files appear as the run goes).
+    if (!this.picked && names.length) this.current = names[0];
     fill(this.tabs, names.map((name) => h("button", {
       type: "button", role: "tab", class: "tab", id: `log-tab-${name}`,
       "aria-selected": String(name === this.current), "aria-controls": "log-text",
       tabindex: name === this.current ? "0" : "-1",
-      onclick: () => { this.current = name; this.renderTabs(); },
+      onclick: () => { this.current = name; this.picked = true; this.renderTabs(); },
       onkeydown: (event) => this.arrowKeys(event, names),
     }, name)));
     if (this.current) this.show(this.current);
@@ -97,6 +99,7 @@ export class LogViewer {
     if (!step) return;
     const at = names.indexOf(this.current);
     this.current = names[(at + step + names.length) % names.length];
+    this.picked = true;
     this.renderTabs();
     this.tabs.querySelector('[aria-selected="true"]').focus();
   }

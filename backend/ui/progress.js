@@ -19,7 +19,7 @@ export function setProgress(meter, simTime, timeout) {
   const limit = timeout && timeout.sim_time;
   fill.style.width = share === null ? "0%" : `${(share * 100).toFixed(1)}%`;
   meter.classList.toggle("progress-unbounded", share === null);
-  text.textContent = limit ? `${fmt.simTime(simTime)} / ${fmt.simTime(limit)}`
+  text.textContent = limit ? `${fmt.count(Math.floor(simTime ?? 0))} / ${fmt.simTime(limit)}`
                            : fmt.simTime(simTime);
   if (share === null) meter.removeAttribute("aria-valuenow");
   else meter.setAttribute("aria-valuenow", (share * 100).toFixed(0));

@@ -62,7 +62,8 @@ export class ResultsPanel {
         const url = URL.createObjectURL(blob);
         this.urls.push(url);
         figures.push(h("figure", {class: "figure"},
-          h("img", {src: url, alt: `${name} of simulation ${this.simId}`, loading: "lazy"}),
+          h("a", {href: url, target: "_blank", title: "Open at full size"},
+            h("img", {src: url, alt: `${name} of simulation ${this.simId}`})),
           h("figcaption", {class: "mono"}, name)));
       } catch (err) {
         figures.push(notice("error", `${name} could not be shown.`, err.message));

@@ -178,7 +178,9 @@ class Figures {
 
   update(status) {
     if (status.timeout) this.timeout = status.timeout;
-    const resources = status.resources || {};
+    // A run that has ended reports zeros for what only a live process has.
+    const ended = TERMINAL.has(status.state) && !status.resources?.rss_bytes;
+    const resources = ended ? {} : status.resources || {};
     this.values.sim_time.textContent = fmt.simTime(status.sim_time);
     this.values.real_time.textContent = fmt.seconds(status.real_time);
     this.values.steps.textContent = fmt.count(status.steps);

@@ -1,0 +1,345 @@
+"""The web dashboard at /ui/, driven in a real headless Chromium against a real backend.
+
+The browser is Debian's ``chromium`` (``make test`` installs it; Playwright's own browser
+download cannot work here). Screenshots of the main pages are saved to docs/screenshots/
+on every run; README.rst links them.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import ROOT, Backend, make_archive, wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+WIDE = {"width": 1280, "height": 800}
+NARROW = {"width": 400, "height": 820}
+
+# Slow enough to watch (about 200 ms of sim time a second), with a line on stdout.
+TICKER = {
+    "experiment.json": '{"main_script": "main.py", "timestep": 1.0, '
+                       '"description": "Counts steps slowly and says so.", '
+                       '"timeout": {"sim_time": 600000}}',
+    "main.py": '''import time
+print("ticker says hello", flush=True)
+try:
+    while True:
+        sim.run_loop(1)
+        time.sleep(0.005)
+        if sim.steps % 500 == 0:
+            file_logger.info("t = %g ms", sim.time)
+except SimulationTimeout:
+    file_logger.info("reached the timeout at t=%s ms", sim.time)
+''',
+}
+FAILING = {
+    "experiment.json": '{"main_script": "main.py", "description": "Fails after a few steps."}',
+    "main.py": '''sim.run_loop(3)
+raise RuntimeError("the pump ran dry at step %d" % sim.steps)
+''',
+}
+
+pytestmark = pytest.mark.slow
+
+
+# -- the routes, without a browser --------------------------------------------------------
+
+def test_ui_is_served_and_its_errors_are_json(backend: Backend) -> None:
+    moved = backend.get("/ui", allow_redirects=False)
+    assert moved.status_code == 308 and moved.headers["Location"] == "/ui/"
+    page = backend.get("/ui/")
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert '<script type="module" src="app.js">' in page.text
+    script = backend.get("/ui/app.js")
+    assert script.status_code == 200 and "javascript" in script.headers["Content-Type"]
+    for missing in ("/ui/nothing.js", "/ui/..%2Fapp.py", "/ui/%2e%2e/dashboard.py"):
+        answer = backend.get(missing)
+        assert answer.status_code == 404, missing
+        assert answer.json()["error"]["code"] == "not_found"
+    assert "/ui/" in backend.get("/openapi.json").json()["paths"]
+
+
+def test_simulations_filter_by_owner_and_tell_the_last_event(backend: Backend) -> None:
+    backend.upload("ticker", TICKER)
+    mine = backend.create("ticker", owner="ada")["id"]
+    backend.create("ticker", owner="grace")
+    listed = backend.get("/v1/simulations", params={"owner": "ada"}).json()
+    assert [r["id"] for r in listed["simulations"]] == [mine]
+    assert int(listed["last_event_id"]) >= 2  # two created events at least
+    assert backend.get("/v1/simulations", params={"owner": "nobody"}).json()["simulations"] == []
+
+
+# -- in the browser -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("the playwright package is not installed (pip install -e '.[test]')")
+    if not CHROMIUM.exists():
+        _unavailable(f"no {CHROMIUM} (make test installs it: apt-get install chromium)")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                              args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"the browser tests cannot run in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Iterator[Backend]:
+    server = Backend(tmp_path / "data", args=("--examples-dir", str(ROOT / "examples"))).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+class Dashboard:
+    """One browser tab on the dashboard of ``backend``; JavaScript errors fail the test."""
+
+    def __init__(self, browser: Any, backend: Backend, viewport: dict[str, int]) -> None:
+        self.backend = backend
+        self.context = browser.new_context(viewport=viewport, accept_downloads=True)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.errors, f"JavaScript errors: {self.errors}"
+
+    def sign_in(self, key: str | None = None) -> None:
+        """Sign in with ``key`` (the key the test client sends, any string without auth)."""
+        from playwright.sync_api import expect
+
+        if key is None:
+            key = self.backend.http.headers.get("Authorization", "Bearer x").split(" ", 1)[1]
+        self.page.goto(self.backend.url + "/ui")
+        expect(self.page.get_by_role("heading", name="Sign in")).to_be_visible()
+        self.page.get_by_label("API key").fill(key)
+        self.page.get_by_role("button", name="Sign in").click()
+        expect(self.page.get_by_role("heading", name="Simulations")).to_be_visible()
+
+    def open(self, route: str) -> None:
+        self.page.goto(f"{self.backend.url}/ui/#/{route}")
+
+    def shot(self, name: str, full_page: bool = True) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page,
+                             animations="disabled", caret="initial")
+
+    def sim_time(self) -> int:
+        """The simulated time on a simulation's page, in ms."""
+        text = self.page.locator("#fig-sim_time").inner_text()
+        return int(re.sub(r"[^0-9]", "", text) or -1)
+
+    def status_ticks(self) -> int:
+        """How many status updates the simulation's page has shown."""
+        return int(self.page.locator("#status").get_attribute("data-ticks"))
+
+    def wait_status_ticks(self, more: int, timeout: float = 15.0) -> None:
+        """Wait until ``more`` status events have reached the page. (Polled from here:
+        the page's Content-Security-Policy forbids wait_for_function's eval.)"""
+        now = self.status_ticks()
+        wait_until(lambda: self.status_ticks() >= now + more, timeout,
+                   f"{more} status updates on the page")
+
+
+@pytest.fixture
+def dashboard(browser: Any, seeded: Backend) -> Iterator[Dashboard]:
+    tab = Dashboard(browser, seeded, WIDE)
+    try:
+        yield tab
+    finally:
+        tab.close()
+
+
+def test_upload_start_pause_resume_stop_and_read_the_log(dashboard: Dashboard,
+                                                        tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    page, backend = dashboard.page, dashboard.backend
+    page.goto(backend.url + "/ui/")
+    expect(page.get_by_label("API key")).to_be_focused()
+    dashboard.shot("sign-in", full_page=False)
+    dashboard.sign_in()
+    expect(page.get_by_text("No simulations yet.")).to_be_visible()
+
+    # Upload a folder: the browser packs it into a .tar.gz itself.
+    folder = tmp_path / "ticker"
+    folder.mkdir()
+    for name, text in TICKER.items():
+        (folder / name).write_text(text)
+    page.get_by_role("link", name="Experiments").click()
+    page.locator("#upload-folder").set_input_files(folder)
+    expect(page.get_by_label("Name")).to_have_value("ticker")
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-status")).to_contain_text("Experiment ticker uploaded")
+    files = {f["path"] for f in backend.get("/v1/experiments/ticker").json()["files"]}
+    assert files == {"experiment.json", "main.py"}
+    expect(page.locator('tr[data-experiment="ticker"]')).to_be_visible()
+    dashboard.shot("experiments")
+
+    # Start it: the simulation's page follows it live.
+    page.get_by_role("button", name="Start ticker").click()
+    state = page.locator("#sim-state")
+    expect(state).to_have_text("started", timeout=30_000)
+    sim_id = page.url.rsplit("/", 1)[1]
+    first = dashboard.sim_time()
+    expect(page.locator("#fig-sim_time")).not_to_have_text(page.locator(
+        "#fig-sim_time").inner_text(), timeout=10_000)
+    assert dashboard.sim_time() > first
+
+    page.get_by_role("tab", name="stdout.log").click()
+    expect(page.locator("#log-text")).to_contain_text("ticker says hello", timeout=10_000)
+    page.get_by_role("tab", name="simulation.log").click()
+    expect(page.locator("#log-text")).to_contain_text("t = 500 ms", timeout=20_000)
+    dashboard.shot("simulation")
+
+    # Pause: the state says so and the time on screen stands still, status after status.
+    page.get_by_role("button", name="Pause").click()
+    expect(state).to_have_text("paused")
+    backend.wait_server_state(sim_id, "paused")
+    dashboard.wait_status_ticks(1)
+    frozen = dashboard.sim_time()
+    dashboard.wait_status_ticks(2)
+    assert dashboard.sim_time() == frozen
+    assert frozen == int(backend.status(sim_id)["sim_time"])
+    expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+
+    page.get_by_role("button", name="Resume").click()
+    expect(state).to_have_text("started")
+    wait_until(lambda: dashboard.sim_time() > frozen, 15, "the time to go on")
+
+    # The list shows it live too.
+    dashboard.open("simulations")
+    row = page.locator(f'tr[data-sim-id="{sim_id}"]')
+    expect(row.locator(".badge")).to_have_text("started")
+    progress = row.locator(".progress-text")
+    expect(progress).to_contain_text("/ 600,000 ms", timeout=10_000)
+    expect(progress).not_to_have_text(progress.inner_text(), timeout=10_000)
+    dashboard.shot("simulations")
+
+    # Stop asks first; cancelling changes nothing.
+    row.get_by_role("link", name=sim_id).click()
+    expect(state).to_have_text("started")
+    page.get_by_role("button", name="Stop").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text(f"Stop simulation {sim_id}?")
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(dialog).to_be_hidden()
+    assert backend.record(sim_id)["state"] == "started"
+    page.get_by_role("button", name="Stop").click()
+    dialog.get_by_role("button", name="Stop simulation").click()
+    expect(state).to_have_text("stopped", timeout=20_000)
+    expect(page.locator("[data-control]")).to_have_count(0)
+    assert backend.wait_state(sim_id, "stopped")["state"] == "stopped"
+
+
+def test_a_nest_run_shows_its_raster(dashboard: Dashboard) -> None:
+    from playwright.sync_api import expect
+
+    page, backend = dashboard.page, dashboard.backend
+    sim_id = backend.create("brunel", timeout={"sim_time": 200.0}, state="started")["id"]
+    dashboard.sign_in()
+    dashboard.open(f"simulations/{sim_id}")
+    expect(page.locator("#sim-state")).to_have_text("completed", timeout=120_000)
+    raster = page.get_by_role("img", name=f"raster.png of simulation {sim_id}")
+    expect(raster).to_be_visible(timeout=30_000)
+    assert raster.evaluate("img => img.complete && img.naturalWidth > 100")
+    expect(page.get_by_role("button", name="Download spikes.npz")).to_be_visible()
+    expect(page.locator("#log-text")).to_contain_text("ex_spikes")
+    dashboard.shot("simulation-nest")
+
+
+def test_a_failed_run_shows_its_error(dashboard: Dashboard) -> None:
+    from playwright.sync_api import expect
+
+    page = dashboard.page
+    dashboard.sign_in()
+    page.get_by_role("link", name="Experiments").click()
+    page.locator("#upload-archive").set_input_files(files=[{
+        "name": "pump.tar.gz", "mimeType": "application/gzip",
+        "buffer": make_archive(FAILING)}])
+    expect(page.get_by_label("Name")).to_have_value("pump")
+    page.get_by_role("button", name="Upload").click()
+    page.get_by_role("button", name="Start pump").click()
+    expect(page.locator("#sim-state")).to_have_text("failed", timeout=30_000)
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("This run failed")
+    expect(alert).to_contain_text("script_error")
+    expect(page.locator("#error-message")).to_contain_text("the pump ran dry at step 3")
+    dashboard.shot("simulation-failed")
+
+
+def test_readable_on_a_narrow_screen(browser: Any, seeded: Backend) -> None:
+    from playwright.sync_api import expect
+
+    sim_id = seeded.create("hello", state="started")["id"]
+    tab = Dashboard(browser, seeded, NARROW)
+    try:
+        tab.sign_in()
+        row = tab.page.locator(f'tr[data-sim-id="{sim_id}"]')
+        expect(row.locator(".badge")).to_have_text("started", timeout=30_000)
+        expect(row.locator(".progress-text")).to_contain_text("/ 20,000 ms", timeout=10_000)
+        tab.shot("narrow-simulations")
+        tab.open(f"simulations/{sim_id}")
+        expect(tab.page.get_by_role("button", name="Pause")).to_be_visible()
+        tab.wait_status_ticks(1)
+        tab.shot("narrow-simulation")
+        # Nothing wider than the screen: no sideways scrolling.
+        assert tab.page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
+    finally:
+        tab.close()
+
+
+def test_audit_page_says_when_the_backend_keeps_none(dashboard: Dashboard) -> None:
+    from playwright.sync_api import expect
+
+    dashboard.sign_in()
+    dashboard.page.get_by_role("link", name="Audit").click()
+    expect(dashboard.page.get_by_text("The audit trail is not available")).to_be_visible()
+
+
+def test_an_observer_sees_no_control_buttons(browser: Any, seeded: Backend) -> None:
+    from playwright.sync_api import expect
+
+    if not hasattr(Backend, "create_key"):
+        pytest.skip("needs authentication: tests.support.Backend has no create_key yet")
+    key = seeded.create_key("obs", "observer")
+    sim_id = seeded.create("hello", state="started")["id"]
+    tab = Dashboard(browser, seeded, WIDE)
+    try:
+        tab.sign_in(key)
+        expect(tab.page.locator(".user-role")).to_have_text("observer")
+        expect(tab.page.get_by_role("link", name="Audit")).to_be_hidden()
+        tab.open(f"simulations/{sim_id}")
+        expect(tab.page.locator("#sim-state")).to_have_text("started", timeout=30_000)
+        expect(tab.page.get_by_text("You may watch this simulation")).to_be_visible()
+        expect(tab.page.locator("[data-control]")).to_have_count(0)
+        tab.open("experiments")
+        expect(tab.page.locator('tr[data-experiment="hello"]')).to_be_visible()
+        expect(tab.page.get_by_role("button", name="Start hello")).to_have_count(0)
+        expect(tab.page.get_by_role("heading", name="Upload an experiment")).to_have_count(0)
+    finally:
+        tab.close()
