@@ -5,13 +5,23 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tests.support import Backend, loop_experiment
+from tests.support import ROOT, Backend, loop_experiment
 
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[Backend]:
     """A real backend over HTTP with its own data dir; everything it started is killed."""
     server = Backend(tmp_path / "data").start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Iterator[Backend]:
+    """A real backend with the examples/ experiments in its storage."""
+    server = Backend(tmp_path / "data", args=("--examples-dir", str(ROOT / "examples"))).start()
     try:
         yield server
     finally:

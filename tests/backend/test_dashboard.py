@@ -104,15 +104,6 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture
-def seeded(tmp_path: Path) -> Iterator[Backend]:
-    server = Backend(tmp_path / "data", args=("--examples-dir", str(ROOT / "examples"))).start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
 class Dashboard:
     """One browser tab on the dashboard of ``backend``; JavaScript errors fail the test."""
 
