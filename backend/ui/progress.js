@@ -11,17 +11,26 @@ export function progressBar(label) {
   return meter;
 }
 
-/** Show `simTime` (ms) against `timeout` ({sim_time?}) on a bar from progressBar(). */
-export function setProgress(meter, simTime, timeout) {
+/**
+ * Show `simTime` (ms, or null: not known yet) against `timeout` ({sim_time?}) on a bar
+ * from progressBar(). A `live` run without a sim-time limit gets a striped track.
+ */
+export function setProgress(meter, simTime, timeout, live) {
   const share = fmt.progress(simTime, timeout);
   const fill = meter.querySelector(".progress-fill");
   const text = meter.querySelector(".progress-text");
   const limit = timeout && timeout.sim_time;
+  const known = simTime !== null && simTime !== undefined;
   fill.style.width = share === null ? "0%" : `${(share * 100).toFixed(1)}%`;
-  meter.classList.toggle("progress-unbounded", share === null);
-  text.textContent = limit ? `${fmt.count(Math.floor(simTime ?? 0))} / ${fmt.simTime(limit)}`
+  meter.classList.toggle("progress-unbounded", live && !limit);
+  text.textContent = limit ? `${known ? fmt.count(Math.floor(simTime)) : "—"} / ${fmt.simTime(limit)}`
                            : fmt.simTime(simTime);
   if (share === null) meter.removeAttribute("aria-valuenow");
   else meter.setAttribute("aria-valuenow", (share * 100).toFixed(0));
   meter.setAttribute("aria-valuetext", text.textContent);
+}
+
+/** Whether a run in `state` has a process whose time may move. */
+export function isLive(state) {
+  return state === "initialized" || state === "started" || state === "paused";
 }

@@ -3,7 +3,7 @@ import {enc} from "./api.js";
 import {fill, h, notice, stateBadge, toast} from "./dom.js";
 import * as fmt from "./format.js";
 import {LogViewer} from "./logs.js";
-import {progressBar, setProgress} from "./progress.js";
+import {isLive, progressBar, setProgress} from "./progress.js";
 import {ResultsPanel} from "./results.js";
 import {follow} from "./sse.js";
 import {TERMINAL, controlsFor} from "./states.js";
@@ -186,12 +186,15 @@ class Figures {
     this.values.steps.textContent = fmt.count(status.steps);
     this.values.cpu.textContent = fmt.percent(resources.cpu_percent);
     this.values.rss.textContent = fmt.bytes(resources.rss_bytes);
-    setProgress(this.meter, status.sim_time, this.timeout);
+    this.simTime = status.sim_time;
+    setProgress(this.meter, this.simTime, this.timeout, isLive(this.current));
     this.ticks += 1;
     this.el.dataset.ticks = String(this.ticks);
   }
 
   state(state) {
+    this.current = state;
+    setProgress(this.meter, this.simTime, this.timeout, isLive(state));
     const note = this.el.querySelector("#status-note");
     note.textContent = TERMINAL.has(state) ? "final figures"
       : state === "started" || state === "paused" ? "live" : "waiting for the run to start";

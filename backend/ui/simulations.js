@@ -3,7 +3,7 @@
 import {enc, query} from "./api.js";
 import {fill, h, notice, stateBadge} from "./dom.js";
 import * as fmt from "./format.js";
-import {progressBar, setProgress} from "./progress.js";
+import {isLive, progressBar, setProgress} from "./progress.js";
 import {follow} from "./sse.js";
 import {STATES} from "./states.js";
 
@@ -51,6 +51,10 @@ export function renderSimulations(ctx, {params}) {
         refresh();
       } else if (row) {
         row.apply(event);
+        if (event.type === "end") { // its last figures
+          ctx.api.json(`/v1/simulations/${enc(simId)}/status`)
+            .then((last) => row.apply({type: "status", data: last})).catch(() => {});
+        }
       } else if (event.type === "state" && event.data.state === "created") {
         addNew(ctx, simId, filters).then((record) => {
           if (!record || rows.has(simId) || closed) return;
@@ -147,8 +151,10 @@ function simulationsTable() {
 function simulationRow(record) {
   const stateCell = h("td", {class: "col-state", "data-label": "State"}, stateBadge(record.state));
   const meter = progressBar(`Progress of ${record.id}`);
-  const status = record.status || {};
-  setProgress(meter, status.sim_time ?? null, record.timeout);
+  let state = record.state;
+  let timeout = record.timeout;
+  let simTime = (record.status || {}).sim_time ?? null;
+  setProgress(meter, simTime, timeout, isLive(state));
   const el = h("tr", {dataset: {simId: record.id}},
     h("th", {scope: "row", "data-label": "Simulation"},
       h("a", {href: `#/simulations/${enc(record.id)}`, class: "mono"}, record.id)),
@@ -157,17 +163,18 @@ function simulationRow(record) {
     stateCell,
     h("td", {class: "col-progress", "data-label": "Progress"}, meter),
     h("td", {class: "col-time num", "data-label": "Created"}, fmt.when(record.created_at)));
-  let timeout = record.timeout;
   return {
     el,
     apply(event) {
       const data = event.data;
       if ((event.type === "state" || event.type === "end") && data.state) {
-        fill(stateCell, stateBadge(data.state));
+        state = data.state;
+        fill(stateCell, stateBadge(state));
       } else if (event.type === "status") {
         if (data.timeout) timeout = data.timeout;
-        setProgress(meter, data.sim_time, timeout);
+        simTime = data.sim_time;
       }
+      setProgress(meter, simTime, timeout, isLive(state));
     },
   };
 }

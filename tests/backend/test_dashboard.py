@@ -222,13 +222,21 @@ def test_upload_start_pause_resume_stop_and_read_the_log(dashboard: Dashboard,
     expect(state).to_have_text("started")
     wait_until(lambda: dashboard.sim_time() > frozen, 15, "the time to go on")
 
-    # The list shows it live too.
+    # The list shows it live too, among runs that ended, and runs created meanwhile.
+    backend.upload("pump", FAILING)
+    failed = backend.create("pump", state="started")["id"]
+    completed = backend.create("brunel", timeout={"sim_time": 100.0}, state="started")["id"]
+    backend.wait_state(failed, "failed", timeout=60)
+    backend.wait_state(completed, "completed", timeout=60)
     dashboard.open("simulations")
     row = page.locator(f'tr[data-sim-id="{sim_id}"]')
     expect(row.locator(".badge")).to_have_text("started")
     progress = row.locator(".progress-text")
     expect(progress).to_contain_text("/ 600,000 ms", timeout=10_000)
     expect(progress).not_to_have_text(progress.inner_text(), timeout=10_000)
+    created = backend.create("hello")["id"]
+    expect(page.locator(f'tr[data-sim-id="{created}"] .badge')).to_have_text("created")
+    expect(page.locator("tr[data-sim-id]").first).to_have_attribute("data-sim-id", created)
     dashboard.shot("simulations")
 
     # Stop asks first; cancelling changes nothing.
@@ -332,5 +340,85 @@ def test_an_observer_sees_no_control_buttons(browser: Any, seeded: Backend) -> N
         expect(tab.page.locator('tr[data-experiment="hello"]')).to_be_visible()
         expect(tab.page.get_by_role("button", name="Start hello")).to_have_count(0)
         expect(tab.page.get_by_role("heading", name="Upload an experiment")).to_have_count(0)
+    finally:
+        tab.close()
+
+
+def _as(tab: Dashboard, name: str, role: str) -> None:
+    """Make /v1/whoami name ``role`` in this tab: the dashboard's side of the role rules,
+    tested before the backend has keys and roles (the test above drives the real ones)."""
+    tab.context.route("**/v1/whoami", lambda route: route.fulfill(
+        json={"name": name, "role": role, "kind": "key"}))
+
+
+def test_buttons_follow_the_role(browser: Any, seeded: Backend) -> None:
+    from playwright.sync_api import expect
+
+    own = seeded.create("hello", owner="ada", state="started")["id"]
+    other = seeded.create("hello", owner="bob", state="started")["id"]
+    tab = Dashboard(browser, seeded, WIDE)
+    sent: list[str | None] = []
+    tab.page.on("request", lambda request: sent.append(request.headers.get("authorization"))
+                if "/v1/" in request.url else None)
+    try:
+        _as(tab, "ada", "scientist")
+        tab.sign_in("ada-key")
+        expect(tab.page.locator(".user-role")).to_have_text("scientist")
+        expect(tab.page.get_by_role("link", name="Audit")).to_be_hidden()
+        tab.page.get_by_label("Owner").fill("ada")
+        tab.page.get_by_role("button", name="Apply").click()
+        expect(tab.page.locator("tr[data-sim-id]")).to_have_count(1)
+        expect(tab.page.locator(f'tr[data-sim-id="{own}"]')).to_be_visible()
+
+        tab.open(f"simulations/{own}")
+        expect(tab.page.get_by_role("button", name="Pause")).to_be_visible(timeout=30_000)
+        tab.open(f"simulations/{other}")
+        expect(tab.page.get_by_text("You may watch this simulation")).to_be_visible()
+        expect(tab.page.locator("[data-control]")).to_have_count(0)
+        tab.open("experiments")
+        expect(tab.page.get_by_role("button", name="Start hello")).to_be_visible()
+        assert sent and set(sent) == {"Bearer ada-key"}, set(sent)
+    finally:
+        tab.close()
+
+    tab = Dashboard(browser, seeded, WIDE)
+    try:
+        _as(tab, "olga", "observer")
+        tab.sign_in("olga-key")
+        tab.open(f"simulations/{own}")
+        expect(tab.page.locator("#sim-state")).to_have_text("started", timeout=30_000)
+        expect(tab.page.get_by_text("You may watch this simulation")).to_be_visible()
+        expect(tab.page.locator("[data-control]")).to_have_count(0)
+        tab.open("experiments")
+        expect(tab.page.locator('tr[data-experiment="hello"]')).to_be_visible()
+        expect(tab.page.get_by_role("button", name="Start hello")).to_have_count(0)
+        expect(tab.page.get_by_role("heading", name="Upload an experiment")).to_have_count(0)
+    finally:
+        tab.close()
+
+
+def test_a_refused_key_leads_back_to_sign_in(browser: Any, seeded: Backend) -> None:
+    from playwright.sync_api import expect
+
+    refused = {"status": 401, "json": {"error": {"code": "unauthorized",
+                                                 "message": "unknown API key"}}}
+    tab = Dashboard(browser, seeded, WIDE)
+    try:
+        tab.context.route("**/v1/whoami", lambda route: route.fulfill(**refused))
+        tab.page.goto(seeded.url + "/ui/")
+        tab.page.get_by_label("API key").fill("wrong")
+        tab.page.get_by_role("button", name="Sign in").click()
+        expect(tab.page.get_by_role("alert")).to_contain_text("This API key was not accepted")
+        assert tab.page.evaluate("sessionStorage.length") == 0
+
+        tab.context.unroute("**/v1/whoami")
+        tab.sign_in("good")
+        expect(tab.page.get_by_text("No simulations yet.")).to_be_visible()  # all loaded
+        # The key is revoked while the tab is open.
+        tab.context.route("**/v1/experiments*", lambda route: route.fulfill(**refused))
+        tab.page.get_by_role("link", name="Experiments").click()
+        expect(tab.page.get_by_role("heading", name="Sign in")).to_be_visible()
+        expect(tab.page.get_by_role("alert")).to_contain_text("no longer accepted")
+        assert tab.page.evaluate("sessionStorage.length") == 0
     finally:
         tab.close()
