@@ -320,8 +320,24 @@ def test_audit_page_says_when_the_backend_keeps_none(dashboard: Dashboard) -> No
     expect(dashboard.page.get_by_text("The audit trail is not available")).to_be_visible()
 
 
-def test_an_observer_sees_no_control_buttons(browser: Any, seeded: Backend) -> None:
+def _assert_watch_only(tab: Dashboard, sim_id: str) -> None:
+    """An observer's dashboard: no audit, no controls on running ``sim_id``, no upload or
+    start (the experiment ``hello`` is listed all the same)."""
     from playwright.sync_api import expect
+
+    expect(tab.page.locator(".user-role")).to_have_text("observer")
+    expect(tab.page.get_by_role("link", name="Audit")).to_be_hidden()
+    tab.open(f"simulations/{sim_id}")
+    expect(tab.page.locator("#sim-state")).to_have_text("started", timeout=30_000)
+    expect(tab.page.get_by_text("You may watch this simulation")).to_be_visible()
+    expect(tab.page.locator("[data-control]")).to_have_count(0)
+    tab.open("experiments")
+    expect(tab.page.locator('tr[data-experiment="hello"]')).to_be_visible()
+    expect(tab.page.get_by_role("button", name="Start hello")).to_have_count(0)
+    expect(tab.page.get_by_role("heading", name="Upload an experiment")).to_have_count(0)
+
+
+def test_an_observer_sees_no_control_buttons(browser: Any, seeded: Backend) -> None:
 
     if not hasattr(Backend, "create_key"):
         pytest.skip("needs authentication: tests.support.Backend has no create_key yet")
@@ -330,16 +346,7 @@ def test_an_observer_sees_no_control_buttons(browser: Any, seeded: Backend) -> N
     tab = Dashboard(browser, seeded, WIDE)
     try:
         tab.sign_in(key)
-        expect(tab.page.locator(".user-role")).to_have_text("observer")
-        expect(tab.page.get_by_role("link", name="Audit")).to_be_hidden()
-        tab.open(f"simulations/{sim_id}")
-        expect(tab.page.locator("#sim-state")).to_have_text("started", timeout=30_000)
-        expect(tab.page.get_by_text("You may watch this simulation")).to_be_visible()
-        expect(tab.page.locator("[data-control]")).to_have_count(0)
-        tab.open("experiments")
-        expect(tab.page.locator('tr[data-experiment="hello"]')).to_be_visible()
-        expect(tab.page.get_by_role("button", name="Start hello")).to_have_count(0)
-        expect(tab.page.get_by_role("heading", name="Upload an experiment")).to_have_count(0)
+        _assert_watch_only(tab, sim_id)
     finally:
         tab.close()
 
@@ -385,14 +392,7 @@ def test_buttons_follow_the_role(browser: Any, seeded: Backend) -> None:
     try:
         _as(tab, "olga", "observer")
         tab.sign_in("olga-key")
-        tab.open(f"simulations/{own}")
-        expect(tab.page.locator("#sim-state")).to_have_text("started", timeout=30_000)
-        expect(tab.page.get_by_text("You may watch this simulation")).to_be_visible()
-        expect(tab.page.locator("[data-control]")).to_have_count(0)
-        tab.open("experiments")
-        expect(tab.page.locator('tr[data-experiment="hello"]')).to_be_visible()
-        expect(tab.page.get_by_role("button", name="Start hello")).to_have_count(0)
-        expect(tab.page.get_by_role("heading", name="Upload an experiment")).to_have_count(0)
+        _assert_watch_only(tab, own)
     finally:
         tab.close()
 
