@@ -5,6 +5,7 @@ import * as fmt from "./format.js";
 
 const FIELDS = [["identity", "Identity"], ["target", "Target"], ["method", "Method"],
                 ["status", "Status"]];
+const METHODS = ["POST", "PUT", "DELETE", "GET"];
 
 export function renderAudit(ctx, {params}) {
   document.title = "Audit · simbackend";
@@ -49,7 +50,13 @@ export function renderAudit(ctx, {params}) {
 function filterForm(ctx, filters) {
   const inputs = FIELDS.map(([name, label]) => h("div", {class: "field"},
     h("label", {for: `audit-${name}`}, label),
-    h("input", {id: `audit-${name}`, name, type: "text", value: filters[name], autocomplete: "off"})));
+    name === "method"
+      ? h("select", {id: "audit-method", name},
+          h("option", {value: ""}, "Any method"),
+          METHODS.map((m) => h("option", {value: m, selected: m === filters.method}, m)))
+      : h("input", {id: `audit-${name}`, name, value: filters[name], autocomplete: "off",
+                    type: "text", inputmode: name === "status" ? "numeric" : null,
+                    placeholder: name === "status" ? "e.g. 403" : null})));
   const form = h("form", {class: "filters", role: "search", "aria-label": "Filter the audit trail"},
     inputs, h("div", {class: "field field-actions"},
       h("button", {type: "submit", class: "btn"}, "Apply"),

@@ -422,3 +422,60 @@ def test_a_refused_key_leads_back_to_sign_in(browser: Any, seeded: Backend) -> N
         assert tab.page.evaluate("sessionStorage.length") == 0
     finally:
         tab.close()
+
+
+def test_the_audit_trail_for_operators(browser: Any, seeded: Backend) -> None:
+    """The audit page shows what GET /v1/audit answers, filters through the query string."""
+    from playwright.sync_api import expect
+
+    entries = [
+        {"id": 2, "time": "2026-12-04T10:02:11.120Z", "identity": "ada", "role": "scientist",
+         "method": "PUT", "path": "/v1/simulations/run1/state", "target": "run1",
+         "status": 200, "client": "127.0.0.1"},
+        {"id": 1, "time": "2026-12-04T10:01:07.981Z", "identity": "bob", "role": "observer",
+         "method": "POST", "path": "/v1/simulations", "target": None, "status": 403,
+         "client": "127.0.0.1"}]
+    asked: list[str] = []
+
+    def audit(route: Any) -> None:
+        asked.append(route.request.url)
+        identity = re.search(r"identity=(\w+)", route.request.url)
+        route.fulfill(json={"audit": [e for e in entries
+                                      if not identity or e["identity"] == identity[1]]})
+
+    tab = Dashboard(browser, seeded, WIDE)
+    try:
+        _as(tab, "olaf", "operator")
+        tab.context.route("**/v1/audit*", audit)
+        tab.sign_in("olaf-key")
+        tab.page.get_by_role("link", name="Audit").click()
+        rows = tab.page.locator("table.audit tbody tr")
+        expect(rows).to_have_count(2)
+        expect(rows.first).to_contain_text("PUT /v1/simulations/run1/state")
+        expect(rows.nth(1)).to_contain_text("403")
+        tab.shot("audit")
+        tab.page.get_by_label("Identity").fill("ada")
+        tab.page.get_by_label("Identity").press("Enter")
+        expect(rows).to_have_count(1)
+        assert "identity=ada" in asked[-1]
+    finally:
+        tab.close()
+
+
+def test_the_controls_are_reachable_by_keyboard(dashboard: Dashboard) -> None:
+    from playwright.sync_api import expect
+
+    page, backend = dashboard.page, dashboard.backend
+    sim_id = backend.create("hello", state="started")["id"]
+    dashboard.sign_in()
+    dashboard.open(f"simulations/{sim_id}")
+    expect(page.locator("#sim-state")).to_have_text("started", timeout=30_000)
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.control") == "pause":
+            break
+    else:
+        raise AssertionError("Tab never reached the Pause button")
+    page.keyboard.press("Enter")
+    expect(page.locator("#sim-state")).to_have_text("paused")
+    backend.wait_state(sim_id, "paused")
