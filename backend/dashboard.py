@@ -28,8 +28,9 @@ dashboard = Blueprint("dashboard", __name__)
 
 @dashboard.route("/ui", strict_slashes=True)
 def to_index() -> Response:
-    """``/ui`` -> ``/ui/`` (relative links in the page need the slash); no HTML body."""
-    return Response(status=308, headers={"Location": "/ui/"})
+    """``/ui`` -> ``/ui/`` (relative links in the page need the slash); no HTML body.
+    The location is relative, so it holds behind a proxy that serves us under a prefix."""
+    return Response(status=308, headers={"Location": "ui/"})
 
 
 @dashboard.route("/ui/")

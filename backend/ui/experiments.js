@@ -117,7 +117,6 @@ function uploadForm(ctx, reload) {
         method: "PUT", body, headers: {"Content-Type": "application/gzip"}});
       fill(status, notice("ok", `Experiment ${name.value} ${response.status === 201
         ? "uploaded" : "replaced"}.`));
-      toast(`Experiment ${name.value} is ready.`);
       form.reset();
       reload();
     } catch (err) {

@@ -197,7 +197,8 @@ class Figures {
     setProgress(this.meter, this.simTime, this.timeout, isLive(state));
     const note = this.el.querySelector("#status-note");
     note.textContent = TERMINAL.has(state) ? "final figures"
-      : state === "started" || state === "paused" ? "live" : "waiting for the run to start";
+      : state === "paused" ? "live · paused, the time stands still"
+      : state === "started" ? "live" : "waiting for the run to start";
   }
 }
 

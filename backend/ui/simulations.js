@@ -10,6 +10,7 @@ import {STATES} from "./states.js";
 const PAGE = 1000;
 
 export function renderSimulations(ctx, {params}) {
+  document.title = "Simulations · simbackend";
   const filters = {state: params.get("state") || "", experiment: params.get("experiment") || "",
                    owner: params.get("owner") || ""};
   const body = h("div", {class: "table-wrap"}, notice("loading", "Loading simulations…"));

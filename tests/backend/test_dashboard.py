@@ -55,7 +55,8 @@ pytestmark = pytest.mark.slow
 
 def test_ui_is_served_and_its_errors_are_json(backend: Backend) -> None:
     moved = backend.get("/ui", allow_redirects=False)
-    assert moved.status_code == 308 and moved.headers["Location"] == "/ui/"
+    assert moved.status_code == 308 and moved.headers["Location"] == "ui/"  # relative
+    assert moved.content == b""
     page = backend.get("/ui/")
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
@@ -89,6 +90,10 @@ def browser() -> Iterator[Any]:
         _unavailable("the playwright package is not installed (pip install -e '.[test]')")
     if not CHROMIUM.exists():
         _unavailable(f"no {CHROMIUM} (make test installs it: apt-get install chromium)")
+    from playwright.sync_api import expect
+
+    # Two cores shared with other test runs: give the page time, it polls anyway.
+    expect.set_options(timeout=15_000)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                               args=CHROMIUM_ARGS)
@@ -217,6 +222,7 @@ def test_upload_start_pause_resume_stop_and_read_the_log(dashboard: Dashboard,
     assert frozen == int(backend.status(sim_id)["sim_time"])
     expect(page.get_by_role("button", name="Resume")).to_be_visible()
     expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+    dashboard.shot("simulation-paused", full_page=False)
 
     page.get_by_role("button", name="Resume").click()
     expect(state).to_have_text("started")
