@@ -24,7 +24,7 @@ export function follow(api, path, onEvent, {lastEventId = null, onTrouble = () =
         await read(response.body, (event) => {
           if (event.id !== null) position = event.id;
           if (event.retry !== null) retry = event.retry;
-          if (event.type === "") return true; // only a retry delay
+          if (event.type === "") return true; // only a position or a retry delay
           if (event.type === "dropped" || event.type === "error") {
             // The server ended this stream; resume where it says.
             if (event.data && event.data.last_event_id) position = event.data.last_event_id;
@@ -90,6 +90,7 @@ export class EventParser {
     this.type = "";
     this.data = [];
     this.id = null;
+    this.retryChanged = false;
   }
 
   *push(text) {
@@ -105,9 +106,11 @@ export class EventParser {
 
   line(line) {
     if (line === "") {
-      if (this.data.length === 0) {
+      if (this.data.length === 0) { // no event; but a new id or retry delay is news
+        const news = this.retryChanged || this.id !== null ? {
+          type: "", data: null, id: this.id, retry: this.retry} : null;
         this.reset();
-        return this.retry === null ? null : {type: "", data: null, id: null, retry: this.retry};
+        return news;
       }
       const raw = this.data.join("\n");
       let data = raw;
@@ -124,7 +127,10 @@ export class EventParser {
     if (field === "event") this.type = value;
     else if (field === "data") this.data.push(value);
     else if (field === "id" && !value.includes("\0")) this.id = value;
-    else if (field === "retry" && /^\d+$/.test(value)) this.retry = Number(value);
+    else if (field === "retry" && /^\d+$/.test(value)) {
+      this.retry = Number(value);
+      this.retryChanged = true;
+    }
     return null;
   }
 }

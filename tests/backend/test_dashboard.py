@@ -6,23 +6,14 @@ on every run; README.rst links them.
 """
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support import ROOT, Backend, make_archive, wait_until
-
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = ROOT / "docs" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-WIDE = {"width": 1280, "height": 800}
-NARROW = {"width": 400, "height": 820}
+from tests.browser import NARROW, WIDE, Dashboard
+from tests.support import Backend, make_archive, wait_until
 
 # Slow enough to watch (about 200 ms of sim time a second), with a line on stdout.
 TICKER = {
@@ -81,93 +72,6 @@ def test_simulations_filter_by_owner_and_tell_the_last_event(backend: Backend) -
 
 
 # -- in the browser -------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed (pip install -e '.[test]')")
-    if not CHROMIUM.exists():
-        _unavailable(f"no {CHROMIUM} (make test installs it: apt-get install chromium)")
-    from playwright.sync_api import expect
-
-    # Two cores shared with other test runs: give the page time, it polls anyway.
-    expect.set_options(timeout=15_000)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                              args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"the browser tests cannot run in CI: {reason}")
-    pytest.skip(reason)
-
-
-class Dashboard:
-    """One browser tab on the dashboard of ``backend``; JavaScript errors fail the test."""
-
-    def __init__(self, browser: Any, backend: Backend, viewport: dict[str, int]) -> None:
-        self.backend = backend
-        self.context = browser.new_context(viewport=viewport, accept_downloads=True)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
-
-    def close(self) -> None:
-        self.context.close()
-        assert not self.errors, f"JavaScript errors: {self.errors}"
-
-    def sign_in(self, key: str | None = None) -> None:
-        """Sign in with ``key`` (the key the test client sends, any string without auth)."""
-        from playwright.sync_api import expect
-
-        if key is None:
-            key = self.backend.http.headers.get("Authorization", "Bearer x").split(" ", 1)[1]
-        self.page.goto(self.backend.url + "/ui")
-        expect(self.page.get_by_role("heading", name="Sign in")).to_be_visible()
-        self.page.get_by_label("API key").fill(key)
-        self.page.get_by_role("button", name="Sign in").click()
-        expect(self.page.get_by_role("heading", name="Simulations")).to_be_visible()
-
-    def open(self, route: str) -> None:
-        self.page.goto(f"{self.backend.url}/ui/#/{route}")
-
-    def shot(self, name: str, full_page: bool = True) -> None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page,
-                             animations="disabled", caret="initial")
-
-    def sim_time(self) -> int:
-        """The simulated time on a simulation's page, in ms."""
-        text = self.page.locator("#fig-sim_time").inner_text()
-        return int(re.sub(r"[^0-9]", "", text) or -1)
-
-    def status_ticks(self) -> int:
-        """How many status updates the simulation's page has shown."""
-        return int(self.page.locator("#status").get_attribute("data-ticks"))
-
-    def wait_status_ticks(self, more: int, timeout: float = 15.0) -> None:
-        """Wait until ``more`` status events have reached the page. (Polled from here:
-        the page's Content-Security-Policy forbids wait_for_function's eval.)"""
-        now = self.status_ticks()
-        wait_until(lambda: self.status_ticks() >= now + more, timeout,
-                   f"{more} status updates on the page")
-
-
-@pytest.fixture
-def dashboard(browser: Any, seeded: Backend) -> Iterator[Dashboard]:
-    tab = Dashboard(browser, seeded, WIDE)
-    try:
-        yield tab
-    finally:
-        tab.close()
-
 
 def test_upload_start_pause_resume_stop_and_read_the_log(dashboard: Dashboard,
                                                         tmp_path: Path) -> None:
