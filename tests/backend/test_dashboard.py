@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.browser import NARROW, WIDE, Dashboard
-from tests.support import Backend, make_archive, wait_until
+from tests.support import Backend, free_port, make_archive, wait_until
 
 # Slow enough to watch (about 200 ms of sim time a second), with a line on stdout.
 TICKER = {
@@ -389,3 +390,36 @@ def test_the_controls_are_reachable_by_keyboard(dashboard: Dashboard) -> None:
     page.keyboard.press("Enter")
     expect(page.locator("#sim-state")).to_have_text("paused")
     backend.wait_state(sim_id, "paused")
+
+
+def test_live_updates_go_on_after_the_backend_restarts(browser: Any, tmp_path: Path) -> None:
+    """kill -9 the backend under an open page: the page says so, reconnects with its
+    Last-Event-ID when the backend is back, and shows every log line once."""
+    from playwright.sync_api import expect
+
+    backend = Backend(tmp_path / "data", args=("--port", str(free_port()))).start()
+    tab = None
+    try:
+        backend.upload("ticker", TICKER)
+        sim_id = backend.create("ticker", state="started")["id"]
+        tab = Dashboard(browser, backend, WIDE)
+        tab.sign_in()
+        tab.open(f"simulations/{sim_id}")
+        log = tab.page.locator("#log-text")
+        expect(log).to_contain_text("t = 500 ms", timeout=30_000)
+
+        backend.kill9()
+        expect(tab.page.locator("#connection")).to_contain_text("reconnecting")
+        backend.http = requests.Session()
+        backend.start()  # the same port: the page's address still holds
+        expect(tab.page.locator("#connection")).to_be_empty()
+        expect(log).to_contain_text("t = 1500 ms", timeout=30_000)
+        text = log.inner_text()
+        for line in ("t = 500 ms", "t = 1000 ms", "t = 1500 ms", "running main.py"):
+            assert text.count(line) == 1, (line, text)
+        tab.page.get_by_role("button", name="Pause").click()
+        expect(tab.page.locator("#sim-state")).to_have_text("paused")
+    finally:
+        if tab is not None:
+            tab.close()
+        backend.cleanup()
