@@ -101,7 +101,11 @@ class Head {
       fact("Created", fmt.when(record.created_at)),
       fact("Ended", fmt.when(record.ended_at)),
       record.exit_code !== null && record.exit_code !== undefined
-        ? fact("Exit code", String(record.exit_code)) : null);
+        ? fact("Exit code", String(record.exit_code)) : null,
+      record.state === "queued" && record.queue
+        ? fact("In the queue", `#${record.queue.position + 1}: ${record.queue.reason}`) : null,
+      record.params && Object.keys(record.params).length
+        ? fact("Params", h("code", {class: "params"}, JSON.stringify(record.params))) : null);
     this.renderControls();
   }
 
