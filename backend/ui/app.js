@@ -12,6 +12,7 @@ const main = document.getElementById("main");
 let session = null;          // {api, user, perms} once signed in
 let leave = () => {};        // the current page's cleanup (closes its streams)
 let signInMessage = null;    // why the user is back at the sign-in page
+let wanted = null;           // the page asked for before signing in, shown after
 
 /** The route of the current hash: {page, id, params}. */
 function route() {
@@ -45,6 +46,7 @@ function setConnection(message) {
 }
 
 function signedOut(message) {
+  if (message) wanted = location.hash; // signed out by the backend: come back here
   forgetKey();
   session = null;
   signInMessage = message;
@@ -99,11 +101,20 @@ async function show() {
     else link.removeAttribute("aria-current");
   }
   if (page === "signin" || !session) {
-    if (page !== "signin") { location.replace("#/signin"); return; }
+    if (page !== "signin") {
+      wanted = location.hash;
+      location.replace("#/signin");
+      return;
+    }
     document.title = "Sign in · simbackend";
     leave = renderSignIn(main, {
       message: signInMessage,
-      submit: async (key) => { await signIn(key); signInMessage = null; navigate("#/simulations"); },
+      submit: async (key) => {
+        await signIn(key);
+        signInMessage = null;
+        navigate(wanted || "#/simulations");
+        wanted = null;
+      },
     }) || leave;
     return;
   }

@@ -331,6 +331,11 @@ def test_a_refused_key_leads_back_to_sign_in(browser: Any, seeded: Backend) -> N
         expect(tab.page.get_by_role("heading", name="Sign in")).to_be_visible()
         expect(tab.page.get_by_role("alert")).to_contain_text("no longer accepted")
         assert tab.page.evaluate("sessionStorage.length") == 0
+        # Signed in again, the page it was on comes back.
+        tab.context.unroute("**/v1/experiments*")
+        tab.page.get_by_label("API key").fill("renewed")
+        tab.page.get_by_role("button", name="Sign in").click()
+        expect(tab.page.get_by_role("heading", name="Experiments")).to_be_visible()
     finally:
         tab.close()
 
