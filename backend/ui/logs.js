@@ -68,16 +68,18 @@ export class LogViewer {
       entry = {text: "", end: 0, cut: false};
       this.files.set(file, entry);
     }
-    if (offset + new TextEncoder().encode(text).length <= entry.end) return; // seen it
+    const size = new TextEncoder().encode(text).length;
+    if (offset + size <= entry.end) return; // seen it
     entry.text += text;
-    entry.end = offset + new TextEncoder().encode(text).length;
-    if (entry.text.length > KEEP_CHARS) {
+    entry.end = offset + size;
+    const trimmed = entry.text.length > KEEP_CHARS;
+    if (trimmed) {
       const cut = entry.text.indexOf("\n", entry.text.length - KEEP_CHARS) + 1;
       entry.text = entry.text.slice(cut);
       entry.cut = true;
     }
     if (isNew) this.renderTabs();
-    else if (file === this.current) this.show(file, text);
+    else if (file === this.current) this.show(file, trimmed ? null : text);
   }
 
   renderTabs() {
