@@ -177,7 +177,11 @@ def test_a_nest_run_shows_its_raster(dashboard: Dashboard) -> None:
     raster = page.get_by_role("img", name=f"raster.png of simulation {sim_id}")
     expect(raster).to_be_visible(timeout=30_000)
     assert raster.evaluate("img => img.complete && img.naturalWidth > 100")
-    expect(page.get_by_role("button", name="Download spikes.npz")).to_be_visible()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download spikes.npz").click()
+    assert download.value.suggested_filename == "spikes.npz"
+    saved = Path(download.value.path()).read_bytes()
+    assert saved == backend.get(f"/v1/simulations/{sim_id}/results/spikes.npz").content
     expect(page.locator("#log-text")).to_contain_text("ex_spikes")
     dashboard.shot("simulation-nest")
 
@@ -216,6 +220,13 @@ def test_readable_on_a_narrow_screen(browser: Any, seeded: Backend) -> None:
         tab.open(f"simulations/{sim_id}")
         expect(tab.page.get_by_role("button", name="Pause")).to_be_visible()
         tab.wait_status_ticks(1)
+        # Live figures change, the layout does not.
+        watched = [".logs", "[data-control=pause]", "#fig-steps", ".progress-text"]
+        before = [tab.page.locator(css).bounding_box() for css in watched]
+        steps = tab.page.locator("#fig-steps").inner_text()
+        tab.wait_status_ticks(2)
+        assert tab.page.locator("#fig-steps").inner_text() != steps
+        assert [tab.page.locator(css).bounding_box() for css in watched] == before
         tab.shot("narrow-simulation")
         # Nothing wider than the screen: no sideways scrolling.
         assert tab.page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
