@@ -96,36 +96,46 @@ function uploadForm(ctx, reload) {
           "Letters, digits, '.', '_' or '-'; up to 64."))),
     status,
     h("div", {class: "form-actions"}, button));
+  const fields = {name, archive, folder, status, button};
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    status.replaceChildren();
-    const problem = !archive.files.length && !folder.files.length
-      ? "Choose a folder or a .tar.gz first."
-      : !NAME.test(name.value) ? "The name must be 1-64 letters, digits, '.', '_' or '-', " +
-                                 "starting with a letter or digit." : null;
-    if (problem) {
-      status.append(notice("error", problem));
-      return;
-    }
-    button.disabled = true;
-    try {
-      status.append(notice("loading", folder.files.length ? "Packing the folder…" : "Uploading…"));
-      const body = folder.files.length ? await tarGzip(folderEntries(folder.files))
-                                       : archive.files[0];
-      fill(status, notice("loading", `Uploading ${fmt.bytes(body.size)}…`));
-      const response = await ctx.api.fetch(`/v1/experiments/${enc(name.value)}`, {
-        method: "PUT", body, headers: {"Content-Type": "application/gzip"}});
-      fill(status, notice("ok", `Experiment ${name.value} ${response.status === 201
-        ? "uploaded" : "replaced"}.`));
+    if (await upload(ctx, fields)) {
       form.reset();
       reload();
-    } catch (err) {
-      fill(status, notice("error", "The upload failed.", err.message));
-    } finally {
-      button.disabled = false;
     }
   });
   return form;
+}
+
+/** Check the form, pack a folder, PUT the archive; say how it went in `status`.
+ * Resolves to whether the experiment was stored. */
+async function upload(ctx, {name, archive, folder, status, button}) {
+  status.replaceChildren();
+  const problem = !archive.files.length && !folder.files.length
+    ? "Choose a folder or a .tar.gz first."
+    : !NAME.test(name.value) ? "The name must be 1-64 letters, digits, '.', '_' or '-', " +
+                               "starting with a letter or digit." : null;
+  if (problem) {
+    status.append(notice("error", problem));
+    return false;
+  }
+  button.disabled = true;
+  try {
+    status.append(notice("loading", folder.files.length ? "Packing the folder…" : "Uploading…"));
+    const body = folder.files.length ? await tarGzip(folderEntries(folder.files))
+                                     : archive.files[0];
+    fill(status, notice("loading", `Uploading ${fmt.bytes(body.size)}…`));
+    const response = await ctx.api.fetch(`/v1/experiments/${enc(name.value)}`, {
+      method: "PUT", body, headers: {"Content-Type": "application/gzip"}});
+    fill(status, notice("ok", `Experiment ${name.value} ${response.status === 201
+      ? "uploaded" : "replaced"}.`));
+    return true;
+  } catch (err) {
+    fill(status, notice("error", "The upload failed.", err.message));
+    return false;
+  } finally {
+    button.disabled = false;
+  }
 }
 
 /** A name from the chosen folder or archive ("brunel", "brunel.tar.gz" -> "brunel"). */

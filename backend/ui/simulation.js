@@ -59,14 +59,22 @@ async function open(ctx, id, page, view) {
     } else if (event.type === "log") {
       logs.add(data);
     } else if (event.type === "end") {
-      Object.assign(record, {state: data.state, error: data.error, exit_code: data.exit_code,
-                             ended_at: data.ended_at});
-      head.update(record);
-      figures.state(record.state);
-      showError(problem, record);
+      const ended = (latest) => {
+        Object.assign(record, latest);
+        head.update(record);
+        figures.state(record.state);
+        showError(problem, record);
+      };
+      ended({state: data.state, error: data.error, exit_code: data.exit_code,
+             ended_at: data.ended_at});
       view.results.load();
       ctx.api.json(`${path}/status`).then((last) => figures.update(last)).catch(() => {});
-      return false;
+      // The record is the last word. An end that names no final state came before the
+      // state change it follows (the backend can save them out of order): keep
+      // following, the stream resumes after the end and brings that change.
+      ctx.api.json(path).then((latest) => { if (TERMINAL.has(latest.state)) ended(latest); })
+        .catch(() => {});
+      return !TERMINAL.has(data.state);
     } else if (event.type === "deleted") {
       fill(problem, notice("error", "This simulation was deleted."));
       return false;
