@@ -72,12 +72,16 @@ class Dashboard:
         self.context.close()
         assert not self.errors, f"JavaScript errors: {self.errors}"
 
+    @property
+    def key(self) -> str:
+        """The API key the backend's test client sends (any string works without auth)."""
+        return self.backend.http.headers.get("Authorization", "Bearer x").split(" ", 1)[1]
+
     def sign_in(self, key: str | None = None) -> None:
-        """Sign in with ``key`` (the key the test client sends, any string without auth)."""
+        """Sign in with ``key``, by default :attr:`key`."""
         from playwright.sync_api import expect
 
-        if key is None:
-            key = self.backend.http.headers.get("Authorization", "Bearer x").split(" ", 1)[1]
+        key = self.key if key is None else key
         self.page.goto(self.backend.url + "/ui")
         expect(self.page.get_by_role("heading", name="Sign in")).to_be_visible()
         self.page.get_by_label("API key").fill(key)

@@ -49,11 +49,11 @@ def test_ui_is_served_and_its_errors_are_json(backend: Backend) -> None:
     moved = backend.get("/ui", allow_redirects=False)
     assert moved.status_code == 308 and moved.headers["Location"] == "ui/"  # relative
     assert moved.content == b""
-    page = backend.get("/ui/")
+    page = requests.get(backend.url + "/ui/", timeout=10)  # no key: the page is public
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert '<script type="module" src="app.js">' in page.text
-    script = backend.get("/ui/app.js")
+    script = requests.get(backend.url + "/ui/app.js", timeout=10)
     assert script.status_code == 200 and "javascript" in script.headers["Content-Type"]
     for missing in ("/ui/nothing.js", "/ui/..%2Fapp.py", "/ui/%2e%2e/dashboard.py"):
         answer = backend.get(missing)
@@ -275,7 +275,8 @@ def test_an_observer_sees_no_control_buttons(browser: Any, seeded: Backend) -> N
 
 def _as(tab: Dashboard, name: str, role: str) -> None:
     """Make /v1/whoami name ``role`` in this tab: the dashboard's side of the role rules,
-    tested before the backend has keys and roles (the test above drives the real ones)."""
+    tested before the backend has keys and roles (the test above drives the real ones).
+    The key sent stays the test client's, which the backend accepts."""
     tab.context.route("**/v1/whoami", lambda route: route.fulfill(
         json={"name": name, "role": role, "kind": "key"}))
 
@@ -291,7 +292,7 @@ def test_buttons_follow_the_role(browser: Any, seeded: Backend) -> None:
                 if "/v1/" in request.url else None)
     try:
         _as(tab, "ada", "scientist")
-        tab.sign_in("ada-key")
+        tab.sign_in()
         expect(tab.page.locator(".user-role")).to_have_text("scientist")
         expect(tab.page.get_by_role("link", name="Audit")).to_be_hidden()
         tab.page.get_by_label("Owner").fill("ada")
@@ -306,14 +307,14 @@ def test_buttons_follow_the_role(browser: Any, seeded: Backend) -> None:
         expect(tab.page.locator("[data-control]")).to_have_count(0)
         tab.open("experiments")
         expect(tab.page.get_by_role("button", name="Start hello")).to_be_visible()
-        assert sent and set(sent) == {"Bearer ada-key"}, set(sent)
+        assert sent and set(sent) == {f"Bearer {tab.key}"}, set(sent)
     finally:
         tab.close()
 
     tab = Dashboard(browser, seeded, WIDE)
     try:
         _as(tab, "olga", "observer")
-        tab.sign_in("olga-key")
+        tab.sign_in()
         _assert_watch_only(tab, own)
     finally:
         tab.close()
@@ -334,7 +335,7 @@ def test_a_refused_key_leads_back_to_sign_in(browser: Any, seeded: Backend) -> N
         assert tab.page.evaluate("sessionStorage.length") == 0
 
         tab.context.unroute("**/v1/whoami")
-        tab.sign_in("good")
+        tab.sign_in()
         expect(tab.page.get_by_text("No simulations yet.")).to_be_visible()  # all loaded
         # The key is revoked while the tab is open.
         tab.context.route("**/v1/experiments*", lambda route: route.fulfill(**refused))
@@ -344,7 +345,7 @@ def test_a_refused_key_leads_back_to_sign_in(browser: Any, seeded: Backend) -> N
         assert tab.page.evaluate("sessionStorage.length") == 0
         # Signed in again, the page it was on comes back.
         tab.context.unroute("**/v1/experiments*")
-        tab.page.get_by_label("API key").fill("renewed")
+        tab.page.get_by_label("API key").fill(tab.key)
         tab.page.get_by_role("button", name="Sign in").click()
         expect(tab.page.get_by_role("heading", name="Experiments")).to_be_visible()
     finally:
@@ -374,7 +375,7 @@ def test_the_audit_trail_for_operators(browser: Any, seeded: Backend) -> None:
     try:
         _as(tab, "olaf", "operator")
         tab.context.route("**/v1/audit*", audit)
-        tab.sign_in("olaf-key")
+        tab.sign_in()
         tab.page.get_by_role("link", name="Audit").click()
         rows = tab.page.locator("table.audit tbody tr")
         expect(rows).to_have_count(2)
