@@ -10,6 +10,7 @@ export class ResultsPanel {
     this.api = api;
     this.simId = simId;
     this.urls = [];
+    this.ended = false;
     this.list = h("div", {class: "results-list"}, notice("loading", "Loading results…"));
     this.images = h("div", {class: "figures"});
     this.el = h("section", {class: "card results", "aria-labelledby": "results-title"},
@@ -23,7 +24,9 @@ export class ResultsPanel {
     return `/v1/simulations/${enc(this.simId)}/results/${name.split("/").map(enc).join("/")}`;
   }
 
-  async load() {
+  /** List the results again; `ended`: the run is over (nothing more will come). */
+  async load(ended = this.ended) {
+    this.ended = ended;
     let files;
     try {
       files = (await this.api.json(`/v1/simulations/${enc(this.simId)}/results?limit=1000`)).results;
@@ -33,8 +36,9 @@ export class ResultsPanel {
     }
     if (files.length === 0) {
       fill(this.images);
-      fill(this.list, notice("empty", "No results yet.",
-                             "Files the script writes to sim.results_dir appear here."));
+      fill(this.list, this.ended ? notice("empty", "This run left no results.")
+        : notice("empty", "No results yet.",
+                 "Files the script writes to sim.results_dir appear here."));
       return;
     }
     fill(this.list, h("table", {class: "table files"},

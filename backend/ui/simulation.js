@@ -44,7 +44,7 @@ async function open(ctx, id, page, view) {
   page.lastChild.replaceWith(h("div", {class: "sim"}, head.el, problem, figures.el,
     h("div", {class: "sim-files"}, logs.el, view.results.el)));
   showError(problem, record);
-  view.results.load();
+  view.results.load(TERMINAL.has(record.state));
   view.stream = follow(ctx.api, `${path}/events`, (event) => {
     const data = event.data || {};
     if (event.type === "state") {
@@ -67,7 +67,7 @@ async function open(ctx, id, page, view) {
       };
       ended({state: data.state, error: data.error, exit_code: data.exit_code,
              ended_at: data.ended_at});
-      view.results.load();
+      view.results.load(TERMINAL.has(data.state));
       ctx.api.json(`${path}/status`).then((last) => figures.update(last)).catch(() => {});
       // The record is the last word. An end that names no final state came before the
       // state change it follows (the backend can save them out of order): keep
