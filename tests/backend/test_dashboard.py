@@ -217,6 +217,11 @@ def test_readable_on_a_narrow_screen(browser: Any, seeded: Backend) -> None:
         expect(row.locator(".badge")).to_have_text("started", timeout=30_000)
         expect(row.locator(".progress-text")).to_contain_text("/ 20,000 ms", timeout=10_000)
         tab.shot("narrow-simulations")
+        assert tab.page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
+        tab.open("experiments")
+        expect(tab.page.get_by_role("button", name="Start hello")).to_be_visible()
+        assert tab.page.evaluate("document.documentElement.scrollWidth") <= NARROW["width"]
+        tab.shot("narrow-experiments")
         tab.open(f"simulations/{sim_id}")
         expect(tab.page.get_by_role("button", name="Pause")).to_be_visible()
         tab.wait_status_ticks(1)
