@@ -37,50 +37,72 @@ async function open(ctx, id, page, view) {
   const logs = new LogViewer(ctx.api, id);
   const cursor = await logs.load();
   if (view.closed) return;
-  const head = new Head(ctx, record);
-  const figures = new Figures(record, status);
-  const problem = h("div", {class: "problem-slot"});
   view.results = new ResultsPanel(ctx.api, id);
-  page.lastChild.replaceWith(h("div", {class: "sim"}, head.el, problem, figures.el,
-    h("div", {class: "sim-files"}, logs.el, view.results.el)));
-  showError(problem, record);
-  view.results.load(TERMINAL.has(record.state));
-  view.stream = follow(ctx.api, `${path}/events`, (event) => {
+  const live = new LiveSimulation(ctx, path, record, status, logs, view.results);
+  page.lastChild.replaceWith(live.el);
+  view.stream = follow(ctx.api, `${path}/events`, (event) => live.apply(event),
+                       {lastEventId: cursor, onTrouble: ctx.setConnection});
+}
+
+/** The page's parts, and what each event of the simulation's stream changes in them. */
+class LiveSimulation {
+  constructor(ctx, path, record, status, logs, results) {
+    Object.assign(this, {ctx, path, record, logs, results});
+    this.head = new Head(ctx, record);
+    this.figures = new Figures(record, status);
+    this.problem = h("div", {class: "problem-slot"});
+    this.el = h("div", {class: "sim"}, this.head.el, this.problem, this.figures.el,
+      h("div", {class: "sim-files"}, logs.el, results.el));
+    showError(this.problem, record);
+    results.load(TERMINAL.has(record.state));
+  }
+
+  /** Take in one event; false when the stream is over for this page. */
+  apply(event) {
     const data = event.data || {};
-    if (event.type === "state") {
-      Object.assign(record, {state: data.state, error: data.error ?? record.error});
-      head.update(record);
-      figures.state(record.state);
-      showError(problem, record);
-    } else if (event.type === "server_state") {
-      head.serverState(data.state);
-    } else if (event.type === "status") {
-      figures.update(data);
-    } else if (event.type === "log") {
-      logs.add(data);
-    } else if (event.type === "end") {
-      const ended = (latest) => {
-        Object.assign(record, latest);
-        head.update(record);
-        figures.state(record.state);
-        showError(problem, record);
-      };
-      ended({state: data.state, error: data.error, exit_code: data.exit_code,
-             ended_at: data.ended_at});
-      view.results.load(TERMINAL.has(data.state));
-      ctx.api.json(`${path}/status`).then((last) => figures.update(last)).catch(() => {});
-      // The record is the last word. An end that names no final state came before the
-      // state change it follows (the backend can save them out of order): keep
-      // following, the stream resumes after the end and brings that change.
-      ctx.api.json(path).then((latest) => { if (TERMINAL.has(latest.state)) ended(latest); })
-        .catch(() => {});
-      return !TERMINAL.has(data.state);
-    } else if (event.type === "deleted") {
-      fill(problem, notice("error", "This simulation was deleted."));
-      return false;
+    switch (event.type) {
+      case "state":
+        this.show({state: data.state, error: data.error ?? this.record.error});
+        return true;
+      case "server_state":
+        this.head.serverState(data.state);
+        return true;
+      case "status":
+        this.figures.update(data);
+        return true;
+      case "log":
+        this.logs.add(data);
+        return true;
+      case "end":
+        return this.ended(data);
+      case "deleted":
+        fill(this.problem, notice("error", "This simulation was deleted."));
+        return false;
+      default:
+        return true;
     }
-    return true;
-  }, {lastEventId: cursor, onTrouble: ctx.setConnection});
+  }
+
+  show(changes) {
+    Object.assign(this.record, changes);
+    this.head.update(this.record);
+    this.figures.state(this.record.state);
+    showError(this.problem, this.record);
+  }
+
+  ended(data) {
+    this.show({state: data.state, error: data.error, exit_code: data.exit_code,
+               ended_at: data.ended_at});
+    this.results.load(TERMINAL.has(data.state));
+    const api = this.ctx.api;
+    api.json(`${this.path}/status`).then((last) => this.figures.update(last)).catch(() => {});
+    // The record is the last word. An end that names no final state came before the
+    // state change it follows (the backend can save them out of order): keep following,
+    // the stream resumes after the end and brings that change.
+    api.json(this.path).then((latest) => { if (TERMINAL.has(latest.state)) this.show(latest); })
+      .catch(() => {});
+    return !TERMINAL.has(data.state);
+  }
 }
 
 /** The title, state, facts and the control buttons. */
