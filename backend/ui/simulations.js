@@ -121,6 +121,8 @@ function filterForm(ctx, filters) {
     h("div", {class: "field"}, h("label", {for: "filter-owner"}, "Owner"), owner),
     h("div", {class: "field field-actions"},
       h("button", {type: "submit", class: "btn"}, "Apply"),
+      ctx.user.kind !== "none" ? h("button", {type: "button", class: "btn btn-quiet",
+        onclick: () => { owner.value = ctx.user.name; apply(); }}, "Mine") : null,
       h("a", {href: "#/simulations", class: "btn btn-quiet"}, "Clear")));
   const apply = () => ctx.navigate(`#/simulations${query({
     state: state.value, experiment: experiment.value, owner: owner.value.trim()})}`);
