@@ -149,6 +149,10 @@ def test_upload_start_pause_resume_stop_and_read_the_log(dashboard: Dashboard,
     expect(page.locator(f'tr[data-sim-id="{created}"] .badge')).to_have_text("created")
     expect(page.locator("tr[data-sim-id]").first).to_have_attribute("data-sim-id", created)
     dashboard.shot("simulations")
+    backend.set_state(sim_id, "paused")          # changed elsewhere: the list follows
+    expect(row.locator(".badge")).to_have_text("paused")
+    backend.set_state(sim_id, "started")
+    expect(row.locator(".badge")).to_have_text("started")
 
     # Stop asks first; cancelling changes nothing.
     row.get_by_role("link", name=sim_id).click()
