@@ -11,6 +11,7 @@ from flask_restful import Api
 from backend import auth, errors, leftovers
 from backend.audit import AuditLog
 from backend.config import Config
+from backend.dashboard import dashboard
 from backend.experiments import ExperimentStore, seed_examples
 from backend.launchers import Launcher, LocalLauncher
 from backend.launchers.boundary import open_boundary
@@ -166,6 +167,7 @@ def create_app(config: Config | None = None) -> Flask:
         routes.setdefault(resource, []).append(route)
     for resource, rules in routes.items():
         api.add_resource(resource, *rules, resource_class_kwargs={"services": services})
+    app.register_blueprint(dashboard)
     auth.install(app, services)
     errors.register(app)
     return app

@@ -35,7 +35,9 @@ from backend.tokens import JwtVerifier
 logger = logging.getLogger(__name__)
 
 #: Routes anyone may call: liveness, readiness, the API's description.
-PUBLIC = frozenset({"/health", "/ready", "/openapi.json"})
+PUBLIC = frozenset({"/health", "/ready", "/openapi.json",
+                    # the dashboard's static files: no data, and the sign-in page itself
+                    "/ui", "/ui/", "/ui/<file>"})
 MUTATING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 #: The identity an audit entry names for a request that did not authenticate.
 UNAUTHENTICATED = Identity("unauthenticated", "none", "none")

@@ -90,6 +90,11 @@ class SimulationManager:
                 and (experiment is None or s.snapshot["experiment"] == experiment)
                 and (owner is None or s.snapshot.get("owner") == owner)]
 
+    def last_event_id(self) -> int:
+        """The id of the newest saved event (0 if none): where to follow ``/v1/events``
+        from so as to miss nothing that happened after a listing."""
+        return self.rt.registry.last_event_id()
+
     # -- commands -----------------------------------------------------------------
 
     def create(self, new: NewSimulation, identity: Any = None,

@@ -229,6 +229,8 @@ def _simulation_paths() -> dict[str, Any]:
     filters = [{"name": "state", "in": "query", "required": False,
                 "schema": {"type": "string", "enum": STATES}},
                {"name": "experiment", "in": "query", "required": False,
+                "schema": {"type": "string"}},
+               {"name": "owner", "in": "query", "required": False,
                 "schema": {"type": "string"}}]
     created = {**_json(_ref("Record"), "created"),
                "headers": {"Location": {"schema": {"type": "string"}}},
@@ -237,6 +239,8 @@ def _simulation_paths() -> dict[str, Any]:
         "/v1/simulations": {
             "get": _op("List simulations", {"200": _json(_obj(
                 ["simulations"], simulations={"type": "array", "items": _ref("Record")},
+                last_event_id={"type": "string", "description": "the newest event when the "
+                               "list was read: follow /v1/events from it (Last-Event-ID)"},
                 **_NEXT))}, parameters=filters + _PAGE),
             "post": _op("Create a simulation", {"201": created},
                         requestBody=body("NewSimulation")),
@@ -357,6 +361,20 @@ def _access_paths() -> dict[str, Any]:
     }
 
 
+def _dashboard_paths() -> dict[str, Any]:
+    """The web dashboard's static files (they call the API above from the browser)."""
+    page = {"description": "the dashboard", "content": {"text/html": {"schema": {
+        "type": "string"}}}}
+    asset = {"description": "a static file of the dashboard (JavaScript, CSS, an icon)",
+             "content": {"*/*": {"schema": {"type": "string"}}}}
+    return {
+        "/ui/": {"get": _op("The web dashboard", {"200": page}, security=[])},
+        "/ui/{file}": {"parameters": [_path_param("file", "a file of the dashboard")],
+                       "get": _op("A static file of the web dashboard", {"200": asset},
+                                  security=[])},
+    }
+
+
 def build_spec(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -364,7 +382,8 @@ def build_spec(version: str) -> dict[str, Any]:
                  "description": "Run neural-simulation experiments: lifecycle, control, "
                                 "logs and results."},
         "paths": {**_service_paths(), **_experiment_paths(), **_simulation_paths(),
-                  **_queue_paths(), **_nest_paths(), **_event_paths(), **_access_paths()},
+                  **_queue_paths(), **_nest_paths(), **_event_paths(), **_access_paths(),
+                  **_dashboard_paths()},
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {

@@ -4,21 +4,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
-from typing import Iterator
 
-import pytest
 
 from tests.support import ROOT, Backend
-
-
-@pytest.fixture
-def seeded(tmp_path: Path) -> Iterator[Backend]:
-    server = Backend(tmp_path / "data", args=("--examples-dir", str(ROOT / "examples"))).start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def test_closed_loop_reaches_its_target(seeded: Backend) -> None:
