@@ -8,8 +8,10 @@ from typing import Any
 from flask import Flask
 from flask_restful import Api
 
-from backend import errors, leftovers
+from backend import auth, errors, leftovers
+from backend.audit import AuditLog
 from backend.config import Config
+from backend.dashboard import dashboard
 from backend.experiments import ExperimentStore, seed_examples
 from backend.launchers import Launcher, LocalLauncher
 from backend.launchers.boundary import open_boundary, runs_key
@@ -20,7 +22,12 @@ from backend.manager import SimulationManager
 from backend.registry import Registry
 from backend.events import EventHub
 from backend.nest_gateway import NestGateway
-from backend.resources import events, experiments, files, nest, queue, service, simulations
+from backend.keys import KeyStore, ensure_admin_key
+from backend.resources import (
+    audit, events, experiments, files, nest, queue, service, simulations,
+)
+from backend.tokens import JwtVerifier
+from client.settings import ADMIN_KEY_FILE
 from backend.services import Runtime, Services
 from backend.uploader import Uploader
 from backend.watchdog import Watchdog
@@ -33,6 +40,8 @@ ROUTES = [
     (service.Health, "/health"),
     (service.Ready, "/ready"),
     (service.OpenAPI, "/openapi.json"),
+    (audit.WhoAmI, "/v1/whoami"),
+    (audit.AuditList, "/v1/audit"),
     (experiments.ExperimentList, "/v1/experiments"),
     (experiments.Experiment, "/v1/experiments/<path:name>"),
     (simulations.SimulationList, "/v1/simulations"),
@@ -101,7 +110,24 @@ def build_services(config: Config) -> Services:
     store.start_collector(max(1.0, config.experiment_version_grace / 4))
     return Services(config=config, storage=storage, runtime=runtime, manager=manager,
                     experiments=store, watchdog=watchdog, nest=gateway,
+                    audit=AuditLog(config.registry_path), auth=_authenticator(config),
                     storage_problem=problem)
+
+
+def _authenticator(config: Config) -> auth.Authenticator | None:
+    """The authenticator (None with ``--no-auth``). On a first start, with no API key
+    yet, an admin key is created into ``<data_dir>/admin.key`` (mode 0600)."""
+    if config.no_auth:
+        logger.warning("authentication is off (--no-auth): every local user is an admin")
+        return None
+    keys = KeyStore(config.registry_path)
+    written = ensure_admin_key(keys, config.data_dir / ADMIN_KEY_FILE)
+    if written is not None:
+        logger.info("created the first admin API key: it is in %s (mode 0600); "
+                    "'simbackend keys create' makes more", written)
+    return auth.Authenticator(keys, JwtVerifier.of(config),
+                              auth.FailureLimiter(config.auth_failure_burst,
+                                                  config.auth_failure_rate))
 
 
 def _launcher(config: Config) -> Launcher:
@@ -149,5 +175,7 @@ def create_app(config: Config | None = None) -> Flask:
         routes.setdefault(resource, []).append(route)
     for resource, rules in routes.items():
         api.add_resource(resource, *rules, resource_class_kwargs={"services": services})
+    app.register_blueprint(dashboard)
+    auth.install(app, services)
     errors.register(app)
     return app

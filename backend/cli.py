@@ -82,6 +82,15 @@ _HELP = {
                        "(default: the address of the node's hostname)",
     "slurm_python": "python that runs -m simserver on the nodes (default: the backend's)",
     "slurm_poll_interval": "seconds between two squeue calls for all jobs",
+    "no_auth": "serve without authentication, everyone an admin (loopback only)",
+    "cors_origins": "origins (comma-separated, '*' wildcards) whose browsers may call /v1",
+    "jwt_issuer": "accepted JWTs' issuer (iss)",
+    "jwt_audience": "accepted JWTs' audience (aud)",
+    "jwt_jwks": "JWKS file or URL of the keys signing accepted JWTs ('' for API keys only)",
+    "jwt_role_claim": "JWT claim holding the role (dotted path; a list picks the highest)",
+    "jwt_name_claim": "JWT claim naming the user (else sub)",
+    "auth_failure_burst": "failed authentications a client address may make in a burst",
+    "auth_failure_rate": "failed authentications per second it regains after the burst",
 }
 #: Where ``simbackend nest-server`` serves the drop-in NEST Server API by default
 #: (NEST Server's own port).
@@ -103,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
     for command in (serve, dropin):
         for f in fields(Config):
             env = f"SIMBACKEND_{f.name.upper()}"
+            if str(f.type) == "bool":
+                command.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
+                                     action="store_true", default=None,
+                                     help=f"{_HELP.get(f.name, '')} ({env}=1)")
+                continue
             command.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name,
                                  type=_TYPES.get(str(f.type), str),
                                  help=f"{_HELP.get(f.name, '')} ({env})")
@@ -187,10 +201,80 @@ def _serve_dropin(app: Any, config: Config) -> str:
     return url
 
 
+def _keys_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simbackend keys", description="Manage API keys "
+                                     "(in the registry of the data dir; no backend needed).")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data-dir", help="the backend's data dir (SIMBACKEND_DATA_DIR)")
+    data.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", parents=[data], help="create a key and print it (once)")
+    create.add_argument("--name", required=True, help="who the key is for (becomes the owner)")
+    create.add_argument("--role", required=True, help="admin, operator, scientist or observer")
+    create.add_argument("--expires", help="lifetime, such as 30d, 12h, 90m (default: never)")
+    sub.add_parser("list", parents=[data], help="list the keys (never the keys themselves)")
+    revoke = sub.add_parser("revoke", parents=[data], help="revoke a key by id, or every "
+                            "key of a name")
+    revoke.add_argument("key", metavar="NAME_OR_ID")
+    return parser
+
+
+def keys(argv: list[str]) -> int:
+    """``simbackend keys create|list|revoke``: every change is audited."""
+    import getpass
+
+    from backend.audit import AuditEntry, AuditLog
+    from backend.config import Config
+    from backend.exceptions import BackendError
+    from backend.keys import KeyStore, parse_duration
+
+    args = _keys_parser().parse_args(argv)
+    config = Config.from_env(data_dir=args.data_dir)
+    store, audit = KeyStore(config.registry_path), AuditLog(config.registry_path)
+    actor = f"cli:{getpass.getuser()}"
+    try:
+        if args.action == "list":
+            return _print_keys(store.list(), args.json)
+        if args.action == "create":
+            expires = parse_duration(args.expires) if args.expires else None
+            entry, key = store.create(args.name, args.role, expires)
+            audit.append(AuditEntry(actor, "admin", "CLI", "keys create", entry["id"], 201,
+                                    "local"))
+            print(json.dumps({**entry, "key": key}) if args.json else key)
+            if not args.json:
+                print(f"key {entry['id']} for {entry['name']} ({entry['role']}); it is shown "
+                      "only now", file=sys.stderr)
+            return 0
+        ids = store.revoke(args.key)
+        audit.append(AuditEntry(actor, "admin", "CLI", "keys revoke", args.key, 200, "local"))
+        print(json.dumps({"revoked": ids}) if args.json else f"revoked: {', '.join(ids)}")
+        return 0
+    except BackendError as exc:
+        print(f"simbackend keys: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+        audit.close()
+
+
+def _print_keys(entries: list[dict[str, Any]], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps({"keys": entries}))
+        return 0
+    print(f"{'ID':16}  {'NAME':16}  {'ROLE':9}  {'STATUS':8}  {'EXPIRES':24}  LAST USED")
+    for e in entries:
+        status = "revoked" if e["revoked_at"] else "active" if e["active"] else "expired"
+        print(f"{e['id']:16}  {e['name'][:16]:16}  {e['role']:9}  {status:8}  "
+              f"{e['expires_at'] or 'never':24}  {e['last_used_at'] or '-'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["serve"], ["nest-server"]):
         return serve(_parser().parse_args(argv))
+    if argv[:1] == ["keys"]:
+        return keys(argv[1:])
     from client.cli import main as client_main
 
     return client_main(argv)

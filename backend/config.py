@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.launchers.boundary import MODES
-from client.settings import default_data_dir
+from client.settings import default_data_dir, is_loopback
 from storage import CONNECT_TIMEOUT, READ_TIMEOUT, RETRIES
 
 #: Values of ``Config.launcher``.
@@ -140,6 +140,24 @@ class Config:
     slurm_python: str = ""
     #: Seconds between two ``squeue`` calls (one for all of the backend's jobs).
     slurm_poll_interval: float = 1.0
+    #: Serve without authentication (everyone is an admin): loopback development only.
+    no_auth: bool = False
+    #: Origins (comma-separated, ``*`` wildcards) whose browsers may call the ``/v1`` API
+    #: (CORS); empty: none.
+    cors_origins: str = ""
+    #: Accepted JWT bearer tokens: their ``iss``, their ``aud``, and the JWKS (a file path
+    #: or an https URL) holding the keys that sign them. No JWKS: API keys only.
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_jwks: str = ""
+    #: The claim holding the role (dotted path, e.g. ``realm_access.roles``; a list picks
+    #: the most privileged role it names), and the claim naming the user (else ``sub``).
+    jwt_role_claim: str = "role"
+    jwt_name_claim: str = "preferred_username"
+    #: Failed authentications one client address may make in a burst, and how many more
+    #: per second it regains; past them every attempt from it is answered 429.
+    auth_failure_burst: int = 20
+    auth_failure_rate: float = 0.5
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -174,12 +192,28 @@ class Config:
         if self.run_boundary not in MODES:
             raise ValueError(f"SIMBACKEND_RUN_BOUNDARY={self.run_boundary!r} is not one of "
                              f"{', '.join(MODES)}")
+        self._check_auth()
         if self.pool_nest < 0 or self.pool_python < 0:
             raise ValueError("SIMBACKEND_POOL_NEST and SIMBACKEND_POOL_PYTHON must not be "
                              "negative")
         if self.max_log_bytes < 0 or self.max_results_bytes < 0:
             raise ValueError("SIMBACKEND_MAX_LOG_BYTES and SIMBACKEND_MAX_RESULTS_BYTES "
                              "must not be negative")
+
+    def _check_auth(self) -> None:
+        """Refuse what would expose the backend: no authentication beyond loopback, a
+        JWT setup missing a part."""
+        dropin_host = self.nest_server.rpartition(":")[0] or self.host
+        if self.no_auth and not (is_loopback(self.host) and is_loopback(dropin_host)):
+            raise ValueError(f"refusing to serve on {self.host!r} without authentication: "
+                             "--no-auth (SIMBACKEND_NO_AUTH) is for loopback (127.0.0.1) "
+                             "development only; drop it and use API keys")
+        if self.jwt_jwks and not (self.jwt_issuer and self.jwt_audience):
+            raise ValueError("SIMBACKEND_JWT_JWKS needs SIMBACKEND_JWT_ISSUER and "
+                             "SIMBACKEND_JWT_AUDIENCE")
+        if self.auth_failure_burst < 1 or self.auth_failure_rate <= 0:
+            raise ValueError("SIMBACKEND_AUTH_FAILURE_BURST and SIMBACKEND_AUTH_FAILURE_RATE "
+                             "must be positive")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
@@ -209,6 +243,12 @@ class Config:
 
 def _parse(name: str, raw: str, kind: Any) -> Any:
     kind = str(kind)
+    if kind == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"SIMBACKEND_{name.upper()}={raw!r} is not 1 or 0")
     try:
         if kind == "int":
             return int(raw)

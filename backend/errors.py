@@ -17,8 +17,8 @@ from werkzeug.exceptions import HTTPException
 
 from backend.exceptions import (
     BackendError, Conflict, Forbidden, InvalidRequest, NestCallsBusy, NotFound,
-    RequestTooLarge, ScratchSpaceError, SessionTimeout, SessionUnreachable, TooManyStreams,
-    UnsupportedMediaType,
+    RequestTooLarge, ScratchSpaceError, SessionTimeout, SessionUnreachable, TooManyFailures,
+    TooManyStreams, Unauthenticated, UnsupportedMediaType,
 )
 from lifecycle import InvalidTransition, UnknownState
 from lifecycle.errors import InvalidExperiment
@@ -31,6 +31,8 @@ STATUSES: list[tuple[type[Exception], int, str | None]] = [
     (UnsupportedMediaType, 415, None),
     (RequestTooLarge, 413, None),
     (InvalidRequest, 400, None),
+    (Unauthenticated, 401, None),
+    (TooManyFailures, 429, None),
     (NotFound, 404, None),
     (Conflict, 409, None),
     (Forbidden, 403, None),
@@ -47,6 +49,10 @@ STATUSES: list[tuple[type[Exception], int, str | None]] = [
     (StorageUnavailable, 503, "storage_unavailable"),
     (StorageError, 502, "storage_error"),
 ]
+
+#: Headers an error of a status carries: how to authenticate, when to try again.
+_HEADERS = {401: {"WWW-Authenticate": 'Bearer realm="simbackend"'},
+            429: {"Retry-After": "2"}}
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
@@ -77,7 +83,9 @@ def handle(exc: Exception) -> Response:
             if status >= 500:
                 logger.warning("%s: %s", code or getattr(exc, "code", "error"), exc)
             if isinstance(exc, BackendError):
-                return error_response(status, code or exc.code, exc.message, **exc.details)
+                response = error_response(status, code or exc.code, exc.message, **exc.details)
+                response.headers.update(_HEADERS.get(status, {}))
+                return response
             return error_response(status, code or "error", str(exc))
     logger.exception("unhandled error")
     return error_response(500, "internal_error", "the server failed to handle the request; "

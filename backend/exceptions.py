@@ -134,3 +134,15 @@ class TooManyStreams(BackendError):
     """No more event streams may be open now."""
 
     code = "too_many_streams"
+
+
+class Unauthenticated(BackendError):
+    """The request carries no valid token (missing, malformed, unknown, expired, revoked)."""
+
+    code = "unauthenticated"
+
+
+class TooManyFailures(BackendError):
+    """This client address failed to authenticate too often; it must wait."""
+
+    code = "too_many_failures"

@@ -75,6 +75,9 @@ class Pointer:
     files: int
     size: int
     switched_at: float
+    #: Who uploaded the experiment first (None: seeded by the backend, or from before
+    #: owners were kept); replacing it keeps its owner.
+    owner: str | None = None
 
 
 @dataclass
@@ -176,21 +179,23 @@ class ExperimentStore:
 
     def list(self) -> builtins.list[dict[str, Any]]:
         summaries = []
+        owner: str | None = None
         for name, layout in sorted(_layouts(self.storage.list(PREFIX)).items()):
             if layout.pointer_present:
                 pointer = self.pointer(name)
                 if pointer is None:
                     continue  # deleted since the listing
-                infos = layout.versions.get(pointer.version, [])
+                infos, owner = layout.versions.get(pointer.version, []), pointer.owner
             elif any(i.key == f"{PREFIX}{name}/{EXPERIMENT_FILE}" for i in layout.plain):
-                infos = layout.plain
+                infos, owner = layout.plain, None
             else:
                 continue  # a partial upload or stray files: not an experiment
-            summaries.append(self._summary(name, infos))
+            summaries.append(self._summary(name, infos, owner))
         return summaries
 
-    def _summary(self, name: str, infos: builtins.list[ObjectInfo]) -> dict[str, Any]:
-        summary: dict[str, Any] = {"name": name, "files": len(infos),
+    def _summary(self, name: str, infos: builtins.list[ObjectInfo],
+                 owner: str | None) -> dict[str, Any]:
+        summary: dict[str, Any] = {"name": name, "owner": owner, "files": len(infos),
                                    "size": sum(i.size for i in infos)}
         try:
             config = self.config(name)
@@ -227,7 +232,8 @@ class ExperimentStore:
 
     def describe(self, name: str) -> dict[str, Any]:
         version, prefix = self.resolve(name)
-        return {"name": name, "version": version, "config": self.config(name, prefix),
+        return {"name": name, "version": version, "owner": self.owner(name),
+                "config": self.config(name, prefix),
                 "files": self.files(name, prefix)}
 
     def has_file(self, name: str, path: str) -> bool:
@@ -235,7 +241,19 @@ class ExperimentStore:
 
     # -- writing ----------------------------------------------------------------
 
-    def put_archive(self, name: str, stream: BinaryIO) -> bool:
+    def owner(self, name: str) -> str | None:
+        """Who owns the experiment (None: nobody, only admins may change it).
+
+        Raises:
+            ExperimentNotFound: no such experiment.
+        """
+        pointer = self.pointer(name)
+        if pointer is None:
+            self.resolve(name)  # a plain folder has no owner; raises if absent
+            return None
+        return pointer.owner
+
+    def put_archive(self, name: str, stream: BinaryIO, owner: str | None = None) -> bool:
         """Store the experiment in a ``.tar.gz`` stream as its new version; True if it is new.
 
         Raises:
@@ -245,7 +263,7 @@ class ExperimentStore:
         self.scratch_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.scratch_dir) as tmp:
             _, root = unpack_experiment(stream, Path(tmp), self.max_archive_bytes)
-            return self._publish(name, root)
+            return self._publish(name, root, owner)
 
     def put_dir(self, name: str, folder: Path) -> bool:
         """Store an experiment folder as it is (used to seed the examples)."""
@@ -254,7 +272,7 @@ class ExperimentStore:
         check_config(json.loads((folder / EXPERIMENT_FILE).read_text()), files)
         return self._publish(name, folder)
 
-    def _publish(self, name: str, folder: Path) -> bool:
+    def _publish(self, name: str, folder: Path, owner: str | None = None) -> bool:
         """Upload ``folder`` as a new version, then switch the pointer to it."""
         version = new_version()
         with self._guard:
@@ -263,7 +281,10 @@ class ExperimentStore:
             stored = self.storage.upload_dir(folder, version_prefix(name, version))
             with self._locks[name]:
                 is_new = not self._exists(name)
-                pointer = Pointer(version, len(stored), sum(i.size for i in stored), time.time())
+                if not is_new:
+                    owner = self.owner(name)
+                pointer = Pointer(version, len(stored), sum(i.size for i in stored), time.time(),
+                                  owner)
                 self.storage.put_bytes(experiment_prefix(name) + POINTER_FILE,
                                        json.dumps(asdict(pointer)).encode())
         finally:

@@ -11,6 +11,7 @@ import uuid
 from typing import Any, BinaryIO, Iterator
 
 from backend import run_files
+from backend.access import QueueRoles
 from backend.events import Event
 from backend.exceptions import (
     DuplicateSimulation, InvalidRequest, NotFound, NotQueued, SimulationBusy,
@@ -46,7 +47,7 @@ class SimulationManager:
         self._lock = threading.Lock()
         # Admission: launching waits for capacity (see backend.queue).
         capacity = Capacity.of_host(runtime.config, runtime.launcher.reserved_memory_mb())
-        self.scheduler = Scheduler(runtime.registry, capacity, self._sims.get)
+        self.scheduler = Scheduler(runtime.registry, capacity, self._sims.get, QueueRoles())
         runtime.slot_freed = self.scheduler.wake
 
     def load(self) -> None:
@@ -79,14 +80,20 @@ class SimulationManager:
         queued = self.scheduler.positions() if snapshot["state"] == SimState.QUEUED else {}
         return {**snapshot, "queue": queued.get(sim_id)}
 
-    def list(self, state: SimState | None = None,
-             experiment: str | None = None) -> list[dict[str, Any]]:
+    def list(self, state: SimState | None = None, experiment: str | None = None,
+             owner: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             sims = list(self._sims.values())
         queued = self.scheduler.positions()
         return [{**s.snapshot, "queue": queued.get(s.sim_id)} for s in sims
                 if (state is None or s.state == state)
-                and (experiment is None or s.snapshot["experiment"] == experiment)]
+                and (experiment is None or s.snapshot["experiment"] == experiment)
+                and (owner is None or s.snapshot.get("owner") == owner)]
+
+    def last_event_id(self) -> int:
+        """The id of the newest saved event (0 if none): where to follow ``/v1/events``
+        from so as to miss nothing that happened after a listing."""
+        return self.rt.registry.last_event_id()
 
     # -- commands -----------------------------------------------------------------
 
@@ -194,7 +201,7 @@ class SimulationManager:
         return self.scheduler.change(sim_id, position=position, priority=priority,
                                      identity=identity)
 
-    def cancel_queued(self, sim_id: str) -> None:
+    def cancel_queued(self, sim_id: str, requested_by: str | None = None) -> None:
         """Take a run out of the queue: it is stopped.
 
         Raises:
@@ -204,7 +211,7 @@ class SimulationManager:
         with sup.lifecycle.lock:
             if sup.state != SimState.QUEUED:
                 raise NotQueued(f"simulation {sim_id} is not queued (it is {sup.state})")
-            sup.lifecycle.request(SimState.STOPPED)
+            sup.lifecycle.request(SimState.STOPPED, requested_by=requested_by)
         sup.wait_saved(_PERSIST_WAIT)
 
     def wait_ended(self, sim_id: str, timeout: float) -> dict[str, Any]:

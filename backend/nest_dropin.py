@@ -9,8 +9,10 @@ session, created on its first request and started at once; when that session has
 ended (stopped, idle) the next request starts a new one. The sessions are ordinary
 simulations: listed, paused, stopped and reviewed over ``/v1``.
 
-Who a request is comes from one pluggable function, so the backend's authentication can
-take over: it maps a request to a stable identity (its API key's id) or refuses it.
+Who a request is comes from one pluggable function. With authentication on (the
+default) it is the name of the API key or JWT the request presents (refused as on
+``/v1``: 401, 429; 403 for roles that may not run NEST code), and that name owns the
+session; with ``--no-auth``, the hash of whatever token it presents.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from typing import Any
 from flask import Flask, Response
 
 from backend import errors
-from backend.exceptions import SessionNotLive, SimulationNotFound
+from backend.auth import bearer
+from backend.exceptions import Forbidden, SessionNotLive, SimulationNotFound
 from backend.resources.nest import nest_request, passthrough, preflight, with_cors
 from backend.schemas import NewSimulation
 from backend.services import Services
@@ -35,6 +38,8 @@ logger = logging.getLogger(__name__)
 ANONYMOUS = "anonymous"
 #: Hex digits of a token's sha256 kept as its identity (and in its session's record).
 _DIGEST_CHARS = 32
+#: Roles that may have a drop-in session (run NEST code).
+NEST_ROLES = ("admin", "scientist")
 #: Retries when the session of a caller ended between finding it and calling it.
 _RETRIES = 2
 
@@ -57,8 +62,11 @@ def token_identity(headers: Mapping[str, str]) -> str:
 class DropInSessions:
     """Which NEST session serves which identity; creates one on first use."""
 
-    def __init__(self, services: Services, identify: Identify = token_identity) -> None:
+    def __init__(self, services: Services, identify: Identify = token_identity,
+                 owned: bool = False) -> None:
         self.manager = services.manager
+        #: The identity is a user's name, who owns the session (authentication is on).
+        self.owned = owned
         self.gateway = services.nest
         self.identify = identify
         self._sessions: dict[str, str] = {}
@@ -79,7 +87,8 @@ class DropInSessions:
                 return sim_id
             record = self.manager.create(NewSimulation(
                 experiment=None, kernel="nest", nest={"drop_in": identity},
-                state=SimState.STARTED))
+                state=SimState.STARTED, owner=identity if self.owned else None),
+                requested_by=identity if self.owned else None)
             logger.info("drop-in: NEST session %s for %s", record["id"],
                         identity if identity == ANONYMOUS else f"key {identity[:8]}...")
             self._sessions[identity] = record["id"]
@@ -113,11 +122,27 @@ class DropInSessions:
         raise AssertionError("unreachable")
 
 
-def create_dropin_app(services: Services, identify: Identify = token_identity) -> Flask:
+def authenticated(services: Services) -> Identify:
+    """Who a request is by the backend's authentication: the name of its key or JWT."""
+    from flask import request
+
+    def identify(headers: Mapping[str, str]) -> str:
+        token = bearer(headers.get("Authorization")) or headers.get("NESTServerAuth") or None
+        identity = services.auth.identify(token, request.remote_addr or "")
+        if identity.role not in NEST_ROLES:
+            raise Forbidden(f"the role {identity.role!r} may not run NEST sessions")
+        return identity.name
+    return identify
+
+
+def create_dropin_app(services: Services, identify: Identify | None = None) -> Flask:
     """The WSGI application of the drop-in NEST Server (JSON errors like ``/v1``)."""
     from flask import request
 
-    sessions = DropInSessions(services, identify)
+    owned = identify is None and services.auth is not None
+    if identify is None:
+        identify = authenticated(services) if owned else token_identity
+    sessions = DropInSessions(services, identify, owned)
     origins = services.config.nest_cors_origins
     app = Flask("simbackend-nest-server")
     app.url_map.merge_slashes = False

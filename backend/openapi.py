@@ -129,12 +129,14 @@ SCHEMAS: dict[str, Any] = {
     "StateRequest": _obj(["state"], state={"type": "string",
                                            "enum": sorted(s.value for s in REQUESTABLE_STATES)}),
     "ExperimentSummary": _obj(["name", "files", "size", "main_script"],
-                              name={"type": "string"}, files={"type": "integer"},
+                              name={"type": "string"}, owner=_nullable({"type": "string"}),
+                              files={"type": "integer"},
                               size={"type": "integer"},
                               main_script=_nullable({"type": "string"}),
                               description={"type": "string"}, timestep={"type": "number"},
                               engines={"type": "object"}, problem={"type": "string"}),
     "Experiment": _obj(["name", "version", "config", "files"], name={"type": "string"},
+                       owner=_nullable({"type": "string"}),
                        version={"type": "string",
                                 "description": "the stored version; 'plain' for a folder "
                                                "put into storage by another tool"},
@@ -160,12 +162,14 @@ def _service_paths() -> dict[str, Any]:
                       ["idle", "starting", "size"], idle={"type": "integer"},
                       starting={"type": "integer"}, size={"type": "integer"})}))})},
         "/health": {"get": _op("Liveness", {"200": _json(_obj(["status"],
-                                                              status={"type": "string"}))})},
+                                                              status={"type": "string"}))},
+                               security=[])},
         "/ready": {"get": _op("Readiness: storage reachable, can spawn", {
             "200": _json(_obj(["status", "checks"], status={"type": "string"},
                               checks={"type": "object"})),
-            "503": {"$ref": "#/components/responses/Error"}})},
-        "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})})},
+            "503": {"$ref": "#/components/responses/Error"}}, security=[])},
+        "/openapi.json": {"get": _op("This document", {"200": _json({"type": "object"})},
+                                     security=[])},
     }
 
 
@@ -230,6 +234,8 @@ def _simulation_paths() -> dict[str, Any]:
     filters = [{"name": "state", "in": "query", "required": False,
                 "schema": {"type": "string", "enum": STATES}},
                {"name": "experiment", "in": "query", "required": False,
+                "schema": {"type": "string"}},
+               {"name": "owner", "in": "query", "required": False,
                 "schema": {"type": "string"}}]
     created = {**_json(_ref("Record"), "created"),
                "headers": {"Location": {"schema": {"type": "string"}}},
@@ -238,6 +244,8 @@ def _simulation_paths() -> dict[str, Any]:
         "/v1/simulations": {
             "get": _op("List simulations", {"200": _json(_obj(
                 ["simulations"], simulations={"type": "array", "items": _ref("Record")},
+                last_event_id={"type": "string", "description": "the newest event when the "
+                               "list was read: follow /v1/events from it (Last-Event-ID)"},
                 **_NEXT))}, parameters=filters + _PAGE),
             "post": _op("Create a simulation", {"201": created},
                         requestBody=body("NewSimulation")),
@@ -330,6 +338,48 @@ def _event_paths() -> dict[str, Any]:
     }
 
 
+def _access_paths() -> dict[str, Any]:
+    entry = _obj(["id", "time", "identity", "role", "method", "path", "target", "status",
+                  "client"], id={"type": "integer"}, time={"type": "string"},
+                 identity={"type": "string"}, role={"type": "string"},
+                 method={"type": "string"}, path={"type": "string"},
+                 target=_nullable({"type": "string"}), status={"type": "integer"},
+                 client={"type": "string"})
+
+    def query(name: str, description: str, kind: str = "string") -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "description": description,
+                "schema": {"type": kind}}
+    return {
+        "/v1/whoami": {"get": _op("Who the caller is", {"200": _json(_obj(
+            ["name", "role", "kind"], name={"type": "string"},
+            role={"type": "string", "enum": ["admin", "operator", "scientist", "observer"]},
+            kind={"type": "string", "enum": ["api_key", "jwt", "none"]}))})},
+        "/v1/audit": {"get": _op("The audit trail, newest first (admins, operators)", {
+            "200": _json(_obj(["audit"], audit={"type": "array", "items": entry}))},
+            parameters=[query("identity", "who"), query("target", "a simulation id or an "
+                                                        "experiment name"),
+                        query("method", "POST, PUT, DELETE, CLI"),
+                        query("status", "the answer's status", "integer"),
+                        query("since", "ISO 8601 time: at or after it"),
+                        {**query("limit", "most entries (default 100)", "integer"),
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}])},
+    }
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The web dashboard's static files (they call the API above from the browser)."""
+    page = {"description": "the dashboard", "content": {"text/html": {"schema": {
+        "type": "string"}}}}
+    asset = {"description": "a static file of the dashboard (JavaScript, CSS, an icon)",
+             "content": {"*/*": {"schema": {"type": "string"}}}}
+    return {
+        "/ui/": {"get": _op("The web dashboard", {"200": page}, security=[])},
+        "/ui/{file}": {"parameters": [_path_param("file", "a file of the dashboard")],
+                       "get": _op("A static file of the web dashboard", {"200": asset},
+                                  security=[])},
+    }
+
+
 def build_spec(version: str) -> dict[str, Any]:
     return {
         "openapi": "3.0.3",
@@ -337,8 +387,14 @@ def build_spec(version: str) -> dict[str, Any]:
                  "description": "Run neural-simulation experiments: lifecycle, control, "
                                 "logs and results."},
         "paths": {**_service_paths(), **_experiment_paths(), **_simulation_paths(),
-                  **_queue_paths(), **_nest_paths(), **_event_paths()},
+                  **_queue_paths(), **_nest_paths(), **_event_paths(), **_access_paths(),
+                  **_dashboard_paths()},
+        "security": [{"bearer": []}],
         "components": {
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "an API key (sbk_..., from 'simbackend keys create') or a JWT "
+                               "of the configured identity provider"}},
             "schemas": SCHEMAS,
             "responses": {"Error": _json(_ref("Error"), "an error")},
         },

@@ -25,6 +25,17 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to the registry file, shared by threads (each user holds its own lock),
+    in autocommit and WAL mode: the registry, the keys and the audit, from the backend and
+    the command line at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    return db
+
+
 @dataclass
 class SimulationRecord:
     """What the API reports of a simulation, and what is persisted.
@@ -95,11 +106,8 @@ class Registry:
     """SQLite-backed store of :class:`SimulationRecord`; safe across threads."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(path)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS simulations ("
             " id TEXT PRIMARY KEY, experiment TEXT NOT NULL, state TEXT NOT NULL,"

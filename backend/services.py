@@ -12,6 +12,8 @@ from backend.uploader import Uploader
 from storage import Storage
 
 if TYPE_CHECKING:
+    from backend.audit import AuditLog
+    from backend.auth import Authenticator
     from backend.experiments import ExperimentStore
     from backend.manager import SimulationManager
     from backend.nest_gateway import NestGateway
@@ -52,6 +54,10 @@ class Services:
     watchdog: Watchdog
     #: The NEST Server API of NEST sessions (forwarding, idle timeout).
     nest: NestGateway
+    #: Appended to by every mutating request.
+    audit: AuditLog
+    #: Who a token is; None when authentication is off (``--no-auth``).
+    auth: Authenticator | None = None
     #: Why storage was unusable at start-up (one line), None if it was fine.
     storage_problem: str | None = None
     #: Called in a request of ``GET /v1/events``: which simulations (by record) its caller
@@ -69,3 +75,6 @@ class Services:
         self.manager.scheduler.close()
         self.runtime.uploader.close()
         self.runtime.launcher.close()
+        if self.auth is not None:
+            self.auth.keys.close()
+        self.audit.close()

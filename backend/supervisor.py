@@ -107,8 +107,9 @@ class SimulationSupervisor:
         self.mailbox.post(self._stop)
 
     def finish(self, state: SimState, error: dict | None) -> None:
+        # The wind-up is posted by changed(), which the lifecycle calls after this: posted
+        # here it would run before the terminal state is saved and end with a stale record.
         self.mailbox.post(self.keeper.ended, error)
-        self.mailbox.post(self._wind_up_if_done)
 
     def changed(self, state: SimState, previous: SimState | None = None,
                 trigger: str | None = None, requested_by: str | None = None) -> None:
@@ -120,6 +121,7 @@ class SimulationSupervisor:
         if state.is_terminal:
             self.mailbox.post(self.ended.set)  # once the record says so
             self.rt.slot_freed()               # the queue admits the next run now
+            self.mailbox.post(self._wind_up_if_done)
         else:
             self.mailbox.post(self._converge)
         self.mailbox.post(self.keeper.publish)
@@ -236,7 +238,7 @@ class SimulationSupervisor:
         self.mailbox.post(self._wind_up_if_done)
 
     def _wind_up_if_done(self) -> None:
-        if self._wound_up or self._launching or not self.lifecycle.is_terminal or \
+        if self._wound_up or self._launching or not self.keeper.record.state.is_terminal or \
                 (self.server is not None and not self._exit_handled):
             return
         self._wound_up = True

@@ -43,16 +43,17 @@ except SimulationTimeout:
 class Listener(threading.Thread):
     """One SSE client reading a simulation's events, stamping each on arrival."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         super().__init__(daemon=True)
         self.url = url
+        self.headers = headers
         self.events: list[tuple[float, str, dict[str, Any]]] = []
         self.cond = threading.Condition()
         self.response: requests.Response | None = None
 
     def run(self) -> None:
         self.response = requests.get(self.url, params={"logs": "false", "status": "false"},
-                                     stream=True, timeout=60)
+                                     headers=self.headers, stream=True, timeout=60)
         kind = None
         try:
             for raw in self.response.iter_lines(chunk_size=None):
@@ -87,9 +88,10 @@ class Crowd:
         self.selector = selectors.DefaultSelector()
         self.bytes = 0
         self.socks = []
+        auth = "".join(f"{k}: {v}\r\n" for k, v in backend.auth_headers().items())
         for _ in range(n):
             sock = socket.create_connection((host, int(port)))
-            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}\r\n".encode())
             sock.setblocking(False)
             self.selector.register(sock, selectors.EVENT_READ)
             self.socks.append(sock)
@@ -152,7 +154,7 @@ def main() -> None:
         sim_id = backend.create("chatty", state="started")["id"]
         backend.wait_server_state(sim_id, "started")
         path = f"/v1/simulations/{sim_id}/events"
-        listener = Listener(backend.url + path)
+        listener = Listener(backend.url + path, backend.auth_headers())
         listener.start()
         listener.wait_for("state", "started", 0)
 

@@ -39,7 +39,7 @@ def _unpack(mode: str, path: str) -> None:
     import tarfile
 
     from backend.archive import unpack_experiment
-    from backend.errors import InvalidArchive
+    from backend.exceptions import InvalidArchive
 
     body = Path(path).read_bytes()
     began = time.process_time()

@@ -52,6 +52,9 @@ _EVENTS = {"source": "e = nest.GetStatus(nest.NodeCollection([1002]), 'events')[
            "return": "e"}
 
 
+#: Our backend's ``Authorization`` header (its admin key), set once it has started.
+OURS: dict[str, str] = {}
+
 def timed(call: Callable[[], Any], count: int) -> list[float]:
     times = []
     for _ in range(count):
@@ -70,6 +73,7 @@ def latency(real: RealNestServer, ours: str, calls: int) -> list[str]:
     auth = {"NESTServerAuth": real.token}
     keep = requests.Session()
     keep.trust_env = False
+    keep.headers.update(OURS)
     cases = [("GET /", "GET", "/", None),
              ("Create", "POST", "/api/Create", {"model": "iaf_psc_alpha"}),
              ("GetKernelStatus", "POST", "/api/GetKernelStatus", {"keys": "biological_time"}),
@@ -81,7 +85,8 @@ def latency(real: RealNestServer, ours: str, calls: int) -> list[str]:
         theirs = functools.partial(requests.request, method, real.url + path, json=body,
                                    headers=auth)
         mine = functools.partial(keep.request, method, ours + path, json=body)
-        mine_fresh = functools.partial(requests.request, method, ours + path, json=body)
+        mine_fresh = functools.partial(requests.request, method, ours + path, json=body,
+                                       headers=OURS)
         for call in (theirs, mine, mine_fresh):
             call()  # warm up
         status = theirs().status_code
@@ -101,7 +106,7 @@ def nest_server_run(client: NESTClient, seed: int = network.DEFAULT_SEED) -> int
 
 def end_to_end(real: RealNestServer, ours: str, runs: int) -> str:
     theirs = NESTClient(real.url, headers={"NESTServerAuth": real.token})
-    mine = NESTClient(ours)
+    mine = NESTClient(ours, headers=OURS)
     t = statistics.median(timed(lambda: nest_server_run(theirs), runs))
     m = statistics.median(timed(lambda: network.run(mine), runs))
     return (f"example via nest-client   NEST Server {t:.3f} s   ours {m:.3f} s   "
@@ -113,7 +118,7 @@ def spikes(real: RealNestServer, backend: Backend, runs: int) -> list[str]:
     sim_id = backend.post("/v1/simulations", json={"kernel": "nest",
                                                    "state": "started"}).json()["id"]
     ours = f"{backend.url}/v1/simulations/{sim_id}/nest"
-    for url, headers in ((real.url, auth), (ours, {})):
+    for url, headers in ((real.url, auth), (ours, OURS)):
         assert requests.post(url + "/exec", json={"source": _SPIKE_SOURCE},
                              headers=headers).status_code == 200
     count = len(requests.post(real.url + "/exec", json=_EVENTS, headers=auth)
@@ -124,12 +129,12 @@ def spikes(real: RealNestServer, backend: Backend, runs: int) -> list[str]:
 
     def mine_json() -> Any:
         return requests.post(ours + "/api/GetStatus",
-                             json={"nodes": [1002], "keys": "events"}).json()
+                             json={"nodes": [1002], "keys": "events"}, headers=OURS).json()
 
     t, j = timed(theirs, runs), timed(mine_json, runs)
     backend.set_state(sim_id, "stopped")
     backend.wait_uploaded(sim_id, timeout=60)
-    keep = requests.Session()
+    keep = backend.as_token(backend.token)
 
     def mine_npz() -> Any:
         data = keep.get(f"{backend.url}/v1/simulations/{sim_id}/results/spikes.npz").content
@@ -153,12 +158,12 @@ def concurrent(real: RealNestServer, backend: Backend, sessions: int) -> list[st
            .json()["id"] for _ in range(sessions)]
     urls = [f"{backend.url}/v1/simulations/{sim_id}/nest" for sim_id in ids]
     for url in urls:
-        requests.get(url + "/")  # answers once the session is ready
+        requests.get(url + "/", headers=OURS)  # answers once the session is ready
     started = time.perf_counter() - began
     got: dict[int, int] = {}
 
     def client(i: int) -> None:
-        got[i] = network.run(NESTClient(urls[i]), i + 1)
+        got[i] = network.run(NESTClient(urls[i], headers=OURS), i + 1)
 
     began = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(sessions)]
@@ -186,11 +191,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nest-server-bench-") as tmp, \
             running_backend() as backend:
         real = RealNestServer(Path(tmp) / "nest-server.log").start()
+        OURS.update(backend.auth_headers())
         try:
             sim_id = backend.post("/v1/simulations", json={"kernel": "nest",
                                                            "state": "started"}).json()["id"]
             ours = f"{backend.url}/v1/simulations/{sim_id}/nest"
-            requests.get(ours + "/")  # waits until the session is ready
+            requests.get(ours + "/", headers=OURS)  # waits until the session is ready
             lines = ["NEST Server API: NEST Server 3.10 (gunicorn, 1 worker) vs a NEST session "
                      "through the backend, loopback", *latency(real, ours, args.calls),
                      end_to_end(real, ours, args.runs)]

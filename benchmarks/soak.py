@@ -57,7 +57,7 @@ class Pending:
                 return None
             try:
                 state = requests.get(f"{backend.url}/v1/simulations/{self.sims[0]}",
-                                     timeout=10).json()["state"]
+                                     headers=backend.auth_headers(), timeout=10).json()["state"]
             except (requests.RequestException, ValueError, KeyError):
                 return None
             if state == "queued":
@@ -88,7 +88,7 @@ class Driver:
         current = self.expected[sim]
         target = "stopped" if self.rng.random() < 0.05 else \
             ("paused" if current == "started" else "started")
-        session = requests.Session()
+        session = self.backend.as_token(self.backend.token)
         began = time.perf_counter()
         try:
             response = session.put(f"{self.backend.url}/v1/simulations/{sim}/state",
@@ -124,7 +124,8 @@ class Driver:
         experiment = "short" if self.rng.random() < 0.2 else "soak"
         try:
             response = requests.post(f"{self.backend.url}/v1/simulations", timeout=10, json={
-                "experiment": experiment, "params": SLOW, "state": "started"})
+                "experiment": experiment, "params": SLOW, "state": "started"},
+                headers=self.backend.auth_headers())
         except requests.RequestException:
             self.unreachable += 1
             return None

@@ -80,7 +80,7 @@ class Client:
         self.timeout = timeout
         self.http = requests.Session()
         self.http.trust_env = False  # a configured proxy must not see a loopback backend
-        token = resolve_token(token)
+        token = resolve_token(token, self.url)
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
 

@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common], description=help)
 
     verb("serve", "start the backend (simbackend serve --help)")
+    verb("keys", "create, list or revoke API keys (simbackend keys --help)")
     run = verb("run", "push a folder if it is one, create a simulation, start it")
     run.add_argument("target", help="an experiment folder (pushed first) or an experiment name")
     run.add_argument("--name", help="the experiment's name when pushing (default: the folder's)")
@@ -82,8 +83,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    if args.command == "serve":
-        print("simbackend: 'serve' takes no options before it: simbackend serve [...]",
+    if args.command in ("serve", "keys"):
+        print(f"simbackend: '{args.command}' takes no options before it: "
+              f"simbackend {args.command} [...]",
               file=sys.stderr)
         return 2
     client = Client(getattr(args, "url", None), getattr(args, "token", None))

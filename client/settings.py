@@ -3,9 +3,11 @@
 (``backend.json``'s address, the admin key ``admin.key``)."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_URL = "http://127.0.0.1:8642"
 ADMIN_KEY_FILE = "admin.key"
@@ -34,12 +36,27 @@ def resolve_url(url: str | None = None) -> str:
         return DEFAULT_URL
 
 
-def resolve_token(token: str | None = None) -> str | None:
+def resolve_token(token: str | None = None, url: str | None = None) -> str | None:
+    """The token to send to ``url``: the one given, ``SIMBACKEND_TOKEN``, else the admin key
+    of a backend on this machine, but only to a loopback ``url`` (never off the host)."""
     if token:
         return token
     if os.environ.get("SIMBACKEND_TOKEN"):
         return os.environ["SIMBACKEND_TOKEN"]
+    if url is not None and not is_loopback(urlsplit(url).hostname or ""):
+        return None
     try:
         return (data_dir() / ADMIN_KEY_FILE).read_text().strip() or None
     except OSError:
         return None
+
+
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (an address, ``[v6]`` or ``localhost``) this machine's loopback?"""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -242,6 +242,8 @@ class Backend:
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.http = requests.Session()
+        #: The admin key the backend wrote at its first start (None with --no-auth).
+        self.token: str | None = None
         self.children: set[int] = set()
 
     def start(self, timeout: float = 30.0) -> Backend:
@@ -270,7 +272,41 @@ class Backend:
 
         self.url = wait_until(listening, timeout, "the backend to listen")["url"]
         wait_until(lambda: self._health(), timeout, "/health")
+        if self.admin_key_file.exists():  # absent with --no-auth
+            self.token = self.admin_key_file.read_text().strip()
+            self.http.headers["Authorization"] = f"Bearer {self.token}"
         return self
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.data_dir / "admin.key"
+
+    def auth_headers(self) -> dict[str, str]:
+        """The admin's ``Authorization`` header (empty with ``--no-auth``)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def keys(self, *args: str) -> subprocess.CompletedProcess:
+        """Run ``simbackend keys <args>`` (the real CLI) on this backend's data dir."""
+        return subprocess.run(
+            [sys.executable, "-m", "backend.cli", "keys", *args, "--data-dir",
+             str(self.data_dir)], cwd=ROOT, env=self.env, capture_output=True, text=True,
+            timeout=60)
+
+    def create_key(self, name: str, role: str, expires: str | None = None) -> str:
+        """A new API key for ``name`` with ``role`` (``expires`` such as '30d'), made by
+        ``simbackend keys create``."""
+        done = self.keys("create", "--name", name, "--role", role,
+                         *(("--expires", expires) if expires else ()))
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    def as_token(self, token: str | None) -> requests.Session:
+        """A session that talks to this backend as ``token`` (None: no token at all)."""
+        session = requests.Session()
+        session.trust_env = False
+        if token is not None:
+            session.headers["Authorization"] = f"Bearer {token}"
+        return session
 
     def _health(self) -> bool:
         try:

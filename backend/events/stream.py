@@ -49,6 +49,10 @@ def sse(type: str, data: dict[str, Any] | str, id: str | None = None) -> bytes:
     return f"{head}event: {type}\ndata: {data}\n\n".encode()
 
 
+class _Lagging(Exception):
+    """The client left more than the stream's budget of bytes unread: it is dropped."""
+
+
 class _Stream:
     """What both kinds of stream share: the subscription, drops, heartbeats, errors."""
 
@@ -87,6 +91,16 @@ class _Stream:
     def _position(self) -> str:
         raise NotImplementedError
 
+    def _check_lag(self) -> None:
+        """Before each event or piece of log read from a file (a catch-up may hold
+        megabytes), so a client that reads nothing is never sent more than its budget.
+
+        Raises:
+            _Lagging: past the budget; the position is that of the last piece sent.
+        """
+        if self.control.unsent() > self.max_lag:
+            raise _Lagging(f"more than {self.max_lag} bytes sent to it were not yet read")
+
     def __iter__(self) -> Iterator[bytes]:
         if self.sub is None:
             self.open()
@@ -109,13 +123,12 @@ class _Stream:
                 for event in events:
                     # Checked before every event, not once a batch: a batch may hold
                     # megabytes of log lines and the end itself.
-                    if self.control.unsent() > self.max_lag:
-                        sub.drop(f"more than {self.max_lag} bytes sent to it were not yet read")
-                        yield sse("dropped", {"reason": sub.dropped,
-                                              "last_event_id": self._position()})
-                        return
+                    self._check_lag()
                     if (yield from self._live(event)):
                         return
+        except _Lagging as exc:
+            sub.drop(str(exc))
+            yield sse("dropped", {"reason": sub.dropped, "last_event_id": self._position()})
         except (BackendError, StorageError) as exc:
             logger.warning("event stream ended: %s", exc)
             yield sse("error", {"code": getattr(exc, "code", "storage_error"), "message": str(exc),
@@ -192,6 +205,7 @@ class SimulationStream(_Stream):
             if int(entry["size"]) > self.cursor.logs.get(name, 0):
                 for offset, data in read_from(self.manager, self.sim_id, name,
                                               self.cursor.logs.get(name, 0), final):
+                    self._check_lag()
                     yield self._log_bytes(name, offset, data)
 
     def _log(self, event: Event) -> Iterator[bytes]:
@@ -211,6 +225,7 @@ class SimulationStream(_Stream):
             offset, data = at, gap + data
         data = data[at - offset:]
         for piece_at, piece in chunks(at, data):
+            self._check_lag()
             yield self._log_bytes(name, piece_at, piece)
 
     def _log_bytes(self, name: str, offset: int, data: bytes) -> bytes:
@@ -249,6 +264,10 @@ class AllStream(_Stream):
                 return False
 
     def _live(self, event: Event) -> Iterator[bytes]:
+        if event.id is not None and event.id > self.after + 1:
+            # Simulations publish on threads of their own: an event numbered before this
+            # one may not have been published yet. The registry has it: send it first.
+            yield from self._replay()
         if event.id is not None and event.id <= self.after:
             return False
         if self._may_see(event):

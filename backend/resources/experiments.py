@@ -9,6 +9,7 @@ from flask import request
 from flask_restful import Resource
 
 from backend.archive import validate_name
+from backend.auth import caller
 from backend.exceptions import UnsupportedMediaType
 from backend.paging import page
 from backend.resources import page_args
@@ -43,7 +44,7 @@ class Experiment(Resource):
         with tempfile.SpooledTemporaryFile(max_size=16 << 20) as body:
             shutil.copyfileobj(request.stream, body, 1 << 20)
             body.seek(0)
-            created = self.store.put_archive(name, body)
+            created = self.store.put_archive(name, body, caller().name)
         return self.store.describe(name), 201 if created else 200
 
     def delete(self, name: str) -> tuple[str, int]:

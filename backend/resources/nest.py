@@ -7,11 +7,10 @@ answers them (see ``simserver.nest_api``).
 """
 from __future__ import annotations
 
-import fnmatch
-
 from flask import Response, request
 from flask_restful import Resource
 
+from backend import cors
 from backend.exceptions import RequestTooLarge
 from backend.nest_gateway import NestGateway, NestRequest
 from backend.services import Services
@@ -42,17 +41,7 @@ def passthrough(status: int, content_type: str, body: bytes) -> Response:
 def with_cors(response: Response, origins: str) -> Response:
     """Let browsers of the allowed origins read the answer (NEST Desktop, scripts in a
     page), as NEST Server's flask-cors does."""
-    origin = request.headers.get("Origin")
-    if origin and any(fnmatch.fnmatchcase(origin, p.strip()) for p in origins.split(",")
-                      if p.strip()):
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Vary"] = "Origin"
-        if request.method == "OPTIONS":
-            response.headers["Access-Control-Allow-Methods"] = METHODS
-            asked = request.headers.get("Access-Control-Request-Headers")
-            if asked:
-                response.headers["Access-Control-Allow-Headers"] = asked
-    return response
+    return cors.with_cors(response, origins, METHODS)
 
 
 def preflight(origins: str) -> Response:

@@ -5,7 +5,8 @@ from typing import Any
 
 from flask_restful import Resource
 
-from backend import schemas
+from backend import access, schemas
+from backend.auth import caller
 from backend.resources import json_body
 from backend.services import Services
 
@@ -15,7 +16,11 @@ class Queue(Resource):
         self.manager = services.manager
 
     def get(self) -> dict[str, Any]:
-        return self.manager.queue()
+        view, identity = self.manager.queue(), caller()
+        if not access.sees_all(identity):  # a scientist sees their own runs
+            for part in ("queue", "running"):
+                view[part] = [e for e in view[part] if e.get("owner") == identity.name]
+        return view
 
 
 class QueueEntry(Resource):
@@ -29,8 +34,8 @@ class QueueEntry(Resource):
         self.manager.get(sim_id)  # 404 before 400: the id is checked first
         change = schemas.queue_change(json_body())
         return self.manager.change_queued(sim_id, position=change.position,
-                                          priority=change.priority)
+                                          priority=change.priority, identity=caller())
 
     def delete(self, sim_id: str) -> tuple[str, int]:
-        self.manager.cancel_queued(sim_id)
+        self.manager.cancel_queued(sim_id, caller().name)
         return "", 204

@@ -1,17 +1,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from tests.support import Backend, loop_experiment
+from tests.browser import WIDE, Dashboard, chromium
+from tests.support import ROOT, Backend, loop_experiment
 
 
 @pytest.fixture
 def backend(tmp_path: Path) -> Iterator[Backend]:
     """A real backend over HTTP with its own data dir; everything it started is killed."""
     server = Backend(tmp_path / "data").start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> Iterator[Backend]:
+    """A real backend with the examples/ experiments in its storage."""
+    server = Backend(tmp_path / "data", args=("--examples-dir", str(ROOT / "examples"))).start()
     try:
         yield server
     finally:
@@ -40,3 +51,20 @@ def make_backend(tmp_path: Path) -> Iterator[Callable[..., Backend]]:
     yield make
     for backend in made:
         backend.cleanup()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless chromium for the module's tests (skipped without one, except in CI)."""
+    with chromium() as browser:
+        yield browser
+
+
+@pytest.fixture
+def dashboard(browser: Any, seeded: Backend) -> Iterator[Dashboard]:
+    """A wide browser tab on the dashboard of a seeded backend."""
+    tab = Dashboard(browser, seeded, WIDE)
+    try:
+        yield tab
+    finally:
+        tab.close()

@@ -13,7 +13,7 @@ from tests.support import NO_POOL
 
 @pytest.fixture
 def app(tmp_path: Path):
-    return create_app(Config(data_dir=tmp_path, **NO_POOL, examples_dir=""))
+    return create_app(Config(data_dir=tmp_path, examples_dir="", no_auth=True, **NO_POOL))
 
 
 def test_unhandled_exception_is_a_json_500_without_traceback(app) -> None:
@@ -29,7 +29,8 @@ def test_unhandled_exception_is_a_json_500_without_traceback(app) -> None:
 
 
 def test_oversized_body_is_a_json_413(tmp_path: Path) -> None:
-    app = create_app(Config(data_dir=tmp_path, **NO_POOL, examples_dir="", max_archive_bytes=1000))
+    app = create_app(Config(data_dir=tmp_path, examples_dir="", max_archive_bytes=1000,
+                            no_auth=True, **NO_POOL))
     response = app.test_client().put("/v1/experiments/x", data=b"x" * 5000,
                                      headers={"Content-Type": "application/gzip"})
     assert response.status_code == 413
@@ -48,7 +49,8 @@ def test_config_reads_environment_and_rejects_bad_numbers(tmp_path: Path) -> Non
 
 def test_examples_are_seeded_once(tmp_path: Path) -> None:
     examples = Path(__file__).resolve().parents[2] / "examples"
-    app = create_app(Config(data_dir=tmp_path, **NO_POOL, examples_dir=str(examples)))
+    app = create_app(Config(data_dir=tmp_path, examples_dir=str(examples), no_auth=True,
+                            **NO_POOL))
     names = {e["name"] for e in app.test_client().get("/v1/experiments").json["experiments"]}
     assert {"hello", "closed_loop"} <= names
     # A user's replacement is not overwritten by the next start.
@@ -57,7 +59,8 @@ def test_examples_are_seeded_once(tmp_path: Path) -> None:
     shutil.copytree(examples / "hello", mine)
     (mine / "extra.txt").write_text("mine")
     store.put_dir("hello", mine)
-    app2 = create_app(Config(data_dir=tmp_path, **NO_POOL, examples_dir=str(examples)))
+    app2 = create_app(Config(data_dir=tmp_path, examples_dir=str(examples), no_auth=True,
+                             **NO_POOL))
     files = app2.test_client().get("/v1/experiments/hello").json["files"]
     assert "extra.txt" in {f["path"] for f in files}
 
@@ -90,7 +93,7 @@ def test_close_stops_the_threads_the_app_started(tmp_path: Path) -> None:
         return {t.name for t in threading.enumerate() if t.name in ("watchdog", "upload-retry")}
 
     before = ours()
-    app = create_app(Config(data_dir=tmp_path, **NO_POOL, examples_dir=""))
+    app = create_app(Config(data_dir=tmp_path, examples_dir="", no_auth=True, **NO_POOL))
     assert ours() - before == set() or {"watchdog", "upload-retry"} <= ours()
     app.extensions["simbackend"].close()
     assert ours() <= before, "close() left the watchdog or the upload retrier running"

@@ -1,23 +1,12 @@
 """The bundled examples and the client snippet work against a real backend."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-from pathlib import Path
-from typing import Iterator
 
-import pytest
 
 from tests.support import ROOT, Backend
-
-
-@pytest.fixture
-def seeded(tmp_path: Path) -> Iterator[Backend]:
-    server = Backend(tmp_path / "data", args=("--examples-dir", str(ROOT / "examples"))).start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 def test_closed_loop_reaches_its_target(seeded: Backend) -> None:
@@ -65,6 +54,8 @@ def test_client_snippet_runs_end_to_end(seeded: Backend) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "client.py"), "--url", seeded.url,
          "--experiment", str(ROOT / "examples" / "closed_loop"), "--sim-time", "2000"],
+        # The key comes from the data dir of the backend on this machine (admin.key).
+        env={**os.environ, "SIMBACKEND_DATA_DIR": str(seeded.data_dir)},
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ended completed" in result.stdout

@@ -47,7 +47,8 @@ def test_fifos_and_links_in_a_live_run_are_neither_listed_nor_served(backend: Ba
     # 40 readers of the FIFO at once (more than the server's threads) must not wedge it.
     answers: list[int] = []
     readers = [threading.Thread(target=lambda: answers.append(requests.get(
-        f"{backend.url}{api}/results/f", timeout=10).status_code)) for _ in range(40)]
+        f"{backend.url}{api}/results/f", headers=backend.auth_headers(),
+        timeout=10).status_code)) for _ in range(40)]
     for reader in readers:
         reader.start()
     assert health_ms(backend) < 100

@@ -88,7 +88,8 @@ def test_double_slashes_in_process_are_a_json_404(tmp_path: Path) -> None:
     from backend.app import create_app
     from backend.config import Config
 
-    client = create_app(Config(data_dir=tmp_path, **NO_POOL, examples_dir="")).test_client()
+    client = create_app(Config(data_dir=tmp_path, examples_dir="", no_auth=True,
+                               **NO_POOL)).test_client()
     for path in ("/v1//experiments", "/v1//simulations"):
         response = client.get(path)
         assert response.status_code == 404 and response.json["error"]["code"] == "not_found"

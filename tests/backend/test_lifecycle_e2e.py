@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import requests
 
 from tests.support import Backend, loop_experiment, wait_until
 
@@ -239,7 +238,7 @@ def test_status_reads_while_a_run_ends_leave_its_final_status_whole(backend: Bac
     stop = threading.Event()
 
     def hammer() -> None:
-        http = requests.Session()
+        http = backend.as_token(backend.token)
         while not stop.is_set():
             http.get(f"{backend.url}/v1/simulations/{sim_id}/status", timeout=10)
 

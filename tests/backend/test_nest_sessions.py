@@ -76,7 +76,7 @@ def test_the_client_example_gives_exactly_pynest_n_events(backend: Backend) -> N
     client, network = _load("client"), _load("network")
     expected = client.in_pynest(network.DEFAULT_SEED)
     assert expected > 100
-    sim_id, n_events = client.in_session(backend.url, None, network.DEFAULT_SEED)
+    sim_id, n_events = client.in_session(backend.url, backend.token, network.DEFAULT_SEED)
     assert n_events == expected
     record = backend.wait_uploaded(sim_id, timeout=30)
     assert record["state"] == "stopped" and record["status"]["sim_time"] == 1000.0
@@ -88,34 +88,34 @@ def test_the_client_example_gives_exactly_pynest_n_events(backend: Backend) -> N
 
 def test_the_seeds_requests_and_curl_calls_work_at_the_session_url(backend: Backend,
                                                                    shared: str) -> None:
-    url = nest_url(backend, shared)
-    assert requests.get(url).json() == {"mpi": False, "nest": "3.10.0"}
-    assert "Simulate" in requests.get(url + "/api").json()
-    requests.get(url + "/api/ResetKernel").json()
-    assert requests.post(url + "/api/GetDefaults",
+    url, http = nest_url(backend, shared), backend.http
+    assert http.get(url).json() == {"mpi": False, "nest": "3.10.0"}
+    assert "Simulate" in http.get(url + "/api").json()
+    http.get(url + "/api/ResetKernel").json()
+    assert http.post(url + "/api/GetDefaults",
                          json={"model": "iaf_psc_alpha"}).json()["C_m"] == 250.0
-    assert requests.post(url + "/api/Create",
+    assert http.post(url + "/api/Create",
                          json={"model": "iaf_psc_alpha", "n": 100}).json() == \
         list(range(1, 101))
     # The documented bash sequence (nest-server-api), then the documented GetStatus.
-    requests.get(url + "/api/ResetKernel")
+    http.get(url + "/api/ResetKernel")
     for call, body in (("Create", {"model": "iaf_psc_alpha", "n": 2}),
                        ("Create", {"model": "poisson_generator", "params": {"rate": 6500.0}}),
                        ("Create", {"model": "spike_recorder"}),
                        ("Connect", {"pre": [3], "post": [1, 2], "syn_spec": {"weight": 10.0}}),
                        ("Connect", {"pre": [1, 2], "post": [4]}),
                        ("Simulate", {"t": 1000.0})):
-        assert requests.post(f"{url}/api/{call}", json=body).status_code == 200, call
-    n_events = requests.post(url + "/api/GetStatus",
+        assert http.post(f"{url}/api/{call}", json=body).status_code == 200, call
+    n_events = http.post(url + "/api/GetStatus",
                              json={"nodes": [4], "keys": "n_events"}).json()
     assert n_events[0] > 0
     script = {"source": "n = nest.GetStatus(nest.NodeCollection([4]), 'n_events')[0]",
               "return": "n"}
-    assert requests.post(url + "/exec", json=script).json() == {"data": n_events[0]}
+    assert http.post(url + "/exec", json=script).json() == {"data": n_events[0]}
 
 
 def test_nest_client_errors_are_nests_own(backend: Backend, shared: str) -> None:
-    nsc = NESTClient(nest_url(backend, shared))
+    nsc = NESTClient(nest_url(backend, shared), headers=backend.auth_headers())
     with pytest.raises(BadRequest, match="UnknownModelName"):
         nsc.Create("no_such_model")
     answer = backend.post(f"/v1/simulations/{shared}/nest/api/Simulate", json={"t": -5.0})
@@ -135,13 +135,13 @@ def both(real: RealNestServer, backend: Backend, shared: str) -> Callable[..., A
     """``both(method, path, body)`` -> (NEST Server's response, the backend's), after a reset."""
     url = nest_url(backend, shared)
     assert real.request("POST", "/api/ResetKernel", {}).status_code == 200
-    assert requests.post(url + "/api/ResetKernel", json={}).status_code == 200
+    assert backend.http.post(url + "/api/ResetKernel", json={}).status_code == 200
 
     def send(method: str, path: str, body: Any = None, **kwargs: Any) -> tuple[Any, Any]:
         if body is not None:
             kwargs["json"] = body
         return (real.request(method, path, **kwargs),
-                requests.request(method, url + path, timeout=60, **kwargs))
+                backend.http.request(method, url + path, timeout=60, **kwargs))
 
     return send
 
@@ -220,9 +220,9 @@ def test_bad_session_requests_are_refused_and_change_nothing(backend: Backend, b
 def test_exec_can_be_turned_off_per_session(backend: Backend) -> None:
     sim_id = new_session(backend, exec=False, threads=2)
     url = nest_url(backend, sim_id)
-    answer = requests.post(url + "/exec", json={"source": "x = 1"})
+    answer = backend.http.post(url + "/exec", json={"source": "x = 1"})
     assert (answer.status_code, answer.json()["error"]["code"]) == (400, "exec_disabled")
-    assert requests.get(url + "/api/GetKernelStatus?keys=local_num_threads").json() == 2
+    assert backend.http.get(url + "/api/GetKernelStatus?keys=local_num_threads").json() == 2
     assert backend.set_state(sim_id, "stopped").status_code == 200
 
 
@@ -247,14 +247,15 @@ def test_cors_preflight_for_local_origins_only(backend: Backend, shared: str) ->
 class Call(threading.Thread):
     """One request on a thread of its own; ``response`` once it is answered."""
 
-    def __init__(self, method: str, url: str, body: Any) -> None:
+    def __init__(self, method: str, url: str, body: Any, http: requests.Session) -> None:
         super().__init__(daemon=True)
         self.args_ = (method, url, body)
+        self.http = http
         self.response: requests.Response | None = None
 
     def run(self) -> None:
         method, url, body = self.args_
-        self.response = requests.request(method, url, json=body, timeout=120)
+        self.response = self.http.request(method, url, json=body, timeout=120)
 
 
 def test_pause_resume_and_stop_during_a_long_simulate(backend: Backend, shared: str) -> None:
@@ -267,8 +268,8 @@ def test_pause_resume_and_stop_during_a_long_simulate(backend: Backend, shared: 
                        ("Connect", {"pre": [1], "post": list(range(2, 1002)),
                                     "syn_spec": {"weight": 10.0}}),
                        ("Connect", {"pre": list(range(2, 1002, 10)), "post": [1002]})):
-        assert requests.post(f"{url}/api/{call}", json=body).status_code == 200, call
-    simulate = Call("POST", url + "/api/Simulate", {"t": 1e6})
+        assert backend.http.post(f"{url}/api/{call}", json=body).status_code == 200, call
+    simulate = Call("POST", url + "/api/Simulate", {"t": 1e6}, backend.as_token(backend.token))
     other = nest_url(backend, shared)
     with HealthProbe(backend.url) as probe:
         simulate.start()
@@ -277,11 +278,11 @@ def test_pause_resume_and_stop_during_a_long_simulate(backend: Backend, shared: 
         backend.wait_server_state(sim_id, "paused")
         frozen = backend.frozen_sim_time(sim_id)
         # Reads are answered between chunks; other sessions and the API go on.
-        assert requests.get(url + "/api/biological_time").json() == frozen
-        busy = requests.post(url + "/api/Create", json={"model": "iaf_psc_alpha"})
+        assert backend.http.get(url + "/api/biological_time").json() == frozen
+        busy = backend.http.post(url + "/api/Create", json={"model": "iaf_psc_alpha"})
         assert (busy.status_code, busy.json()["error"]["code"]) == (409, "kernel_busy")
-        requests.post(other + "/api/ResetKernel", json={})
-        assert requests.post(other + "/api/Create", json={"model": "iaf_psc_alpha"}).json() \
+        backend.http.post(other + "/api/ResetKernel", json={})
+        assert backend.http.post(other + "/api/Create", json={"model": "iaf_psc_alpha"}).json() \
             == [1]
         assert backend.get("/v1/simulations").status_code == 200
         assert simulate.is_alive()
@@ -305,7 +306,7 @@ def test_pause_resume_and_stop_during_a_long_simulate(backend: Backend, shared: 
 
 def test_exec_prints_go_to_the_sessions_logs(backend: Backend) -> None:
     sim_id = new_session(backend)
-    answer = requests.post(nest_url(backend, sim_id) + "/exec",
+    answer = backend.http.post(nest_url(backend, sim_id) + "/exec",
                            json={"source": "print('from the session')"})
     assert answer.json() == {"stdout": "from the session"}
     assert backend.set_state(sim_id, "stopped").status_code == 200
@@ -318,19 +319,20 @@ def test_lasting_calls_beyond_the_cap_are_refused(make_backend: Callable[..., Ba
     first, second = new_session(capped), new_session(capped)
     assert capped.set_state(first, "paused").status_code == 200
     capped.wait_server_state(first, "paused")
-    held = Call("POST", nest_url(capped, first) + "/api/Simulate", {"t": 100.0})
+    held = Call("POST", nest_url(capped, first) + "/api/Simulate", {"t": 100.0},
+                capped.as_token(capped.token))
     held.start()   # paused: it holds its slot until resumed
     wait_until(lambda: capped.status(first)["nest_session"]["simulating"], 20,
                "the held Simulate to be in flight")
     url = nest_url(capped, second)
-    refused = requests.post(url + "/api/Simulate", json={"t": 1.0})
+    refused = capped.http.post(url + "/api/Simulate", json={"t": 1.0})
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "too_many_nest_calls"
-    assert requests.post(url + "/api/Create", json={"model": "iaf_psc_alpha"}).json() == [1]
+    assert capped.http.post(url + "/api/Create", json={"model": "iaf_psc_alpha"}).json() == [1]
     assert capped.set_state(first, "started").status_code == 200
     held.join(30)
     assert held.response.status_code == 200
-    assert requests.post(url + "/api/Simulate", json={"t": 1.0}).status_code == 200
+    assert capped.http.post(url + "/api/Simulate", json={"t": 1.0}).status_code == 200
 
 
 # -- the idle timeout --------------------------------------------------------------------------
@@ -338,7 +340,7 @@ def test_lasting_calls_beyond_the_cap_are_refused(make_backend: Callable[..., Ba
 def test_an_idle_session_is_stopped_and_uploaded(backend: Backend) -> None:
     sim_id = new_session(backend, idle_timeout=1.5)
     url = nest_url(backend, sim_id)
-    assert requests.post(url + "/api/Create", json={"model": "spike_recorder"}).json() == [1]
+    assert backend.http.post(url + "/api/Create", json={"model": "spike_recorder"}).json() == [1]
     record = backend.wait_state(sim_id, "stopped", timeout=20)
     assert record["nest"]["idle_stopped"] is True
     assert backend.wait_uploaded(sim_id)["nest"] == {"idle_timeout": 1.5, "idle_stopped": True}
@@ -354,20 +356,26 @@ def dropin_url(backend: Backend) -> str:
 def test_dropin_mode_gives_each_key_its_own_session(make_backend: Callable[..., Backend]) -> None:
     server = make_backend(args=("--nest-server", "127.0.0.1:0")).start()
     root = dropin_url(server)
-    alice = NESTClient(root, headers={"NESTServerAuth": "alice-key"})
-    bob = NESTClient(root, headers={"Authorization": "Bearer bob-key"})
+    alice_key, bob_key = server.create_key("alice", "scientist"), server.create_key("bob",
+                                                                                    "scientist")
+    alice = NESTClient(root, headers={"NESTServerAuth": alice_key})
+    bob = NESTClient(root, headers={"Authorization": f"Bearer {bob_key}"})
     assert alice.Create("iaf_psc_alpha") == [1]
     assert bob.Create("iaf_psc_alpha", 2) == [1, 2]            # a kernel of its own
     assert alice.Create("iaf_psc_alpha") == [2]                # the same session again
-    assert requests.get(root + "/", headers={"NESTServerAuth": "alice-key"}).json() == \
+    assert requests.get(root + "/", headers={"NESTServerAuth": alice_key}).json() == \
         {"mpi": False, "nest": "3.10.0"}
+    # No token, a wrong one, or a role that may not run NEST code: refused, no session.
+    assert requests.get(root + "/").status_code == 401
+    assert requests.get(root + "/", headers={"NESTServerAuth": "sbk_nope"}).status_code == 401
+    observer = server.create_key("olga", "observer")
+    assert requests.get(root + "/", headers={"NESTServerAuth": observer}).status_code == 403
     sessions = server.get("/v1/simulations").json()["simulations"]
     assert len(sessions) == 2 and {s["kernel"] for s in sessions} == {"nest"}
-    assert all("key" not in json.dumps(s) for s in sessions)   # no token in any record
+    assert {s["owner"] for s in sessions} == {"alice", "bob"}
+    assert all(key not in json.dumps(s) for s in sessions for key in (alice_key, bob_key))
     # A session ended over /v1 is replaced by a fresh one on the key's next call.
-    alices = next(s["id"] for s in sessions
-                  if requests.get(f"{server.url}/v1/simulations/{s['id']}/nest/api/"
-                                  "GetKernelStatus?keys=network_size").json() == 2)
+    alices = next(s["id"] for s in sessions if s["owner"] == "alice")
     assert server.set_state(alices, "stopped").status_code == 200
     server.wait_state(alices, "stopped")
     assert alice.Create("iaf_psc_alpha") == [1]

@@ -46,7 +46,8 @@ def test_schemathesis_finds_no_server_error_and_no_mismatch(seeded: Backend) -> 
         [cli, "run", f"{seeded.url}/openapi.json", "--checks", CHECKS, "--max-examples", "25",
          "--workers", "2", "--seed", "20261122", "--no-color",
          # Event streams do not end (they are tested in test_events.py).
-         "--exclude-path-regex", "events$"],
+         "--exclude-path-regex", "events$",
+         "--header", f"Authorization: Bearer {seeded.token}"],
         capture_output=True, text=True, timeout=240, cwd=seeded.data_dir)
     log = seeded.log()
     failures = result.stdout.split("FAILURES", 1)[-1][:4000]

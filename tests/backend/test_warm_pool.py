@@ -168,7 +168,7 @@ def test_a_nest_session_on_a_warm_server_gives_exactly_pynest_n_events(
     monkeypatch.setattr(sys, "path", list(sys.path))
     client, network = _load("client"), _load("network")
     expected = client.in_pynest(network.DEFAULT_SEED)
-    sim_id, n_events = client.in_session(backend.url, None, network.DEFAULT_SEED)
+    sim_id, n_events = client.in_session(backend.url, backend.token, network.DEFAULT_SEED)
     assert handed(backend, sim_id)
     assert n_events == expected > 100
     assert backend.wait_uploaded(sim_id, timeout=30)["state"] == "stopped"

@@ -57,7 +57,7 @@ def test_run_follow_on_an_example_completes_and_downloads(backend: Backend,
     assert " completed" in out.splitlines()[-2]
     assert (tmp_path / "out" / "trace.npz").stat().st_size > 0
     sim_id = out.split()[1]
-    record = Client(backend.url).simulation(sim_id)
+    record = Client(backend.url, backend.token).simulation(sim_id)
     assert record["experiment"] == "hello" and record["params"] == {"damping": 0.3}
 
 

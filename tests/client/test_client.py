@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_whole_run_through_the_client(backend: Backend, tmp_path: Path) -> None:
-    sims = Client(backend.url)
+    sims = Client(backend.url, backend.token)
     pushed = sims.push_experiment(ROOT / "examples" / "hello", "hello-client")
     assert pushed["name"] == "hello-client"
     assert "hello-client" in {e["name"] for e in sims.experiments()}
@@ -45,7 +45,7 @@ def test_a_whole_run_through_the_client(backend: Backend, tmp_path: Path) -> Non
 
 
 def test_state_changes_and_errors(backend: Backend, loop: str) -> None:
-    sims = Client(backend.url)
+    sims = Client(backend.url, backend.token)
     sim_id = sims.create(loop, id="mine")["id"]
     assert sims.start(sim_id) == "started"
     assert sims.pause(sim_id) == "paused"
