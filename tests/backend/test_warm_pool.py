@@ -7,6 +7,7 @@ lifecycle tests run once more with the pool on (:class:`TestCoreLifecycleWarm`).
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -140,8 +141,9 @@ def test_a_warm_run_is_indistinguishable_from_a_cold_one(
         assert warm["results"].keys() == cold_run["results"].keys()
         for name in ("stdout.log", "stderr.log"):
             assert warm["logs"][name] == cold_run["logs"][name]
-        assert comparable(warm["logs"]["simulation.log"]) == \
-            comparable(cold_run["logs"]["simulation.log"])
+        warm_log, cold_log = (comparable(r["logs"]["simulation.log"]) for r in (warm, cold_run))
+        assert warm_log == cold_log, "\n".join(difflib.unified_diff(cold_log, warm_log,
+                                                                   "cold", "warm", lineterm=""))
     for name in ("warm", "cold"):  # the data is saved before the end; the plot after
         log = seen[name][0]["logs"]["simulation.log"]
         order = [log.index(m) for m in ("saved: spikes.npz", "state: completed",
