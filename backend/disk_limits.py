@@ -23,8 +23,8 @@ _MARKER_RE = re.compile(rb"\[simbackend: (\d+) bytes cut from the head of this l
 # Room left for the marker when the tail is sized to fit the cap.
 _MARKER_ROOM = 128
 # Rounds of moving up what writers appended during a cut; a writer that outruns them
-# all loses what it wrote in the last one.
-_CATCH_UP = 16
+# all loses what it wrote in the last one (counted in the marker all the same).
+_CATCH_UP = 64
 
 
 def cap_log(path: Path, cap: int, keep: int | None = None) -> int:
@@ -55,18 +55,30 @@ def cap_log(path: Path, cap: int, keep: int | None = None) -> int:
         if 0 <= newline < len(tail) - 1:
             start, tail = start + newline + 1, tail[newline + 1:]
         cut = start - (_marker_length(earlier, cap) if earlier is not None else 0)
-        head = _MARKER.format(cut=(earlier or 0) + cut, cap=cap).encode() + tail
-        end, read = _write_at(fd, head, 0), size
+        marker = _MARKER.format(cut=(earlier or 0) + cut, cap=cap).encode()
+        end, read = _write_at(fd, marker + tail, 0), size
         for _ in range(_CATCH_UP):  # appended meanwhile: move it up behind
             now = os.fstat(fd).st_size
             if now <= read:
                 break
             end += _write_at(fd, _read_from(fd, read, now), end)
             read = now
+        last = os.fstat(fd).st_size
         os.ftruncate(fd, end)
+        if last > read:  # a writer outran every round: what it wrote since is gone, counted
+            cut += last - read
+            _recount(fd, marker, (earlier or 0) + cut, cap)
     finally:
         os.close(fd)
     return cut
+
+
+def _recount(fd: int, marker: bytes, cut: int, cap: int) -> None:
+    """Write the marker again with the new count, where it fits in the old one's place
+    (the same number of digits: almost always)."""
+    again = _MARKER.format(cut=cut, cap=cap).encode()
+    if len(again) == len(marker):
+        _write_at(fd, again, 0)
 
 
 def _read_from(fd: int, start: int, end: int) -> bytes:

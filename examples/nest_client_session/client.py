@@ -19,7 +19,10 @@ import requests
 from nest_client import NESTClient
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+# Last, not first: loaded as a module (as the tests do) this file must not shadow the
+# project's own ``client`` package for whoever imports it afterwards.
+if str(HERE) not in sys.path:
+    sys.path.append(str(HERE))
 
 import network  # noqa: E402
 
