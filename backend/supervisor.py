@@ -232,10 +232,12 @@ class SimulationSupervisor:
                           stderr_tail=tail, stop_requested=self.stop_requested.is_set())
         if ending.trigger is not None:
             self._system(ending.trigger, error=ending.error)
-        if self.server is not None:
-            self.rt.launcher.kill_leftovers(self.server)
-        self.keeper.save()
-        self.mailbox.post(self._wind_up_if_done)
+        try:
+            if self.server is not None:
+                self.rt.launcher.kill_leftovers(self.server)
+        finally:  # whatever the sweep met, the run is wound up and its logs uploaded
+            self.keeper.save()
+            self.mailbox.post(self._wind_up_if_done)
 
     def _wind_up_if_done(self) -> None:
         if self._wound_up or self._launching or not self.keeper.record.state.is_terminal or \

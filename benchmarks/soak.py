@@ -237,11 +237,13 @@ def main() -> None:
                     response = backend.set_state(sim, "stopped")
                     d.expected[sim] = "stopped" if response.status_code == 200 else "completed"
         expected = {s: st for d in drivers for s, st in d.expected.items()}
-        records = {s: backend.wait_uploaded(s, timeout=120) for s in expected}
+        try:
+            records = {s: backend.wait_uploaded(s, timeout=120) for s in expected}
+        finally:  # kept also when a run never got its logs uploaded: that is the case to read
+            if args.keep:
+                shutil.copytree(backend.data_dir, args.keep, dirs_exist_ok=True)
         log = backend.log()
         tracebacks = log.count("Traceback")
-        if args.keep:
-            shutil.copytree(backend.data_dir, args.keep, dirs_exist_ok=True)
 
     wrong = {s: (records[s]["state"], expected[s], records[s]["error"]) for s in expected
              if records[s]["state"] != expected[s]}

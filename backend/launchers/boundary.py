@@ -318,11 +318,14 @@ def _populated(group: Path) -> bool:
 def _cgroup_pids(group: Path) -> list[int]:
     """The pids in ``group`` and in any cgroup a script made inside it."""
     pids: list[int] = []
-    for procs in group.glob("**/cgroup.procs"):
-        try:
-            pids.extend(int(line) for line in procs.read_text().split())
-        except (OSError, ValueError):
-            continue
+    try:
+        for procs in group.glob("**/cgroup.procs"):
+            try:
+                pids.extend(int(line) for line in procs.read_text().split())
+            except (OSError, ValueError):
+                continue
+    except OSError:  # the group (or one inside it) was removed while the walk ran
+        pass
     return list(dict.fromkeys(pids))
 
 

@@ -173,3 +173,22 @@ def test_an_unknown_run_boundary_or_a_negative_cap_is_refused(tmp_path: Path) ->
         Config(data_dir=tmp_path, run_boundary="jail")
     with pytest.raises(ValueError, match="SIMBACKEND_MAX_LOG_BYTES"):
         Config(data_dir=tmp_path, max_log_bytes=-1)
+
+
+def test_the_pids_of_a_cgroup_removed_while_they_are_read_are_what_was_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's cgroup goes away when its last process does; the sweep after the server's
+    exit may be walking it then (the soak saw FileNotFoundError end the exit's handling,
+    and the run never uploaded its logs)."""
+    from backend.launchers.boundary import _cgroup_pids
+
+    group = tmp_path / "sim-gone"
+    group.mkdir()
+    (group / "cgroup.procs").write_text("12\n13\n")
+
+    def walk_until_removed(self: Path, pattern: str) -> Iterator[Path]:
+        yield group / "cgroup.procs"
+        raise FileNotFoundError(2, "No such file or directory", str(group / "inner"))
+
+    monkeypatch.setattr(Path, "glob", walk_until_removed)
+    assert _cgroup_pids(group) == [12, 13]
