@@ -318,20 +318,29 @@ def _populated(group: Path) -> bool:
 def _cgroup_pids(group: Path) -> list[int]:
     """The pids in ``group`` and in any cgroup a script made inside it."""
     pids: list[int] = []
-    try:
-        for procs in group.glob("**/cgroup.procs"):
-            try:
-                pids.extend(int(line) for line in procs.read_text().split())
-            except (OSError, ValueError):
-                continue
-    except OSError:  # the group (or one inside it) was removed while the walk ran
-        pass
+    for procs in _walk(group, "**/cgroup.procs"):
+        try:
+            pids.extend(int(line) for line in procs.read_text().split())
+        except (OSError, ValueError):
+            continue
     return list(dict.fromkeys(pids))
+
+
+def _walk(group: Path, pattern: str) -> list[Path]:
+    """``group.glob(pattern)``, as far as it got: a run's cgroups go away when their last
+    process does, and the exit sweep and a stop's escalation may both be walking them then
+    (the soak saw FileNotFoundError end either)."""
+    found: list[Path] = []
+    try:
+        found.extend(group.glob(pattern))
+    except OSError:
+        pass
+    return found
 
 
 def _remove(group: Path) -> None:
     """Remove an empty cgroup and the ones made inside it, deepest first."""
-    subs = sorted((p for p in group.glob("**/") if p != group), key=lambda p: -len(p.parts))
+    subs = sorted((p for p in _walk(group, "**/") if p != group), key=lambda p: -len(p.parts))
     for sub in [*subs, group]:
         try:
             sub.rmdir()

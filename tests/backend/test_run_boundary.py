@@ -192,3 +192,20 @@ def test_the_pids_of_a_cgroup_removed_while_they_are_read_are_what_was_read(
 
     monkeypatch.setattr(Path, "glob", walk_until_removed)
     assert _cgroup_pids(group) == [12, 13]
+
+
+def test_removing_a_cgroup_removed_meanwhile_is_done(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same race in the removal a stop's escalation ends with (it killed that thread)."""
+    from backend.launchers.boundary import _remove
+
+    group = tmp_path / "sim-gone"
+    (group / "inner").mkdir(parents=True)
+
+    def walk_until_removed(self: Path, pattern: str) -> Iterator[Path]:
+        yield group / "inner"
+        raise FileNotFoundError(2, "No such file or directory", str(group / "inner"))
+
+    monkeypatch.setattr(Path, "glob", walk_until_removed)
+    _remove(group)
+    assert not group.exists()
