@@ -57,9 +57,15 @@ def test_a_script_printing_200_mb_ends_with_a_capped_log_that_keeps_its_tail(
     assert rest.startswith("x" * 1023 + "\n")            # cut at a line's start
 
 
+# The three files appear at once (a folder renamed into results/): the watchdog may look
+# at any moment, and must see all of them or none.
 RESULTS = '''
+import os
+os.mkdir("staged")
 for name in ("a.bin", "b.bin", "c.bin"):
-    (sim.results_dir / name).write_bytes(b"r" * 600 * 1024)
+    with open(os.path.join("staged", name), "wb") as f:
+        f.write(b"r" * 600 * 1024)
+os.rename("staged", sim.results_dir / "out")
 while True:
     sim.run_loop(1)
 '''
@@ -78,11 +84,11 @@ def test_results_over_the_limit_fail_the_run_and_upload_within_it(
     assert "over the limit of 1.0 MiB" in error["message"]
     backend.wait_run_dir_removed(sim_id)
     listed = backend.get(f"/v1/simulations/{sim_id}/results").json()["results"]
-    assert [item["name"] for item in listed] == ["a.bin"]
+    assert [item["name"] for item in listed] == ["out/a.bin"]
     stored = backend.data_dir / "storage" / "simulations" / sim_id / "record.json"
     left_out = json.loads(stored.read_text())["results_left_out"]
     assert left_out == {"count": 2, "bytes": 2 * 600 * 1024, "limit_bytes": MIB,
-                        "files": ["b.bin", "c.bin"]}
+                        "files": ["out/b.bin", "out/c.bin"]}
     assert_health_fast(backend)
 
 
