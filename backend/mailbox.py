@@ -2,7 +2,8 @@
 
 Each simulation's supervisor does all its work through one, so exactly one thread
 at a time touches a simulation's record and process. The thread exists only while
-there is work: thousands of finished simulations cost no threads.
+there is work and for :data:`LINGER` s after: thousands of finished simulations cost
+no threads.
 """
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from typing import Any, Callable
 logger = logging.getLogger(__name__)
 
 
+#: An idle mailbox keeps its thread this long: a running simulation's record and server
+#: get work many times a second, and starting a thread for each burst costs more than
+#: the work (it hands the GIL back and forth under load).
+LINGER = 2.0
+
+
 class MailboxTimeout(Exception):
     """A :meth:`Mailbox.call` did not run in time; it was withdrawn."""
 
@@ -25,11 +32,14 @@ class Mailbox:
     ``on_error`` hook (if any) is called with it; the mailbox goes on."""
 
     def __init__(self, name: str, on_error: Callable[[Callable, Exception], None] | None = None,
-                 ) -> None:
+                 linger: float = LINGER) -> None:
+        """``linger``: s an idle thread waits for more work before it ends."""
         self.name = name
+        self.linger = linger
         self._on_error = on_error
         self._calls: deque[tuple[Callable, tuple]] = deque()
         self._lock = threading.Lock()
+        self._more = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
 
     def post(self, func: Callable, *args: Any) -> None:
@@ -56,6 +66,8 @@ class Mailbox:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
+            else:
+                self._more.notify()
 
     def call(self, func: Callable, *args: Any, timeout: float) -> Any:
         """Run ``func(*args)`` on the mailbox and return its result (or raise its error).
@@ -97,6 +109,8 @@ class Mailbox:
     def _run(self) -> None:
         while True:
             with self._lock:
+                if not self._calls:
+                    self._more.wait(self.linger)
                 if not self._calls:
                     self._thread = None
                     return

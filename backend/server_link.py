@@ -1,8 +1,11 @@
 """The backend's hold on one simulation server: its handle, its control connection,
 the state it is in, and how to stop it.
 
-A :class:`ServerLink` belongs to one supervisor and is driven from its mailbox;
-:meth:`ServerLink.status` is the one method other threads call (it only reads).
+A :class:`ServerLink` belongs to one supervisor. Its commands, the server's events and
+the stop run on the supervisor's ``commands`` mailbox, one at a time, so a slow server
+never holds up a save of the record; the record's mailbox only connects, records the
+exit and disconnects. :meth:`ServerLink.status` is the one method other threads call
+(it only reads).
 """
 from __future__ import annotations
 
@@ -77,11 +80,11 @@ class ServerLink:
     def converge(self, wanted: SimState) -> None:
         """Send the commands that bring the server to ``wanted``."""
         for _ in range(_MAX_COMMANDS):
-            command = next_command(self.state, wanted)
-            if command is None or self.client is None:
+            command, client = next_command(self.state, wanted), self.client
+            if command is None or client is None:
                 return
             try:
-                reply = self.client.command(command)
+                reply = client.command(command)
             except ControlError as exc:
                 # The server may have ended meanwhile; its event or exit decides.
                 logger.info("sim %s: command %s not applied: %s", self.sim_id, command, exc)
@@ -90,13 +93,14 @@ class ServerLink:
 
     def stop(self) -> None:
         """Ask the server to stop inside ``run_loop``; terminate it if it does not."""
+        client = self.client
         if not self.alive:
             return
-        if self.client is None:
+        if client is None:
             self.escalate_after(0.0)
             return
         try:
-            self.state = SimState(self.client.command("stop", timeout=2.0)["state"])
+            self.state = SimState(client.command("stop", timeout=2.0)["state"])
         except ControlError as exc:
             logger.info("sim %s: graceful stop not delivered: %s", self.sim_id, exc)
         self.escalate_after(self.grace)

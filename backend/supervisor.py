@@ -1,12 +1,14 @@
 """One supervisor per simulation: the work behind its lifecycle.
 
 Operator requests change the lifecycle at once, on the request thread, and post
-the work to the supervisor's :class:`~backend.mailbox.Mailbox`. Everything that
-touches the simulation's record, process or control connection runs there, one
-call at a time, so the record has exactly one writer; request threads read the
-``snapshot`` it publishes. Nothing on the mailbox waits long while the simulation
-runs: the launch has a thread of its own (:mod:`backend.launch`), stop escalation
-runs on a timer, and the server's events and exit arrive as posted calls.
+the work to the supervisor's two :class:`~backend.mailbox.Mailbox` es. ``mailbox``
+owns the record: everything that changes it runs there, one call at a time, so the
+record has exactly one writer, and request threads read the ``snapshot`` it
+publishes. ``commands`` talks to the server: commands, the server's events and the
+stop run there, so a request waits for its change to be saved, never for a slow
+server. Neither waits long: the launch has a thread of its own
+(:mod:`backend.launch`), stop escalation runs on a timer, and the server's exit
+arrives as a posted call.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from storage.tree import remove_tree
 logger = logging.getLogger(__name__)
 
 _BUILDING = threading.Lock()  # guards the lazy construction of lifecycles
+_SAVE_WAIT = 30.0
 
 
 class SimulationSupervisor:
@@ -44,6 +47,7 @@ class SimulationSupervisor:
         self.rt = runtime
         self.run_dir: Path = runtime.config.runs_dir / record.id
         self.mailbox = Mailbox(f"sim-{record.id}", on_error=self._on_error)
+        self.commands = Mailbox(f"sim-{record.id}-server", on_error=self._on_error)
         self.keeper = RecordKeeper(record, runtime, self.run_dir, self.mailbox.post)
         self.link = ServerLink(record.id, runtime.launcher, runtime.config.stop_grace)
         self.limits: Limits | None = None
@@ -104,7 +108,7 @@ class SimulationSupervisor:
 
     def stop(self) -> None:
         self.stop_requested.set()
-        self.mailbox.post(self._stop)
+        self.commands.post(self.link.stop)
 
     def finish(self, state: SimState, error: dict | None) -> None:
         # The wind-up is posted by changed(), which the lifecycle calls after this: posted
@@ -123,7 +127,7 @@ class SimulationSupervisor:
             self.rt.slot_freed()               # the queue admits the next run now
             self.mailbox.post(self._wind_up_if_done)
         else:
-            self.mailbox.post(self._converge)
+            self.commands.post(self._converge, self._saved)
         self.mailbox.post(self.keeper.publish)
 
     def wait_saved(self, timeout: float) -> bool:
@@ -155,9 +159,9 @@ class SimulationSupervisor:
             self.link.escalate_after(0.0)
 
     def listening(self, info: ServerInfo) -> None:
-        self.link.connect(info, lambda event: self.mailbox.post(self._on_event, event))
+        self.link.connect(info, lambda event: self.commands.post(self._on_event, event))
         if self.stop_requested.is_set():
-            self._stop()
+            self.commands.post(self.link.stop)
 
     def launch_ended(self) -> None:
         self._launching = False
@@ -172,12 +176,14 @@ class SimulationSupervisor:
         if self.lifecycle.is_terminal:
             self.stop()
             return
-        self.link.adopted()
-        self._converge()
+        self.commands.post(self.link.adopted)
+        self.commands.post(self._converge)
 
     # -- driving the server (mailbox only) ---------------------------------------------
 
-    def _converge(self) -> None:
+    def _converge(self, saved: threading.Event | None = None) -> None:
+        if saved is not None:
+            saved.wait(_SAVE_WAIT)  # the change is on record before the server obeys it
         if not self.stop_requested.is_set():
             self.link.converge(self.lifecycle.state)
 
@@ -195,9 +201,6 @@ class SimulationSupervisor:
             return
         self._system(ending.trigger, error=ending.error)
         self.link.escalate_after(self.rt.config.stop_grace)  # it exits by itself; make sure
-
-    def _stop(self) -> None:
-        self.link.stop()
 
     # -- ending (mailbox only) --------------------------------------------------------
 

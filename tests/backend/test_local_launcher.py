@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from backend.launchers import Exit, LaunchSpec, LocalLauncher, ProcessOps, ServerHandle
-from backend.launchers.local import LocalServer
+from backend.launchers.local import LocalServer, ProcessTable
 from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, SERVER_FILE, STDOUT_LOG
 from storage import write_json_atomic
 from tests.support import wait_until
@@ -116,3 +116,33 @@ def test_the_exit_of_a_crashing_server_is_reported_once(run_dir: Path) -> None:
     LocalLauncher(Crashing()).spawn(spec, on_exit=lambda h, e: (exits.append(e), done.set()))
     assert done.wait(10)
     assert exits == [Exit(None, signal.SIGABRT)]
+
+
+def test_the_process_table_finds_descendants_and_is_read_once_per_ttl() -> None:
+    """The watchdog's view of who is whose child: the whole tree below a pid, from one
+    scan of /proc shared by every run until it is ``ttl`` old."""
+    shell = subprocess.Popen(["sh", "-c", "sh -c 'sleep 30' & sleep 30"])
+    try:
+        def tree() -> set[int]:
+            try:
+                return {p.pid for p in psutil.Process(shell.pid).children(recursive=True)}
+            except psutil.Error:
+                return set()
+        wait_until(lambda: len(tree()) >= 3, 10, "the shell's children and grandchild")
+        table = ProcessTable(ttl=0.0)
+        assert set(table.descendants(shell.pid)) == tree()
+        assert table.descendants(2 ** 22 + 1) == []  # no such process: no children
+        kept = ProcessTable(ttl=3600.0)
+        kept.descendants(shell.pid)
+        late = subprocess.Popen(["sleep", "30"])
+        try:
+            assert late.pid not in kept.descendants(os.getpid())  # the read is reused
+            assert late.pid in ProcessTable(ttl=0.0).descendants(os.getpid())
+        finally:
+            late.kill()
+            late.wait()
+    finally:
+        for proc in psutil.Process(shell.pid).children(recursive=True):
+            proc.kill()
+        shell.kill()
+        shell.wait()

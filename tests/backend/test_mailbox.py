@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 
 import pytest
 
@@ -31,12 +32,19 @@ def test_calls_run_in_order_on_one_thread_at_a_time() -> None:
 
 
 def test_the_thread_goes_when_idle_and_comes_back() -> None:
-    box = Mailbox("idle-test")
+    box = Mailbox("idle-test", linger=0.05)
     box.post(lambda: None)
     assert box.sync(5)
     wait_until(lambda: not any(t.name == "idle-test" for t in threading.enumerate()), 5,
                "the mailbox thread to end")
     assert box.call(lambda: 42, timeout=5) == 42
+
+
+def test_a_lingering_thread_takes_the_next_work() -> None:
+    box = Mailbox("linger-test", linger=30.0)
+    first = box.call(threading.get_ident, timeout=5)
+    wait_until(lambda: box._calls == deque(), 5, "the mailbox to be idle")  # waiting for more
+    assert box.call(threading.get_ident, timeout=5) == first
 
 
 def test_call_returns_results_and_raises_errors() -> None:
