@@ -29,8 +29,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # How often the launch looks for server.json: a warm server writes it a few ms after
-# it is handed the run, and every poll interval lost is start-up latency.
+# it is handed the run, and every poll interval lost is start-up latency; a cold one
+# takes a few hundred ms to import, and polling it every 2 ms cost more CPU than all the
+# rest of the launch (~20 ms a run), so the interval grows to _POLL_MAX.
 _POLL = 0.002
+_POLL_MAX = 0.01
 #: What a NEST session's record settings become in its ``experiment.json``.
 _SESSION_KEYS = ("threads", "seed", "resolution", "exec")
 
@@ -149,11 +152,13 @@ class Launch(threading.Thread):
 
         Time spent in a batch queue does not count: the start timeout runs from when
         the server leaves it, so the deadline moves; it is returned with the address."""
+        poll = _POLL
         while True:
             info = self.rt.launcher.server_info(self.run_dir)
             if info is not None and info.token == token:
                 return info, deadline
-            if handle.exited.wait(_POLL) or self._stopped():
+            poll = min(poll * 1.25, _POLL_MAX)
+            if handle.exited.wait(poll) or self._stopped():
                 return None
             if handle.queued():
                 deadline = time.monotonic() + self.limits.start_timeout

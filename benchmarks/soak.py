@@ -75,6 +75,7 @@ class Driver:
         self.expected = {s: "started" for s in sims}
         self.created = 0
         self.latencies: list[float] = []
+        self.by_target: dict[str, list[float]] = collections.defaultdict(list)
         self.server_errors: list[str] = []
         self.unreachable = 0
         self.ops = 0
@@ -97,6 +98,7 @@ class Driver:
             self.unreachable += 1  # the backend is being restarted
             return
         self.latencies.append(time.perf_counter() - began)
+        self.by_target[target].append(self.latencies[-1])
         self.ops += 1
         if response.status_code >= 500:
             self.server_errors.append(f"{target} {sim}: {response.status_code} {response.text}")
@@ -255,6 +257,8 @@ def main() -> None:
     print(f"operations: {ops} accepted or refused ({ops / elapsed:.1f} ops/s), "
           f"{sum(d.unreachable for d in drivers)} refused while the backend was down")
     print(summary("PUT state (control) latency", latencies))
+    for target in ("paused", "started", "stopped"):
+        print(summary(f"  to {target}", [x for d in drivers for x in d.by_target[target]]))
     print(f"5xx answers: {len(errors)}; tracebacks in the backend log: {tracebacks}")
     ends = {state: sum(1 for r in records.values() if r["state"] == state)
             for state in ("stopped", "completed", "failed")}

@@ -3,7 +3,9 @@
 ``SimulationLifecycle`` is the machine both processes share; the backend and the
 simulation server specialise it with callbacks named by the ``transitions``
 convention (``on_enter_STARTED`` and so on). Every machine is locked: requests
-arrive on many threads.
+arrive on many threads. The lock is the lifecycle's own, held around every trigger;
+``transitions``' ``LockedMachine`` would add a second one around every attribute access
+of the model (four times the cost of a transition).
 """
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ import logging
 import threading
 from typing import Any
 
-from transitions import EventData, MachineError
-from transitions.extensions import LockedMachine
+from transitions import EventData, Machine, MachineError
 
 from lifecycle.errors import InvalidTransition, UnknownState
 from lifecycle.states import REQUESTABLE_STATES, TERMINAL_STATES, SimState, parse_state
@@ -37,14 +38,13 @@ class SimulationLifecycle:
         # One re-entrant lock guards planning and firing together, so a
         # multi-edge request cannot interleave with another thread's trigger.
         self.lock = threading.RLock()
-        self.machine = LockedMachine(
+        self.machine = Machine(
             model=self,
             states=SimState,
             transitions=TRANSITIONS,
             initial=initial,
             auto_transitions=False,
             send_event=True,
-            machine_context=[self.lock],
             after_state_change="_after_state_change",
         )
 
