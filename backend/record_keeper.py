@@ -54,8 +54,9 @@ class RecordKeeper:
             self._unpublished.append(Event.stored(stored, self.snapshot))
 
     def publish(self) -> None:
-        """Hand the saved events to their subscribers. Posted after the command that
-        converges the server: waking many subscribers' threads must not delay it."""
+        """Hand the saved events to their subscribers. Posted after the save, so a
+        request waiting for its change to be saved never waits for many subscribers'
+        threads to wake."""
         events, self._unpublished = self._unpublished, []
         for event in events:
             self.rt.events.publish(event)

@@ -12,11 +12,12 @@ from collections.abc import Iterable
 from enum import Enum
 
 from backend.control_client import ControlClient, ControlError
-from backend.launchers import Exit
+from backend.launchers import Exit, ServerHandle
+from backend.limits import Limits
 from backend.services import Runtime
 from backend.supervisor import SimulationSupervisor
 from lifecycle import ACTIVE_STATES
-from lifecycle.messages import STATUS_FILE, ServerInfo, read_json
+from lifecycle.messages import RUN_CONFIG_FILE, STATUS_FILE, ServerInfo, read_json
 from storage.tree import remove_tree
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def recover_all(runtime: Runtime, sups: Iterable[SimulationSupervisor]) -> dict[
     _remove_orphan_run_dirs(runtime, {sup.sim_id for sup in sups})
     for sup in sups:
         if outcomes[sup.sim_id] is Recovery.RELAUNCH:
-            sup.mailbox.post(sup.relaunch)
+            sup.mailbox.post(_relaunch, sup)
     return outcomes
 
 
@@ -55,15 +56,38 @@ def recover(runtime: Runtime, sup: SimulationSupervisor) -> Recovery:
         if info is not None and _answers_to(info, sup.sim_id) else None
     if handle is not None:
         sup.link.server = handle  # seen by the orphan sweep; the mailbox takes it from here
-        sup.mailbox.post(sup.adopt, handle, info)
+        sup.mailbox.post(_adopt, runtime, sup, handle, info)
         return Recovery.ADOPTED
     if state.is_terminal:
-        sup.mailbox.post(sup.wind_up)
+        sup.done.clear()
+        sup.mailbox.post(sup.wind_up_if_done)
         return Recovery.WIND_UP
     if read_json(sup.run_dir / STATUS_FILE) is None:
         return Recovery.RELAUNCH
     sup.mailbox.post(sup.exit_callback, None, Exit(None, None))
     return Recovery.ENDED
+
+
+def _adopt(runtime: Runtime, sup: SimulationSupervisor, handle: ServerHandle,
+           info: ServerInfo) -> None:
+    """Take over a live server, tell it what it missed (on the supervisor's mailbox)."""
+    sup.link.server = handle
+    run = read_json(sup.run_dir / RUN_CONFIG_FILE) or {}
+    sup.limits = Limits.from_dict(run.get("limits") or {}, runtime.config.start_timeout)
+    sup.listening(info)
+    if sup.lifecycle.is_terminal:
+        sup.stop()
+        return
+    sup.commands.post(sup.link.adopted)
+    sup.commands.post(sup.converge)
+
+
+def _relaunch(sup: SimulationSupervisor) -> None:
+    """Launch again a simulation whose launch a restart cut short (on its mailbox)."""
+    logger.info("relaunching: sim %s (its launch was cut short by a restart)", sup.sim_id)
+    remove_tree(sup.run_dir)
+    sup.keeper.reset_status()
+    sup.begin_launch()
 
 
 def _answers_to(info: ServerInfo, sim_id: str) -> bool:

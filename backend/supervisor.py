@@ -30,8 +30,7 @@ from backend.services import Runtime
 from backend.server_link import ServerLink
 from backend.status import NO_RESOURCES
 from lifecycle import BackendSimulationLifecycle, InvalidTransition, SimState
-from lifecycle.messages import RUN_CONFIG_FILE, ServerInfo, read_json
-from storage.tree import remove_tree
+from lifecycle.messages import ServerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class SimulationSupervisor:
     # -- BackendActions: called under the lifecycle lock, never block ---------
 
     def launch(self) -> None:
-        self.mailbox.post(self._begin_launch)
+        self.mailbox.post(self.begin_launch)
 
     def start(self) -> None:
         """Nothing here: :meth:`changed` converges the server once the state is saved."""
@@ -125,9 +124,9 @@ class SimulationSupervisor:
         if state.is_terminal:
             self.mailbox.post(self.ended.set)  # once the record says so
             self.rt.slot_freed()               # the queue admits the next run now
-            self.mailbox.post(self._wind_up_if_done)
+            self.mailbox.post(self.wind_up_if_done)
         else:
-            self.commands.post(self._converge, self._saved)
+            self.commands.post(self.converge, self._saved)
         self.mailbox.post(self.keeper.publish)
 
     def wait_saved(self, timeout: float) -> bool:
@@ -142,7 +141,7 @@ class SimulationSupervisor:
 
     # -- launching and attaching (mailbox only) -------------------------------------
 
-    def _begin_launch(self) -> None:
+    def begin_launch(self) -> None:
         if self.lifecycle.is_terminal or self._launching:
             return
         self._launching = True
@@ -165,23 +164,11 @@ class SimulationSupervisor:
 
     def launch_ended(self) -> None:
         self._launching = False
-        self._wind_up_if_done()
-
-    def adopt(self, handle: ServerHandle, info: ServerInfo) -> None:
-        """After a backend restart: take over a live server, tell it what it missed."""
-        self.link.server = handle
-        run = read_json(self.run_dir / RUN_CONFIG_FILE) or {}
-        self.limits = Limits.from_dict(run.get("limits") or {}, self.rt.config.start_timeout)
-        self.listening(info)
-        if self.lifecycle.is_terminal:
-            self.stop()
-            return
-        self.commands.post(self.link.adopted)
-        self.commands.post(self._converge)
+        self.wind_up_if_done()
 
     # -- driving the server (mailbox only) ---------------------------------------------
 
-    def _converge(self, saved: threading.Event | None = None) -> None:
+    def converge(self, saved: threading.Event | None = None) -> None:
         if saved is not None:
             saved.wait(_SAVE_WAIT)  # the change is on record before the server obeys it
         if not self.stop_requested.is_set():
@@ -197,7 +184,7 @@ class SimulationSupervisor:
         ending = classify(state, event.get("error"), None,
                           stop_requested=self.stop_requested.is_set())
         if ending.trigger is None:
-            self._converge()
+            self.converge()
             return
         self._system(ending.trigger, error=ending.error)
         self.link.escalate_after(self.rt.config.stop_grace)  # it exits by itself; make sure
@@ -240,9 +227,9 @@ class SimulationSupervisor:
                 self.rt.launcher.kill_leftovers(self.server)
         finally:  # whatever the sweep met, the run is wound up and its logs uploaded
             self.keeper.save()
-            self.mailbox.post(self._wind_up_if_done)
+            self.mailbox.post(self.wind_up_if_done)
 
-    def _wind_up_if_done(self) -> None:
+    def wind_up_if_done(self) -> None:
         if self._wound_up or self._launching or not self.keeper.record.state.is_terminal or \
                 (self.server is not None and not self._exit_handled):
             return
@@ -253,18 +240,6 @@ class SimulationSupervisor:
         self.keeper.upload()
         self._lifecycle = None  # terminal is final: rebuilt from the record if ever needed
         self.done.set()
-
-    def relaunch(self) -> None:
-        """Launch again a simulation whose launch a backend restart cut short (mailbox)."""
-        logger.info("relaunching: sim %s (its launch was cut short by a restart)", self.sim_id)
-        remove_tree(self.run_dir)
-        self.keeper.reset_status()
-        self._begin_launch()
-
-    def wind_up(self) -> None:
-        """After a restart: finish what a terminal simulation still owes (mailbox)."""
-        self.done.clear()
-        self._wind_up_if_done()
 
     def delete(self) -> None:
         """Remove the finished simulation: stored copy, run dir, record (mailbox only).
