@@ -210,7 +210,13 @@ def test_a_session_that_is_not_there_is_a_json_error(backend: Backend) -> None:
 ])
 def test_bad_session_requests_are_refused_and_change_nothing(backend: Backend, body: dict,
                                                               code: str) -> None:
-    before = backend.get("/v1/simulations?limit=1000").json()["simulations"]
+    def settled() -> tuple[list[dict]] | None:
+        """The list once no earlier test's run is still being wound up (its record
+        changes when its logs are uploaded)."""
+        found = backend.get("/v1/simulations?limit=1000").json()["simulations"]
+        return (found,) if all(r["logs_uploaded"] for r in found if r["state"] in
+                               ("stopped", "completed", "failed")) else None
+    (before,) = wait_until(settled, 30, "earlier runs to be wound up")
     answer = backend.post("/v1/simulations", json=body)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["code"] == code
