@@ -72,6 +72,7 @@ class NestEngine(Engine):
         self._nest_error: type[BaseException] = Exception
         #: What finalize saved, for draw: (spikes by recorder, t_end).
         self._saved: tuple[dict[str, Spikes], float] | None = None
+        self._recorders: dict[str, set[str]] | None = None  # see _spike_recorders
 
     # -- building ---------------------------------------------------------------
 
@@ -187,6 +188,7 @@ class NestEngine(Engine):
     def _prepare(self, dt: float) -> None:
         """Enter NEST's Prepare/Run/Cleanup context: before the first step, and after a
         change (:meth:`_leave_run`); taps open the files NEST creates in ``Prepare``."""
+        self._spike_recorders()  # while reading them is cheap: no events yet
         try:
             self.nest.Prepare()
         except self._nest_error as exc:
@@ -310,15 +312,27 @@ class NestEngine(Engine):
     def _recorded_spikes(self) -> dict[str, Spikes]:
         """The events of every spike recorder in ``nodes`` that records to memory."""
         spikes = {}
-        for name, nodes in self.nodes.items():
-            if not len(nodes) or set(_values(nodes.get("model"))) != {"spike_recorder"}:
-                continue
-            if set(_values(nodes.get("record_to"))) != {"memory"}:
+        for name, record_to in self._spike_recorders().items():
+            if record_to != {"memory"}:
                 logger.info("engine %s: %s records to files of its own, not to spikes.npz",
                             self.name, name)
                 continue
-            spikes[name] = sorted_spikes(list(_values(nodes.get("events"))))
+            spikes[name] = sorted_spikes(list(_values(self.nodes[name].get("events"))))
         return spikes
+
+    def _spike_recorders(self) -> dict[str, set[str]]:
+        """Which of ``nodes`` are spike recorders, and where each records to. Found
+        before the first step: every status read of a recorder converts all its events
+        (ms for a run's worth), and of a population, every neuron's status."""
+        if self._recorders is None:
+            self._recorders = {}
+            for name, nodes in self.nodes.items():
+                if not len(nodes) or nodes[0].get("model") != "spike_recorder":
+                    continue  # the first node rules out a population of neurons
+                status = nodes.get(["model", "record_to"])
+                if set(_values(status["model"])) == {"spike_recorder"}:
+                    self._recorders[name] = set(_values(status["record_to"]))
+        return self._recorders
 
     def shutdown(self) -> None:
         try:

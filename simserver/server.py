@@ -37,6 +37,7 @@ from simserver.events import EventLog
 from simserver.kernel import Kernel, build_kernel
 from simserver.runloop import RunLoop, Simulation
 from simserver.runner import ScriptError, compile_script, run_script
+from simserver.warm import lower_priority
 from storage.atomic import write_json_atomic
 
 if TYPE_CHECKING:
@@ -267,6 +268,9 @@ class SimulationServer:
         if self.kernel is not None:
             if self._started:
                 self._save_results()
+                # The state is reported: the plots take the CPU from nothing else, such
+                # as the next run on a small host (a raster is ~0.5 s of matplotlib).
+                lower_priority()
                 self.kernel.draw(self.results_dir)
             self.kernel.shutdown()
         self.exit_code = EXIT_OK if self.lifecycle.state != SimState.FAILED else EXIT_FAILED

@@ -156,6 +156,13 @@ def lowered_priority() -> Iterator[None]:
                 pass  # a thread that is gone
 
 
+def lower_priority() -> None:
+    """Lower the calling thread's CPU priority for good (no privilege needed): for work
+    after a run's end, such as drawing its plots, that must not slow the next run."""
+    os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0)
+                                           + WARM_UP_NICE))
+
+
 def _may_raise_priority(original: int) -> bool:
     """Try it on a thread of its own (Linux priorities are per thread)."""
     worked: list[bool] = []

@@ -394,3 +394,19 @@ def test_min_delay_warning_is_said_once(nest_kernel: Callable,
     assert "not an integer multiple of the minimal delay" not in out + err
     warned = [r for r in caplog.records if "not a multiple of NEST's min_delay" in r.message]
     assert len(warned) == 1 and warned[0].levelno == logging.WARNING
+
+
+@pytest.mark.parametrize("count, senders", [(0, 10), (1, 10), (999, 3), (50_000, 800),
+                                             (200, 2 ** 40)])
+def test_spikes_sort_by_time_then_sender_as_lexsort_does(count: int, senders: int) -> None:
+    """The single-key sort gives lexsort's order, ties and all; ids too large for the
+    key fall back to lexsort itself."""
+    rng = np.random.default_rng(count)
+    times = np.round(rng.uniform(0.0, 50.0, count), 1)
+    ids = rng.integers(1, senders + 1, count)
+    half = count // 2
+    found = sorted_spikes([{"times": times[:half], "senders": ids[:half]},
+                           {"times": times[half:], "senders": ids[half:]}])
+    order = np.lexsort((ids, times))
+    assert found[0].tolist() == times[order].tolist()
+    assert found[1].tolist() == ids[order].tolist()
