@@ -30,13 +30,25 @@ def cli(backend: Backend, *args: str, timeout: float = 60) -> subprocess.Complet
 
 
 def _env(backend: Backend) -> dict[str, str]:
+    # PYTHONFAULTHANDLER: a client that hangs can be made to print its stacks (SIGABRT).
     return {**os.environ, "SIMBACKEND_URL": backend.url, "SIMBACKEND_TOKEN": "",
-            "SIMBACKEND_DATA_DIR": str(backend.data_dir), "COLUMNS": "100"}
+            "SIMBACKEND_DATA_DIR": str(backend.data_dir), "COLUMNS": "100",
+            "PYTHONFAULTHANDLER": "1"}
 
 
 def spawn(backend: Backend, *args: str) -> subprocess.Popen:
     return subprocess.Popen([SIMBACKEND, *args], env=_env(backend), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def stuck_at(proc: subprocess.Popen) -> str:
+    """Why a client does not exit: its signal masks, then its Python stacks (it is
+    aborted to print them)."""
+    status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+    masks = [line for line in status if line.startswith(("State", "Sig", "ShdPnd"))]
+    proc.send_signal(signal.SIGABRT)
+    _, err = proc.communicate(timeout=10)
+    return "\n".join(masks) + "\n" + err[-4000:]
 
 
 def first_line(proc: subprocess.Popen) -> str:
@@ -92,7 +104,10 @@ def test_ctrl_c_leaves_the_run_going_and_says_how_to_reattach(backend: Backend) 
         proc.send_signal(signal.SIGINT)
         # Both pipes drained: the log lines still streaming in must not fill stdout's
         # pipe and hold the client up on its way out.
-        _, err = proc.communicate(timeout=10)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the client did not exit on Ctrl-C:\n{stuck_at(proc)}")
         assert proc.returncode == 130
         assert f"simbackend watch {sim_id}" in err and "Traceback" not in err
         assert backend.record(sim_id)["state"] == "started"
