@@ -38,7 +38,16 @@ def _env(backend: Backend) -> dict[str, str]:
 
 def spawn(backend: Backend, *args: str) -> subprocess.Popen:
     return subprocess.Popen([SIMBACKEND, *args], env=_env(backend), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=_as_from_a_terminal)
+
+
+def _as_from_a_terminal() -> None:
+    """Ctrl-C as a terminal delivers it: a suite started in the background (``make test
+    &``; a shell without job control ignores SIGINT in background jobs) would pass its
+    SIG_IGN on to the client, which then rightly ignores Ctrl-C (seen: ``SigIgn`` with
+    SIGINT set, the client still reading its event stream)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stuck_at(proc: subprocess.Popen) -> str:
