@@ -30,6 +30,7 @@ from backend.tokens import JwtVerifier
 from client.settings import ADMIN_KEY_FILE
 from backend.services import Runtime, Services
 from backend.uploader import Uploader
+from backend.version_cache import VersionCache
 from backend.watchdog import Watchdog
 from storage import Storage, StorageError, open_storage
 
@@ -82,8 +83,11 @@ def build_services(config: Config) -> Services:
     storage = open_storage(config.storage, connect_timeout=config.storage_connect_timeout,
                            read_timeout=config.storage_read_timeout, retries=config.storage_retries)
     problem = _storage_problem(storage)
+    cache = VersionCache(config.data_dir / "cache" / "versions",
+                         config.experiment_cache_mb * 2**20) \
+        if config.experiment_cache_mb > 0 else None
     store = ExperimentStore(storage, leftovers.scratch_dir(config.data_dir),
-                            config.max_archive_bytes, config.experiment_version_grace)
+                            config.max_archive_bytes, config.experiment_version_grace, cache)
     if problem is None:
         leftovers.sweep(config.data_dir, storage, store)
     runtime = Runtime(config=config, storage=storage, registry=Registry(config.registry_path),

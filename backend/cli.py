@@ -51,6 +51,8 @@ _HELP = {
     "max_wait": "longest POST /v1/simulations?wait= in seconds",
     "experiment_version_grace": "seconds a replaced experiment version is kept for runs "
                                 "fetching it",
+    "experiment_cache_mb": "MiB of fetched experiment versions kept on this host for the "
+                           "next run of the same version (0: none)",
     "run_boundary": "what holds all processes of a run: auto, cgroup (v2) or marker "
                     "(an environment variable)",
     "script_env": "more environment variables simulation servers may see, comma-separated "

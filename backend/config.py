@@ -80,6 +80,9 @@ class Config:
     #: Seconds a replaced experiment version stays in storage for runs that resolved it
     #: just before the switch (runs fetching under a lease keep it as long as they need).
     experiment_version_grace: float = 300.0
+    #: MiB of fetched experiment versions kept on this host, so the next run of the
+    #: same version copies them from local disk (0: every run fetches from storage).
+    experiment_cache_mb: int = 1024
     #: What holds every process of a run, so none outlives a stop or hides from the
     #: memory watchdog: ``cgroup`` (a cgroup v2 per run), ``marker`` (the
     #: ``SIMBACKEND_RUN`` variable in each process's environment), ``auto`` (a

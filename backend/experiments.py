@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 
 from backend.archive import EXPERIMENT_FILE, check_config, unpack_experiment, validate_name
 from backend.exceptions import ExperimentNotFound, InvalidArchive
+from backend.version_cache import VersionCache
 from storage import ObjectInfo, ObjectNotFound, Storage, StorageError
 
 logger = logging.getLogger(__name__)
@@ -111,8 +112,10 @@ class ExperimentStore:
     """Lists, describes, stores, resolves and deletes experiments."""
 
     def __init__(self, storage: Storage, scratch_dir: Path, max_archive_bytes: int,
-                 grace: float = 300.0) -> None:
+                 grace: float = 300.0, cache: VersionCache | None = None) -> None:
         self.storage = storage
+        #: Local copies of the versions fetched (None: every fetch from storage).
+        self.cache = cache
         self.scratch_dir = scratch_dir
         self.max_archive_bytes = max_archive_bytes
         #: Seconds a superseded version stays for readers that resolved it without a lease.
@@ -176,6 +179,19 @@ class ExperimentStore:
                 self._leases[(name, version)] -= 1
                 if self._leases[(name, version)] <= 0:
                     del self._leases[(name, version)]
+
+    def fetch(self, name: str, dest: Path) -> tuple[str, int]:
+        """Put the current version's files into ``dest`` (under a lease); return the
+        version and how many files there were (0: none, as if there were no experiment).
+
+        Raises:
+            ExperimentNotFound, InvalidName, StorageError: as :meth:`resolve`, or the
+                download failed.
+        """
+        with self.lease(name) as (version, prefix):
+            if self.cache is None or version == PLAIN_VERSION:
+                return version, len(self.storage.download_prefix(prefix, dest))
+            return version, self.cache.fetch(self.storage, name, version, prefix, dest)
 
     def list(self) -> builtins.list[dict[str, Any]]:
         summaries = []
@@ -320,6 +336,8 @@ class ExperimentStore:
                     if not _is_layout_key(info.key[len(prefix):]):
                         self.storage.delete(info.key)
             self.collect(name, now=float("inf"))
+        if self.cache is not None:
+            self.cache.forget(self.storage, name)
         logger.info("deleted: experiment %s", name)
 
     # -- collection -------------------------------------------------------------

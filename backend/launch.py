@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from backend.exceptions import ExperimentNotFound
+from backend.exceptions import BackendError, ExperimentNotFound
 from backend.launchers import LaunchSpec, ServerHandle
 from backend.limits import Limits, resolve
 from lifecycle import SimState
@@ -55,6 +55,7 @@ class Launch(threading.Thread):
         self.rt = sup.rt
         self.run_dir = sup.run_dir
         self.limits: Limits | None = None
+        self._reserving: threading.Thread | None = None
 
     def run(self) -> None:
         try:
@@ -63,9 +64,11 @@ class Launch(threading.Thread):
             logger.exception("sim %s: launch failed", self.sup.sim_id)
             self._fail({"type": "backend_error", "message": f"launch failed: {exc}"})
         finally:
+            self._release()
             self.sup.mailbox.post(self.sup.launch_ended)
 
     def _fail(self, error: dict[str, Any]) -> None:
+        self._release()  # first: what was set aside leaves the run's boundary before its end
         self.sup.mailbox.post(self.sup.fail, error)
 
     def _stopped(self) -> bool:
@@ -73,13 +76,22 @@ class Launch(threading.Thread):
 
     def _launch(self) -> None:
         record = self.sup.snapshot
-        if self._stopped() or not self._prepare(record):
+        if self._stopped():
+            return
+        if self.rt.launcher.reserves:
+            expected, self.sup.expected = self.sup.expected, None
+            self._reserving = threading.Thread(target=self._reserve, args=(record, expected),
+                                               name=f"reserve-{self.sup.sim_id}", daemon=True)
+            self._reserving.start()
+        if not self._prepare(record):
             return
         token = secrets.token_urlsafe(32)
         limits = self.limits = self._write_run_config(record, token)
         if self._stopped():
             return
         deadline = time.monotonic() + limits.start_timeout
+        if self._reserving is not None:
+            self._reserving.join()
         handle = self.rt.launcher.spawn(
             LaunchSpec(self.sup.sim_id, self.run_dir, token, limits.to_dict()),
             on_exit=self.sup.exit_callback)
@@ -96,6 +108,29 @@ class Launch(threading.Thread):
                 self._start_timed_out()
                 return
 
+    def _reserve(self, record: dict[str, Any], config: dict[str, Any] | None) -> None:
+        """Let the launcher get ready for this run (a warm server moved into the run's
+        boundary) while its files are fetched, from the ``experiment.json`` it was
+        created with (else the current one); the fetch reports what is wrong with it."""
+        try:
+            if record["experiment"] is None:
+                config = session_experiment(record.get("nest") or {})
+            elif config is None:  # a relaunch: what was expected then may be out of date
+                config = self.rt.experiments.config(record["experiment"])
+        except (BackendError, StorageError) as exc:
+            logger.info("sim %s: nothing reserved: %s", self.sup.sim_id, exc)
+            return
+        self.rt.launcher.reserve(self.sup.sim_id, config)
+
+    def _release(self) -> None:
+        """Give back what was reserved for a spawn that did not come (idempotent; after
+        a spawn there is nothing left to give back)."""
+        if self._reserving is None:
+            return
+        self._reserving.join()
+        self._reserving = None
+        self.rt.launcher.release(self.sup.sim_id)
+
     def _prepare(self, record: dict[str, Any]) -> bool:
         """Fill the run dir's ``experiment/``: fetched, or the built-in session experiment
         of a NEST session that has none; False after failing the simulation."""
@@ -111,13 +146,13 @@ class Launch(threading.Thread):
         try:
             # The lease keeps this version in storage while it is fetched, so a replace
             # racing the launch gives the run one whole version, old or new.
-            with self.rt.experiments.lease(experiment) as (version, prefix):
-                files = self.rt.storage.download_prefix(prefix, self.run_dir / EXPERIMENT_DIR)
+            version, files = self.rt.experiments.fetch(experiment,
+                                                       self.run_dir / EXPERIMENT_DIR)
             logger.info("sim %s: fetched experiment %s version %s", self.sup.sim_id,
                         experiment, version)
             self.sup.mailbox.post(self.sup.keeper.fetched, version)
         except ExperimentNotFound:
-            files = []
+            files = 0
         except StorageError as exc:
             self._fail({"type": "storage_error",
                         "message": f"could not fetch experiment {experiment!r}: {exc}"})

@@ -50,6 +50,9 @@ class SimulationSupervisor:
         self.keeper = RecordKeeper(record, runtime, self.run_dir, self.mailbox.post)
         self.link = ServerLink(record.id, runtime.launcher, runtime.config.stop_grace)
         self.limits: Limits | None = None
+        #: The ``experiment.json`` it was created with: what its first launch expects
+        #: to fetch (a hint to the launcher; the fetch is what counts).
+        self.expected: dict[str, Any] | None = None
         self.resources: dict[str, float] = dict(NO_RESOURCES)
         self.stop_requested = threading.Event()
         self.ended = threading.Event()             # the record is in a terminal state

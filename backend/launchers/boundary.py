@@ -95,6 +95,14 @@ class Boundary(abc.ABC):
             OSError: it could not be moved.
         """
 
+    def leave(self, sim_id: str, pid: int) -> None:  # noqa: B027 - a marker moves nothing
+        """Undo :meth:`enter` for a warm server that was never handed the run: it goes
+        back to the waiting room and the run's (empty) boundary is removed.
+
+        Raises:
+            OSError: it could not be moved (the caller kills it).
+        """
+
     def close_waiting_room(self) -> None:  # noqa: B027 - a hook: only a cgroup has one
         """Remove the waiting room once the pool has no warm server left."""
 
@@ -145,6 +153,10 @@ class CgroupBoundary(Boundary):
     def enter(self, sim_id: str, pid: int) -> None:  # noqa: B027 - a marker moves nothing
         # Both cgroups are under root, which this backend made: it may move the process.
         self.prepare(sim_id).write_text(str(pid))
+
+    def leave(self, sim_id: str, pid: int) -> None:
+        self.waiting_room().write_text(str(pid))
+        _remove(self._dir(sim_id))
 
     def members(self, sim_id: str) -> list[psutil.Process]:
         return _processes(_cgroup_pids(self._dir(sim_id)))

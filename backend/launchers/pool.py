@@ -9,14 +9,15 @@ waiting room of the run boundary) and has imported what its runs need. A run of 
 kind with an idle warm server is handed to it; any other run (NEURON, an empty pool)
 is spawned cold by the local launcher, as without a pool.
 
-Handing a run: the process is moved into the run's boundary (cgroup), then its stdin,
-a pipe only this pool holds, gets one :class:`~lifecycle.messages.Handoff` (run dir,
-working directory, environment with the run's marker, token, logs, limits) and is
-closed. From then on it is the run's server like a cold one: the same handle, stop,
-escalation and resource measures; re-adopted after a restart from its
-``server.json``. A process is never handed a second run: it is out of the pool before
-its handoff is written, its channel accepts one message and is then gone, and it exits
-when its run ends.
+Handing a run: the process is set aside for the run and moved into its boundary
+(cgroup) while the run's files are fetched (:meth:`WarmPool.reserve`; given back to
+the pool if no spawn follows), then its stdin, a pipe only this pool holds, gets one
+:class:`~lifecycle.messages.Handoff` (run dir, working directory, environment with the
+run's marker, token, logs, limits) and is closed. From then on it is the run's server
+like a cold one: the same handle, stop, escalation and resource measures; re-adopted
+after a restart from its ``server.json``. A process is never handed a second run: it
+is out of the pool before its handoff is written, its channel accepts one message and
+is then gone, and it exits when its run ends.
 
 Idle servers that die are replaced (with a growing delay when they keep dying);
 while a kind still has a server, its refill waits :data:`REFILL_DELAY` after a
@@ -81,6 +82,14 @@ def warm_kind(run_dir: Path) -> str | None:
         config = read_experiment(run_dir / EXPERIMENT_DIR)
     except InvalidExperiment:
         return None  # a cold server reports what is wrong with it
+    return kind_of(config)
+
+
+def kind_of(config: dict[str, Any]) -> str | None:
+    """The kind of warm server a run of an experiment with this ``experiment.json`` can
+    be handed to, or None (cold)."""
+    if not isinstance(config, dict):
+        return None
     if "nest_session" in config:
         return "nest"
     engines = config.get("engines") or {}
@@ -145,6 +154,7 @@ class WarmPool(Launcher):
     """A local launcher that hands runs to warm servers when it has one."""
 
     name = "local"
+    reserves = True
 
     def __init__(self, local: LocalLauncher, runs_dir: Path, sizes: dict[str, int],
                  ops: PoolOps | None = None) -> None:
@@ -157,6 +167,8 @@ class WarmPool(Launcher):
             logger.info("pool: no NEST here; no warm nest servers")
             self.sizes["nest"] = 0
         self._idle: dict[str, list[WarmServer]] = {kind: [] for kind in WARM_KINDS}
+        #: Servers set aside for a run being fetched, in its boundary already.
+        self._reserved: dict[str, WarmServer] = {}
         self._cond = threading.Condition()
         self._closed = False
         self._quiet_until = 0.0          # no refill before (a server died: back off)
@@ -169,16 +181,59 @@ class WarmPool(Launcher):
 
     def spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> ServerHandle:
         kind = warm_kind(spec.run_dir)
-        warm = self._take(kind) if kind else None
+        with self._cond:
+            warm = self._reserved.pop(spec.sim_id, None)
+            if warm is not None:  # out of the pool for good (unless given back below)
+                self._handed_at = time.monotonic()
+                self._cond.notify_all()
+        if warm is not None and (warm.kind != kind or warm.popen.poll() is not None):
+            self._give_back(spec.sim_id, warm)  # the experiment changed since, or it died
+            warm = None
+        entered = warm is not None
+        if warm is None:
+            warm = self._take(kind) if kind else None
         if warm is None:
             return self.local.spawn(spec, on_exit)
         try:
+            if not entered:
+                self._claim(warm, spec.sim_id)
             return self._hand(warm, spec, on_exit)
         except (OSError, psutil.Error) as exc:
             logger.warning("pool: warm %s server (pid %d) could not be handed sim %s (%s); "
                            "spawning it cold", kind, warm.pid, spec.sim_id, exc)
-            self.ops.signal_group(warm.pid, signal.SIGKILL)
+            self._kill(warm)
             return self.local.spawn(spec, on_exit)
+
+    def reserve(self, sim_id: str, config: dict[str, Any]) -> None:
+        """Set an idle server of the experiment's kind aside for ``sim_id`` and move it
+        into the run's boundary now, while the run's files are fetched: the move waits
+        for the kernel (7-13 ms on cgroup v2 without ``favordynmods``), which is then
+        off the run's start."""
+        kind = kind_of(config)
+        warm = self._take(kind, sim_id) if kind else None
+        if warm is None:
+            return
+        try:
+            self._claim(warm, sim_id)
+        except (OSError, psutil.Error) as exc:
+            logger.warning("pool: warm %s server (pid %d) could not be set aside for sim %s "
+                           "(%s)", kind, warm.pid, sim_id, exc)
+        else:
+            with self._cond:
+                if not self._closed:
+                    logger.info("set aside: a warm %s server (pid %d) for sim %s", kind,
+                                warm.pid, sim_id)
+                    return
+        with self._cond:
+            self._reserved.pop(sim_id, None)
+            self._cond.notify_all()
+        self._kill(warm)
+
+    def release(self, sim_id: str) -> None:
+        with self._cond:
+            warm = self._reserved.get(sim_id)  # counted as the pool's until it is back
+        if warm is not None:
+            self._give_back(sim_id, warm)
 
     def adopt(self, sim_id: str, run_dir: Path, on_exit: ExitCallback) -> ServerHandle | None:
         return self.local.adopt(sim_id, run_dir, on_exit)
@@ -212,7 +267,9 @@ class WarmPool(Launcher):
         with self._cond:
             self._closed = True
             idle = [w for kind in WARM_KINDS for w in self._idle[kind]]
+            idle += self._reserved.values()
             self._idle = {kind: [] for kind in WARM_KINDS}
+            self._reserved = {}
             self._cond.notify_all()
         for warm in idle:
             warm.handed = True  # not to be replaced
@@ -231,9 +288,10 @@ class WarmPool(Launcher):
 
     # -- handing a run ----------------------------------------------------------------------
 
-    def _take(self, kind: str) -> WarmServer | None:
-        """An idle server of ``kind``, out of the pool: a ready one first, else one
-        still warming up (ahead of a cold start all the same); None if there is none."""
+    def _take(self, kind: str, reserve_for: str | None = None) -> WarmServer | None:
+        """An idle server of ``kind``, out of the pool (or, ``reserve_for`` a run, set
+        aside for it): a ready one first, else one still warming up (ahead of a cold
+        start all the same); None if there is none."""
         with self._cond:
             idle = [w for w in self._idle[kind] if w.popen.poll() is None]
             idle.sort(key=lambda w: not w.ready.is_set())
@@ -241,10 +299,58 @@ class WarmPool(Launcher):
                 return None
             warm = idle[0]
             self._idle[kind].remove(warm)
+            if reserve_for is not None:
+                self._reserved[reserve_for] = warm
             warm.handed = True
             self._handed_at = time.monotonic()
             self._cond.notify_all()
             return warm
+
+    def _claim(self, warm: WarmServer, sim_id: str) -> None:
+        """Move a server taken out of the pool into the run's boundary.
+
+        Moved before it is handed the run, while it waits idle: a process that runs
+        (reading the handoff, polling cgroup.procs) is slower to move. Not moved (this
+        raises): it was handed nothing, and the run starts cold.
+        """
+        if not warm.ready.is_set():
+            self.ops.raise_priority(warm.pid)  # the rest of its warm-up is the run's start
+        self.local.boundary.prepare(sim_id)
+        self.local.boundary.enter(sim_id, warm.pid)
+
+    def _give_back(self, sim_id: str, warm: WarmServer) -> None:
+        """Put a server set aside but never handed a run back in the pool (out of the
+        run's boundary); kill it if it cannot go back or the pool is full again."""
+        try:
+            self.local.boundary.leave(sim_id, warm.pid)
+        except OSError as exc:
+            logger.warning("pool: warm %s server (pid %d) set aside for sim %s could not go "
+                           "back (%s); killing it", warm.kind, warm.pid, sim_id, exc)
+            with self._cond:
+                self._reserved.pop(sim_id, None)
+                self._cond.notify_all()
+            self._kill(warm)
+            return
+        with self._cond:
+            self._reserved.pop(sim_id, None)
+            self._cond.notify_all()
+            if not self._closed and warm.popen.poll() is None and \
+                    self._count(warm.kind) < self.sizes[warm.kind]:
+                warm.handed = False
+                self._idle[warm.kind].append(warm)
+                self._cond.notify_all()
+                logger.info("given back: the warm %s server (pid %d) set aside for sim %s",
+                            warm.kind, warm.pid, sim_id)
+                return
+        self._kill(warm)
+
+    def _kill(self, warm: WarmServer) -> None:
+        """Kill a server out of the pool that will not be handed a run, and reap it."""
+        self.ops.signal_group(warm.pid, signal.SIGKILL)
+        try:
+            warm.popen.wait(_CLOSE_WAIT)
+        except subprocess.TimeoutExpired:
+            logger.error("pool: warm %s server (pid %d) survives SIGKILL", warm.kind, warm.pid)
 
     def _hand(self, warm: WarmServer, spec: LaunchSpec, on_exit: ExitCallback) -> LocalServer:
         env = server_environment(spec.token, extra=self.local.script_env)
@@ -255,14 +361,7 @@ class WarmPool(Launcher):
                           env=env, token=spec.token, stdout=str(logs / STDOUT_LOG),
                           stderr=str(logs / STDERR_LOG), limits=spec.limits)
         ps = psutil.Process(warm.pid)
-        if not warm.ready.is_set():
-            self.ops.raise_priority(warm.pid)  # the rest of its warm-up is the run's start
-        procs = self.local.boundary.prepare(spec.sim_id)
-        handoff.boundary = str(procs or "")
-        # Moved before it is handed the run, while it waits idle: moving a process that
-        # runs (reading the handoff, polling cgroup.procs) took 10-15 ms, an idle one
-        # takes 0.1 ms. Not moved: it was handed nothing, and the run starts cold.
-        self.local.boundary.enter(spec.sim_id, warm.pid)
+        handoff.boundary = str(self.local.boundary.prepare(spec.sim_id) or "")
         self.ops.hand(warm.popen.stdin, handoff.to_bytes())
         logger.info("handed: sim %s (pid %d, a warm %s server)", spec.sim_id, warm.pid,
                     warm.kind)
@@ -302,17 +401,22 @@ class WarmPool(Launcher):
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
-                short = [k for k in WARM_KINDS if len(self._idle[k]) < self.sizes[k]]
+                short = [k for k in WARM_KINDS if self._count(k) < self.sizes[k]]
                 if not short:
                     self._cond.wait()
                     continue
-                kind = min(short, key=lambda k: len(self._idle[k]) / self.sizes[k])
+                kind = min(short, key=lambda k: self._count(k) / self.sizes[k])
                 settle = self._handed_at + REFILL_DELAY - time.monotonic()
                 if self._idle[kind] and settle > 0:
                     self._cond.wait(settle)
                     continue
                 return kind
             return None
+
+    def _count(self, kind: str) -> int:
+        """Servers of ``kind`` the pool holds: idle, or set aside for a run that may
+        still give them back (under ``_cond``)."""
+        return len(self._idle[kind]) + sum(w.kind == kind for w in self._reserved.values())
 
     def _pause(self, seconds: float) -> None:
         with self._cond:

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from backend.experiments import PLAIN_VERSION, ExperimentStore, new_version
+from backend.version_cache import VersionCache
 from storage import LocalStorage
 from tests.support import Backend, HealthProbe, loop_experiment, make_archive, wait_until
 
@@ -35,9 +36,12 @@ def _folder(tmp: Path, gen: int) -> Path:
 
 
 @pytest.mark.slow
-def test_readers_see_one_whole_version_while_it_is_replaced(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cached", [False, True], ids=["from-storage", "through-the-cache"])
+def test_readers_see_one_whole_version_while_it_is_replaced(tmp_path: Path,
+                                                            cached: bool) -> None:
+    cache = VersionCache(tmp_path / "cache", 1 << 30) if cached else None
     store = ExperimentStore(LocalStorage(tmp_path / "storage"), tmp_path / "scratch", 1 << 30,
-                            grace=60)
+                            grace=60, cache=cache)
     folders = [_folder(tmp_path, gen) for gen in range(4)]
     store.put_dir("big", folders[0])
     done, problems, reads = threading.Event(), [], []
@@ -47,18 +51,24 @@ def test_readers_see_one_whole_version_while_it_is_replaced(tmp_path: Path) -> N
             if done.is_set():
                 return
             dest = tmp_path / f"read{reader}-{attempt}"
-            version, prefix = store.resolve("big")
-            infos = store.storage.download_prefix(prefix, dest)
+            if cached:  # as a run fetches: under a lease, through the cache
+                version, count = store.fetch("big", dest)
+            else:
+                version, prefix = store.resolve("big")
+                count = len(store.storage.download_prefix(prefix, dest))
             gens = {p.read_text() for p in (dest / "data").rglob("*.txt")}
             names = {p.parent.name for p in (dest / "data").rglob("*.txt")}
-            if len(infos) != FILES + 4 or len(gens) != 1 or names != {f"g{gens.pop()}"}:
-                problems.append((version, len(infos), sorted(names)))
+            if count != FILES + 4 or len(gens) != 1 or names != {f"g{gens.pop()}"}:
+                problems.append((version, count, sorted(names)))
             reads.append(version)
 
     readers = [threading.Thread(target=read, args=(n,)) for n in range(3)]
     for thread in readers:
         thread.start()
     for folder in folders[1:]:
+        read_before = len(reads)
+        # Replaced while reads are going on, each version read once at least.
+        wait_until(lambda n=read_before: len(reads) > n or problems, 60, "a read")
         store.put_dir("big", folder)
     done.set()
     for thread in readers:

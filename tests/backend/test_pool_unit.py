@@ -15,7 +15,7 @@ import pytest
 
 from backend.config import Config
 from backend.launchers import Exit, LaunchSpec, LocalLauncher
-from backend.launchers.boundary import MarkerBoundary
+from backend.launchers.boundary import MarkerBoundary, open_boundary
 from backend.launchers.pool import PoolOps, WarmPool, is_waiting, warm_kind
 from backend.queue import Capacity
 from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, WARM_READY, Handoff
@@ -202,3 +202,99 @@ def test_a_server_handed_while_warming_up_gets_the_backends_priority() -> None:
     finally:
         child.stdin.close()
         child.wait(10)
+
+
+class ColdSpawns(LocalLauncher):
+    """A local launcher that only records the runs spawned cold."""
+
+    def __init__(self, boundary) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(boundary=boundary)
+        self.spawned: list[str] = []
+
+    def spawn(self, spec, on_exit):  # type: ignore[override]
+        self.spawned.append(spec.sim_id)
+        return None  # type: ignore[return-value]
+
+
+def reserving_pool(tmp_path: Path) -> tuple[WarmPool, FakeWarmOps, ColdSpawns]:
+    """A pool of one warm python server (a cgroup boundary where this host allows)."""
+    ops = FakeWarmOps(tmp_path)
+    local = ColdSpawns(open_boundary("auto", tmp_path / "runs"))
+    pool = WarmPool(local, tmp_path / "runs", {"nest": 0, "python": 1}, ops)
+    wait_until(lambda: pool.pool()["python"]["idle"] == 1, 20, "a warm server")
+    return pool, ops, local
+
+
+def spawns(ops: FakeWarmOps) -> int:
+    return sum(call[0] == "spawn" for call in ops.calls)
+
+
+def test_a_server_reserved_during_the_fetch_is_in_the_runs_boundary_and_handed_it(
+        tmp_path: Path) -> None:
+    pool, ops, local = reserving_pool(tmp_path)
+    try:
+        pid = pool._idle["python"][0].pid
+        pool.reserve("sim1", {"main_script": "main.py"})
+        assert pool.pool()["python"]["idle"] == 0 and is_waiting(pid)
+        boundary = local.boundary
+        if boundary.kind == "cgroup":
+            assert pid in [p.pid for p in boundary.members("sim1")]
+        run_dir = experiment(tmp_path, {"main_script": "main.py"})
+        handle = pool.spawn(LaunchSpec("sim1", run_dir, "t", {}), lambda h, e: None)
+        assert handle.pid == pid and local.spawned == []
+        assert ("hand", str(run_dir)) in ops.calls
+        wait_until(lambda: (tmp_path / "handed-0.json").exists(), 20, "the handoff")
+        pool.release("sim1")  # after the spawn: nothing left to give back
+        wait_until(lambda: pool.pool()["python"]["idle"] == 1, 20, "the refill")
+        assert pid not in [w.pid for w in pool._idle["python"]]
+    finally:
+        pool.close()
+
+
+def test_a_reservation_no_spawn_follows_goes_back_to_the_pool(tmp_path: Path) -> None:
+    pool, ops, local = reserving_pool(tmp_path)
+    try:
+        pid = pool._idle["python"][0].pid
+        pool.reserve("sim1", {"main_script": "main.py"})
+        assert pool.pool()["python"]["idle"] == 0
+        pool.release("sim1")
+        pool.release("sim1")  # idempotent
+        assert [w.pid for w in pool._idle["python"]] == [pid]  # the same, not a new one
+        assert is_waiting(pid) and spawns(ops) == 1
+        assert "sim1" not in local.boundary.runs()  # its empty boundary is gone
+        if local.boundary.kind == "cgroup":
+            room = local.boundary.waiting_room().read_text().split()
+            assert str(pid) in room
+    finally:
+        pool.close()
+
+
+def test_a_reservation_the_fetched_experiment_does_not_fit_is_given_back(
+        tmp_path: Path) -> None:
+    pool, ops, local = reserving_pool(tmp_path)
+    try:
+        pid = pool._idle["python"][0].pid
+        pool.reserve("sim1", {"main_script": "main.py"})
+        # Replaced meanwhile by one no warm server takes (NEURON): spawned cold.
+        run_dir = experiment(tmp_path, {"main_script": "m.py",
+                                        "engines": {"c": {"type": "neuron"}}})
+        pool.spawn(LaunchSpec("sim1", run_dir, "t", {}), lambda h, e: None)
+        assert local.spawned == ["sim1"]
+        assert [w.pid for w in pool._idle["python"]] == [pid] and is_waiting(pid)
+    finally:
+        pool.close()
+
+
+def test_nothing_is_reserved_for_a_kind_without_a_server_or_a_closed_pool(
+        tmp_path: Path) -> None:
+    pool, ops, local = reserving_pool(tmp_path)
+    try:
+        pool.reserve("sim1", {"main_script": "m.py", "engines": {"b": {"type": "nest"}}})
+        pool.reserve("sim2", {"main_script": "m.py", "engines": {"c": {"type": "neuron"}}})
+        pool.reserve("sim3", ["not", "a", "dict"])  # type: ignore[arg-type]
+        assert pool.pool()["python"]["idle"] == 1 and pool._reserved == {}
+    finally:
+        pool.close()
+    pool.reserve("sim4", {"main_script": "main.py"})
+    pool.release("sim4")
+    assert pool._reserved == {}

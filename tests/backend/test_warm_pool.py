@@ -236,6 +236,28 @@ def test_a_killed_backend_leaves_no_waiting_server_behind(backend: Backend) -> N
         pool_of(backend) == {}
 
 
+def test_a_server_set_aside_for_a_run_whose_fetch_fails_goes_back_to_the_pool(
+        backend: Backend) -> None:
+    backend.upload("doomed", loop_experiment())
+    sim_id = backend.create("doomed")["id"]  # created, nothing fetched yet
+    waiting = waiting_servers(backend)
+    assert backend.delete("/v1/experiments/doomed").status_code == 204
+    assert backend.set_state(sim_id, "started").status_code == 200
+    record = backend.wait_state(sim_id, "failed", timeout=30)
+    assert record["error"]["type"] == "experiment_not_found"
+    log = backend.log()
+    assert "set aside: a warm python server" in log and f"for sim {sim_id}" in log
+    assert "given back: the warm python server" in log and f"handed: sim {sim_id}" not in log
+    # The very processes that waited before: given back, not killed and replaced.
+    wait_until(lambda: waiting_servers(backend) == waiting, 20, "the pool as it was")
+    assert pool_of(backend)["python"]["idle"] == 1
+    assert not (backend.data_dir / "runs" / sim_id / "server.json").exists()
+    # ... and the next run is handed one of them.
+    backend.upload("loop", loop_experiment(sim_time=20.0))
+    done = run_to_end(backend, "loop")
+    assert handed(backend, done["id"])
+
+
 def test_pause_resume_and_stop_a_warm_run(backend: Backend) -> None:
     backend.upload("loop", loop_experiment(sim_time=1e9))
     sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
