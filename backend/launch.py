@@ -12,7 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from backend.exceptions import BackendError, ExperimentNotFound
+from backend.exceptions import ExperimentNotFound
 from backend.launchers import LaunchSpec, ServerHandle
 from backend.limits import Limits, resolve
 from lifecycle import SimState
@@ -55,7 +55,7 @@ class Launch(threading.Thread):
         self.rt = sup.rt
         self.run_dir = sup.run_dir
         self.limits: Limits | None = None
-        self._reserving: threading.Thread | None = None
+        self._reserved = False
 
     def run(self) -> None:
         try:
@@ -78,11 +78,7 @@ class Launch(threading.Thread):
         record = self.sup.snapshot
         if self._stopped():
             return
-        if self.rt.launcher.reserves:
-            expected, self.sup.expected = self.sup.expected, None
-            self._reserving = threading.Thread(target=self._reserve, args=(record, expected),
-                                               name=f"reserve-{self.sup.sim_id}", daemon=True)
-            self._reserving.start()
+        self._reserve(record)
         if not self._prepare(record):
             return
         token = secrets.token_urlsafe(32)
@@ -90,8 +86,6 @@ class Launch(threading.Thread):
         if self._stopped():
             return
         deadline = time.monotonic() + limits.start_timeout
-        if self._reserving is not None:
-            self._reserving.join()
         handle = self.rt.launcher.spawn(
             LaunchSpec(self.sup.sim_id, self.run_dir, token, limits.to_dict()),
             on_exit=self.sup.exit_callback)
@@ -108,28 +102,24 @@ class Launch(threading.Thread):
                 self._start_timed_out()
                 return
 
-    def _reserve(self, record: dict[str, Any], config: dict[str, Any] | None) -> None:
-        """Let the launcher get ready for this run (a warm server moved into the run's
-        boundary) while its files are fetched, from the ``experiment.json`` it was
-        created with (else the current one); the fetch reports what is wrong with it."""
-        try:
-            if record["experiment"] is None:
-                config = session_experiment(record.get("nest") or {})
-            elif config is None:  # a relaunch: what was expected then may be out of date
-                config = self.rt.experiments.config(record["experiment"])
-        except (BackendError, StorageError) as exc:
-            logger.info("sim %s: nothing reserved: %s", self.sup.sim_id, exc)
-            return
-        self.rt.launcher.reserve(self.sup.sim_id, config)
+    def _reserve(self, record: dict[str, Any]) -> None:
+        """Let the launcher get ready for this run while its files are fetched (a warm
+        server set aside and moved into the run's boundary), from the
+        ``experiment.json`` it was created with; nothing for a relaunch after a restart
+        (what was expected then may be out of date)."""
+        expected, self.sup.expected = self.sup.expected, None
+        if record["experiment"] is None:
+            expected = session_experiment(record.get("nest") or {})
+        if expected is not None:
+            self._reserved = True
+            self.rt.launcher.reserve(self.sup.sim_id, expected)
 
     def _release(self) -> None:
         """Give back what was reserved for a spawn that did not come (idempotent; after
         a spawn there is nothing left to give back)."""
-        if self._reserving is None:
-            return
-        self._reserving.join()
-        self._reserving = None
-        self.rt.launcher.release(self.sup.sim_id)
+        if self._reserved:
+            self._reserved = False
+            self.rt.launcher.release(self.sup.sim_id)
 
     def _prepare(self, record: dict[str, Any]) -> bool:
         """Fill the run dir's ``experiment/``: fetched, or the built-in session experiment

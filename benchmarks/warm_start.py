@@ -15,7 +15,9 @@ steps), through a backend with a warm pool (``--pool-nest 2``) and one without
    build + ``Simulate(1000)`` + the events as JSON) and against build + ``Simulate`` in
    this process, where NEST is imported already (median of runs before and after the
    rest). Targets: warm spikes in hand <= 1.0x
-   NEST Server, <= 1.1x build + Simulate in one warm process.
+   NEST Server, <= 1.1x build + Simulate in one warm process. Beside it, build + 1000 x
+   ``Run(1)`` in this process: the example's script advances 1 ms per ``run_loop(1)``,
+   and NEST's own cost of stepping so is part of any run of it.
 3. ``--batch`` runs of 100 ms one after the other (each POSTed once the last one is
    completed): runs per second warm and cold, and how many were handed a warm server.
 
@@ -36,7 +38,9 @@ import numpy as np
 import requests
 
 from benchmarks.common import Backend, running_backend, summary, wait
-from benchmarks.nest_overhead import BRUNEL, PARAMS, SIM_TIME, in_process_simulate
+from benchmarks.nest_overhead import (
+    BRUNEL, PARAMS, SIM_TIME, in_process_simulate, in_process_stepped,
+)
 from tests.nest_server import RealNestServer
 from tests.support import example_files
 
@@ -142,7 +146,7 @@ def measure(args: argparse.Namespace, pool: tuple[str, ...]) -> dict[str, Any]:
 
 
 def report(warm: dict[str, Any], cold: dict[str, Any], nest_server: float,
-           in_process: float, args: argparse.Namespace) -> None:
+           in_process: float, stepped: float, args: argparse.Namespace) -> None:
     print(f"1. POST started -> first step, Brunel {PARAMS['n_neurons']} neurons, "
           f"{args.trials} trials")
     print("   " + summary("warm (pool)", warm["first"], 100))
@@ -151,12 +155,15 @@ def report(warm: dict[str, Any], cold: dict[str, Any], nest_server: float,
     print(f"   NEST Server 3.10, reset + build + Simulate + fetch  {nest_server * 1e3:8.1f} ms")
     print(f"   in this process, build + Simulate (NEST imported)    {in_process * 1e3:8.1f} ms"
           f"  (median of {2 * args.runs}, before and after)")
+    print(f"   in this process, build + 1000 x Run(1) (the script's steps) {stepped * 1e3:8.1f}"
+          f" ms  (Simulate x {stepped / in_process:4.2f})")
     for name, found in (("warm", warm), ("cold", cold)):
         e2e = found["e2e"]
         print(f"   {name}: POST -> completed {e2e['completed'] * 1e3:8.1f} ms, "
               f"-> spikes in hand {e2e['in_hand'] * 1e3:8.1f} ms   "
               f"vs NEST Server {e2e['in_hand'] / nest_server:5.2f}x, "
-              f"vs in process {e2e['in_hand'] / in_process:5.2f}x")
+              f"vs in process {e2e['in_hand'] / in_process:5.2f}x "
+              f"(stepped {e2e['in_hand'] / stepped:5.2f}x)")
     ratio_server = warm["e2e"]["in_hand"] / nest_server
     ratio_process = warm["e2e"]["in_hand"] / in_process
     print(f"   targets: warm <= 1.0x NEST Server: {'OK' if ratio_server <= 1.0 else 'MISSED'}; "
@@ -178,11 +185,14 @@ def main() -> None:
 
     # Before and after the rest: a shared machine's load comes and goes.
     in_process = [sum(in_process_simulate(nest)) for _ in range(args.runs)]
+    stepped = [sum(in_process_stepped(nest)) for _ in range(args.runs)]
     nest_server = nest_server_runs(args.runs)
     warm = measure(args, WARM)
     cold = measure(args, COLD)
     in_process += [sum(in_process_simulate(nest)) for _ in range(args.runs)]
-    report(warm, cold, nest_server, statistics.median(in_process), args)
+    stepped += [sum(in_process_stepped(nest)) for _ in range(args.runs)]
+    report(warm, cold, nest_server, statistics.median(in_process), statistics.median(stepped),
+           args)
 
 
 if __name__ == "__main__":

@@ -153,8 +153,6 @@ class Launcher(abc.ABC):
     #: ``RunConfig.host``: where the server binds its control API (loopback for a
     #: server on this host; ``NODE_HOST`` for its node's address).
     bind_host = "127.0.0.1"
-    #: Whether :meth:`reserve` does anything (a launch then calls it beside its fetch).
-    reserves = False
 
     @abc.abstractmethod
     def spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> ServerHandle:
@@ -167,9 +165,9 @@ class Launcher(abc.ABC):
     def reserve(self, sim_id: str, config: dict[str, Any]) -> None:  # noqa: B027 - a hook
         """Get ready to spawn ``sim_id``, whose experiment is expected to have this
         ``experiment.json`` (it is being fetched meanwhile): a warm pool sets a server
-        aside and moves it into the run's boundary. A hint: :meth:`spawn` checks what
-        it is given and may still start another server. Either :meth:`spawn` or
-        :meth:`release` follows. Nothing by default."""
+        aside and starts moving it into the run's boundary. Returns at once. A hint:
+        :meth:`spawn` checks what it is given and may still start another server.
+        Either :meth:`spawn` or :meth:`release` follows. Nothing by default."""
 
     def release(self, sim_id: str) -> None:  # noqa: B027 - a hook, as reserve
         """Give back what :meth:`reserve` set aside for ``sim_id``: no spawn follows

@@ -74,6 +74,11 @@ RETRY_DELAY, RETRY_MAX = 0.5, 60.0
 STEADY_AFTER = 10.0
 #: Seconds a pool being closed gives its idle servers to leave before SIGKILL.
 _CLOSE_WAIT = 2.0
+#: Seconds a server set aside is given to get into its run's boundary before it is
+#: given back: killed.
+_MOVE_WAIT = 10.0
+_DONE = threading.Event()
+_DONE.set()
 
 
 def warm_kind(run_dir: Path) -> str | None:
@@ -148,13 +153,16 @@ class WarmServer:
         self.started = clock()
         self.ready = threading.Event()
         self.handed = False
+        #: Set once a server set aside for a run is in the run's boundary, or failed to
+        #: get there (``move_error``); set already for any other.
+        self.moved = _DONE
+        self.move_error: BaseException | None = None
 
 
 class WarmPool(Launcher):
     """A local launcher that hands runs to warm servers when it has one."""
 
     name = "local"
-    reserves = True
 
     def __init__(self, local: LocalLauncher, runs_dir: Path, sizes: dict[str, int],
                  ops: PoolOps | None = None) -> None:
@@ -182,21 +190,26 @@ class WarmPool(Launcher):
     def spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> ServerHandle:
         kind = warm_kind(spec.run_dir)
         with self._cond:
-            warm = self._reserved.pop(spec.sim_id, None)
-            if warm is not None:  # out of the pool for good (unless given back below)
-                self._handed_at = time.monotonic()
-                self._cond.notify_all()
-        if warm is not None and (warm.kind != kind or warm.popen.poll() is not None):
+            warm = self._reserved.get(spec.sim_id)
+        if warm is not None and (warm.kind != kind or warm.popen.poll() is not None or
+                                 warm.move_error is not None):
             self._give_back(spec.sim_id, warm)  # the experiment changed since, or it died
             warm = None
-        entered = warm is not None
+        elif warm is not None:
+            with self._cond:  # out of the pool for good
+                del self._reserved[spec.sim_id]
+                self._handed_at = time.monotonic()
+                self._cond.notify_all()
+        reserved = warm is not None
         if warm is None:
             warm = self._take(kind) if kind else None
         if warm is None:
             return self.local.spawn(spec, on_exit)
         try:
-            if not entered:
+            if not reserved:
                 self._claim(warm, spec.sim_id)
+            # A reserved server may still be on its way into the boundary: it is handed
+            # the run all the same, and runs none of it before it is inside.
             return self._hand(warm, spec, on_exit)
         except (OSError, psutil.Error) as exc:
             logger.warning("pool: warm %s server (pid %d) could not be handed sim %s (%s); "
@@ -205,29 +218,31 @@ class WarmPool(Launcher):
             return self.local.spawn(spec, on_exit)
 
     def reserve(self, sim_id: str, config: dict[str, Any]) -> None:
-        """Set an idle server of the experiment's kind aside for ``sim_id`` and move it
-        into the run's boundary now, while the run's files are fetched: the move waits
-        for the kernel (7-13 ms on cgroup v2 without ``favordynmods``), which is then
-        off the run's start."""
+        """Set an idle server of the experiment's kind aside for ``sim_id`` and start
+        moving it into the run's boundary, while the run's files are fetched: the move
+        waits for the kernel (7-13 ms on cgroup v2 without ``favordynmods``), which is
+        then off the run's start. Returns at once."""
         kind = kind_of(config)
         warm = self._take(kind, sim_id) if kind else None
         if warm is None:
             return
+        logger.info("set aside: a warm %s server (pid %d) for sim %s", kind, warm.pid, sim_id)
+        warm.moved = threading.Event()
+        threading.Thread(target=self._move, args=(warm, sim_id), name=f"move-{warm.pid}",
+                         daemon=True).start()
+
+    def _move(self, warm: WarmServer, sim_id: str) -> None:
+        """Move a server set aside for ``sim_id`` into its boundary. If it cannot be,
+        the run is not started outside it: an unhanded server is given back (killed),
+        a handed one fails its run by itself (simserver.warm.waiting_to_be_inside)."""
         try:
             self._claim(warm, sim_id)
         except (OSError, psutil.Error) as exc:
-            logger.warning("pool: warm %s server (pid %d) could not be set aside for sim %s "
-                           "(%s)", kind, warm.pid, sim_id, exc)
-        else:
-            with self._cond:
-                if not self._closed:
-                    logger.info("set aside: a warm %s server (pid %d) for sim %s", kind,
-                                warm.pid, sim_id)
-                    return
-        with self._cond:
-            self._reserved.pop(sim_id, None)
-            self._cond.notify_all()
-        self._kill(warm)
+            warm.move_error = exc
+            logger.warning("pool: warm %s server (pid %d) could not be moved into the "
+                           "boundary of sim %s: %s", warm.kind, warm.pid, sim_id, exc)
+        finally:
+            warm.moved.set()
 
     def release(self, sim_id: str) -> None:
         with self._cond:
@@ -322,6 +337,10 @@ class WarmPool(Launcher):
         """Put a server set aside but never handed a run back in the pool (out of the
         run's boundary); kill it if it cannot go back or the pool is full again."""
         try:
+            if not warm.moved.wait(_MOVE_WAIT):
+                raise OSError(f"not moved in {_MOVE_WAIT:g} s")
+            if warm.move_error is not None:
+                raise OSError(f"never moved in: {warm.move_error}")
             self.local.boundary.leave(sim_id, warm.pid)
         except OSError as exc:
             logger.warning("pool: warm %s server (pid %d) set aside for sim %s could not go "

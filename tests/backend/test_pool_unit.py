@@ -234,11 +234,12 @@ def test_a_server_reserved_during_the_fetch_is_in_the_runs_boundary_and_handed_i
     pool, ops, local = reserving_pool(tmp_path)
     try:
         pid = pool._idle["python"][0].pid
-        pool.reserve("sim1", {"main_script": "main.py"})
+        pool.reserve("sim1", {"main_script": "main.py"})  # returns at once, it moves
         assert pool.pool()["python"]["idle"] == 0 and is_waiting(pid)
         boundary = local.boundary
         if boundary.kind == "cgroup":
-            assert pid in [p.pid for p in boundary.members("sim1")]
+            wait_until(lambda: pid in [p.pid for p in boundary.members("sim1")], 10,
+                       "the server in the run's cgroup")
         run_dir = experiment(tmp_path, {"main_script": "main.py"})
         handle = pool.spawn(LaunchSpec("sim1", run_dir, "t", {}), lambda h, e: None)
         assert handle.pid == pid and local.spawned == []
@@ -298,3 +299,29 @@ def test_nothing_is_reserved_for_a_kind_without_a_server_or_a_closed_pool(
     pool.reserve("sim4", {"main_script": "main.py"})
     pool.release("sim4")
     assert pool._reserved == {}
+
+
+class NoEntry(MarkerBoundary):
+    """A boundary no process can be moved into."""
+
+    def enter(self, sim_id: str, pid: int) -> None:
+        raise PermissionError("not allowed")
+
+
+def test_a_server_that_cannot_be_moved_in_is_killed_and_the_run_spawned_cold(
+        tmp_path: Path) -> None:
+    ops = FakeWarmOps(tmp_path)
+    local = ColdSpawns(NoEntry("k"))
+    pool = WarmPool(local, tmp_path / "runs", {"nest": 0, "python": 1}, ops)
+    try:
+        wait_until(lambda: pool.pool()["python"]["idle"] == 1, 20, "a warm server")
+        warm = pool._idle["python"][0]
+        pool.reserve("sim1", {"main_script": "main.py"})
+        wait_until(warm.moved.is_set, 10, "the move to fail")
+        run_dir = experiment(tmp_path, {"main_script": "main.py"})
+        pool.spawn(LaunchSpec("sim1", run_dir, "t", {}), lambda h, e: None)
+        assert local.spawned == ["sim1"]  # never handed: no run outside its boundary
+        assert warm.popen.poll() is not None and not (tmp_path / "handed-0.json").exists()
+        pool.release("sim1")
+    finally:
+        pool.close()
