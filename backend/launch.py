@@ -168,7 +168,9 @@ class Launch(threading.Thread):
                         timeout=timeout, limits=limits.to_dict(),
                         host=self.rt.launcher.bind_host, token_sha256=token_digest(token),
                         start=record["state"] == SimState.STARTED.value)
-        write_json_atomic(self.run_dir / RUN_CONFIG_FILE, run.to_dict())
+        # Not synced: only live processes read it (the server, a backend adopting it);
+        # a crash of the machine leaves none (backend.recovery relaunches or ends it).
+        write_json_atomic(self.run_dir / RUN_CONFIG_FILE, run.to_dict(), durable=False)
         return limits
 
     def _wait_listening(self, handle: ServerHandle, token: str,

@@ -15,13 +15,16 @@ _TEMP_ATTEMPTS = 3
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path, mode: int | None = None) -> Iterator[BinaryIO]:
+def atomic_write(path: Path, mode: int | None = None,
+                 durable: bool = True) -> Iterator[BinaryIO]:
     """Yield a file that replaces `path` (creating parent folders) when the block ends.
 
     The data goes to a temp file beside `path`, is flushed and fsynced, then
     renamed over `path`; if the block raises, the temp file is removed and
     `path` is left as it was. ``mode`` sets the file's permissions (else the temp
-    file's 0600).
+    file's 0600). ``durable=False`` skips the fsync: readers still see the old or
+    the new file, whole, but after a crash of the machine either may be gone; for
+    files that only live processes read.
 
     Raises:
         OSError: if the folder cannot be created or the file written.
@@ -33,7 +36,8 @@ def atomic_write(path: Path, mode: int | None = None) -> Iterator[BinaryIO]:
         with os.fdopen(fd, "wb") as file:
             yield file
             file.flush()
-            os.fsync(file.fileno())
+            if durable:
+                os.fsync(file.fileno())
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -58,11 +62,12 @@ def _create_temp(directory: Path) -> tuple[int, str]:
             attempt += 1
 
 
-def write_json_atomic(path: Path, data: Any, mode: int = 0o600) -> None:
-    """Write ``data`` as compact JSON to ``path``; readers see the old or the new file, whole.
+def write_json_atomic(path: Path, data: Any, mode: int = 0o600, durable: bool = True) -> None:
+    """Write ``data`` as compact JSON to ``path``; readers see the old or the new file, whole
+    (``durable``: see :func:`atomic_write`).
 
     Raises:
         OSError: the folder cannot be created or the file written.
     """
-    with atomic_write(Path(path), mode) as file:
+    with atomic_write(Path(path), mode, durable) as file:
         file.write(json.dumps(data, separators=(",", ":")).encode())

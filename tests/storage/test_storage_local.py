@@ -119,3 +119,19 @@ def test_relative_root_is_made_absolute(tmp_path: Path, monkeypatch: pytest.Monk
     storage = LocalStorage(Path("rel"))
     assert storage.root == tmp_path / "rel"
     assert storage.describe().startswith("file:///")
+
+
+@pytest.mark.parametrize("durable, syncs", [(True, 1), (False, 0)])
+def test_a_json_file_is_replaced_whole_and_synced_only_when_durable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool, syncs: int) -> None:
+    from storage import write_json_atomic
+
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    path = tmp_path / "run" / "server.json"
+    write_json_atomic(path, {"pid": 1}, durable=durable)
+    write_json_atomic(path, {"pid": 2, "port": 5}, durable=durable)
+    assert path.read_text() == '{"pid":2,"port":5}' and len(synced) == 2 * syncs
+    assert [p.name for p in path.parent.iterdir()] == ["server.json"]  # no temp file left
+    assert path.stat().st_mode & 0o777 == 0o600
