@@ -3,6 +3,7 @@
 A stopped (or completed) simulation is replaced by a new one, so 20 run all along.
 
     python -m benchmarks.soak [--duration 180] [--sims 20] [--seed 1] [--queued 100]
+                              [--pool-python 2]
 
 Four client threads drive five simulations each with random operations; four of the
 simulations have a short sim-time timeout and may complete on their own. Half-way
@@ -17,6 +18,10 @@ queues a new run and takes over the oldest one the queue admitted. The queue's o
 (first come: every run has priority 0) must hold across the kill -9: the backend's
 ``admitted:`` log lines must follow the ``queued:`` ones, and no run may be admitted twice
 unless a restart cut its admission short.
+
+With ``--pool-python N`` the backend keeps N warm python servers: launches set one aside
+while they fetch, stops during a launch give it back, and the kill -9 finds some set
+aside or waiting (the restart must leave none behind: checked at the end).
 """
 from __future__ import annotations
 
@@ -32,10 +37,26 @@ import time
 import psutil
 import requests
 
+from backend.launchers.boundary import runs_key
+from backend.launchers.pool import is_waiting
 from benchmarks.common import percentile, running_backend, summary
 from tests.support import Backend, loop_experiment, wait_until
 
 SLOW = {"step_sleep": 0.002}
+
+
+def pool_leftovers(backend: Backend) -> int:
+    """Warm servers of this backend that wait for a run beyond its pool's own, once the
+    pool is full again: 0 when the kill -9 and the give-backs left none behind."""
+    def pool() -> dict:
+        return backend.get("/").json()["pool"]["python"]
+
+    wait_until(lambda: pool()["idle"] == pool()["size"], 60, "the pool to be full")
+    key = runs_key((backend.data_dir / "runs").resolve())
+    waiting = [p.pid for p in psutil.process_iter(["cmdline"])
+               if "--warm" in (p.info["cmdline"] or []) and key in p.info["cmdline"]
+               and is_waiting(p.pid)]
+    return len(waiting) - pool()["idle"]
 
 
 class Pending:
@@ -192,9 +213,13 @@ def main() -> None:
     parser.add_argument("--keep", help="copy the backend's data dir here at the end")
     parser.add_argument("--queued", type=int, default=0,
                         help="keep this many runs queued (the host lends --sims cores)")
+    parser.add_argument("--pool-python", type=int, default=0,
+                        help="warm python servers: every (re)start of a run is handed one "
+                             "when the pool has it, set aside while its files are fetched")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     host = ("--host-threads", str(args.sims)) if args.queued else ()
+    host += ("--pool-python", str(args.pool_python))
     with running_backend(*host) as backend:
         backend.upload("soak", loop_experiment(sim_time=1e12))
         backend.upload("short", loop_experiment(sim_time=4000.0))
@@ -250,6 +275,7 @@ def main() -> None:
                 shutil.copytree(backend.data_dir, args.keep, dirs_exist_ok=True)
         log = backend.log()
         tracebacks = log.count("Traceback")
+        leftovers = pool_leftovers(backend) if args.pool_python else 0
 
     unanswered = {s: t for d in drivers for s, t in d.unanswered.items()}
     # A 409 says the run had ended before the request: on its own (completed), or by a
@@ -269,6 +295,10 @@ def main() -> None:
     for target in ("paused", "started", "stopped"):
         print(summary(f"  to {target}", [x for d in drivers for x in d.by_target[target]]))
     print(f"5xx answers: {len(errors)}; tracebacks in the backend log: {tracebacks}")
+    if args.pool_python:
+        print(f"warm pool: {log.count('handed: sim ')} runs handed a warm server, "
+              f"{log.count('set aside: ')} set aside, {log.count('given back: ')} given back; "
+              f"waiting servers beyond the pool at the end: {leftovers}")
     ends = {state: sum(1 for r in records.values() if r["state"] == state)
             for state in ("stopped", "completed", "failed")}
     print(f"final states: {ends}; all terminal as implied: {not wrong}; all logs uploaded: "
@@ -282,8 +312,9 @@ def main() -> None:
             if servers else "none running"
         print(f"memory at {label:<6}: backend {b:.1f} MiB; simservers ({len(servers)}) {per}")
     disorder = queue_report(log, queue_lengths) if pending is not None else 0
-    if wrong or errors or disorder:
-        print("MISMATCHES:", wrong, errors[:5], f"queue order broken {disorder} times")
+    if wrong or errors or disorder or leftovers:
+        print("MISMATCHES:", wrong, errors[:5], f"queue order broken {disorder} times",
+              f"{leftovers} warm servers left behind")
         raise SystemExit(1)
     print(f"p99 control latency {percentile([x * 1000 for x in latencies], 99):.1f} ms")
 
