@@ -79,9 +79,13 @@ class ControlServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    # Headers and body go out in two writes; with Nagle's algorithm the body would
-    # wait for the peer's delayed ACK (~40 ms) on every keep-alive request.
+    # With Nagle's algorithm a reply's second segment would wait for the peer's delayed
+    # ACK (~40 ms) on every keep-alive request.
     disable_nagle_algorithm = True
+    # Headers and body go out in one write, when the request is done: a write releases
+    # the GIL, and taking it back waits for the script's thread, which holds it through
+    # a whole NEST Run (measured ~1.2 ms each; one write less per request).
+    wbufsize = 64 * 1024
     server: ControlServer
 
     def do_GET(self) -> None:
