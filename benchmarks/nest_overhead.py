@@ -84,32 +84,24 @@ def kernel_overhead(blocks: int, steps: int) -> dict[str, float]:
             "path": path}
 
 
-def in_process_simulate(nest: Any) -> tuple[float, float]:
-    """Seconds to build the network and to ``Simulate`` it for 1 s, in this process."""
+def in_process_simulate(nest: Any, step: float | None = None) -> tuple[float, float]:
+    """Seconds to build the network and to run it for 1 s, in this process: one
+    ``Simulate``; with ``step``, one ``Prepare``, a ``Run(step)`` each and one
+    ``Cleanup``, as the nest engine does for a script calling ``run_loop(1)`` (the
+    Brunel example)."""
     build = load_module("brain.py", BRUNEL).build
     began = time.perf_counter()
     nest.ResetKernel()
     nest.set(rng_seed=12345, local_num_threads=1, resolution=0.1)
     build(nest, PARAMS)
     built = time.perf_counter()
-    nest.Simulate(SIM_TIME)
-    return built - began, time.perf_counter() - built
-
-
-def in_process_stepped(nest: Any, step: float = 1.0) -> tuple[float, float]:
-    """Seconds to build the network and to run it for 1 s in ``step`` ms steps, in this
-    process: one ``Prepare``, a ``Run(step)`` each, one ``Cleanup``, as the nest engine
-    does for a script calling ``run_loop(1)`` (the Brunel example)."""
-    build = load_module("brain.py", BRUNEL).build
-    began = time.perf_counter()
-    nest.ResetKernel()
-    nest.set(rng_seed=12345, local_num_threads=1, resolution=0.1)
-    build(nest, PARAMS)
-    built = time.perf_counter()
-    nest.Prepare()
-    for _ in range(round(SIM_TIME / step)):
-        nest.Run(step)
-    nest.Cleanup()
+    if step is None:
+        nest.Simulate(SIM_TIME)
+    else:
+        nest.Prepare()
+        for _ in range(round(SIM_TIME / step)):
+            nest.Run(step)
+        nest.Cleanup()
     return built - began, time.perf_counter() - built
 
 

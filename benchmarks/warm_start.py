@@ -38,9 +38,7 @@ import numpy as np
 import requests
 
 from benchmarks.common import Backend, running_backend, summary, wait
-from benchmarks.nest_overhead import (
-    BRUNEL, PARAMS, SIM_TIME, in_process_simulate, in_process_stepped,
-)
+from benchmarks.nest_overhead import BRUNEL, PARAMS, SIM_TIME, in_process_simulate
 from tests.nest_server import RealNestServer
 from tests.support import example_files
 
@@ -185,12 +183,12 @@ def main() -> None:
 
     # Before and after the rest: a shared machine's load comes and goes.
     in_process = [sum(in_process_simulate(nest)) for _ in range(args.runs)]
-    stepped = [sum(in_process_stepped(nest)) for _ in range(args.runs)]
+    stepped = [sum(in_process_simulate(nest, step=1.0)) for _ in range(args.runs)]
     nest_server = nest_server_runs(args.runs)
     warm = measure(args, WARM)
     cold = measure(args, COLD)
     in_process += [sum(in_process_simulate(nest)) for _ in range(args.runs)]
-    stepped += [sum(in_process_stepped(nest)) for _ in range(args.runs)]
+    stepped += [sum(in_process_simulate(nest, step=1.0)) for _ in range(args.runs)]
     report(warm, cold, nest_server, statistics.median(in_process), statistics.median(stepped),
            args)
 
