@@ -175,7 +175,7 @@ class WarmPool(Launcher):
             logger.info("pool: no NEST here; no warm nest servers")
             self.sizes["nest"] = 0
         self._idle: dict[str, list[WarmServer]] = {kind: [] for kind in WARM_KINDS}
-        #: Servers set aside for a run being fetched, in its boundary already.
+        #: Servers set aside for a run being fetched, on their way into its boundary.
         self._reserved: dict[str, WarmServer] = {}
         self._cond = threading.Condition()
         self._closed = False
@@ -227,7 +227,6 @@ class WarmPool(Launcher):
         if warm is None:
             return
         logger.info("set aside: a warm %s server (pid %d) for sim %s", kind, warm.pid, sim_id)
-        warm.moved = threading.Event()
         threading.Thread(target=self._move, args=(warm, sim_id), name=f"move-{warm.pid}",
                          daemon=True).start()
 
@@ -315,6 +314,7 @@ class WarmPool(Launcher):
             warm = idle[0]
             self._idle[kind].remove(warm)
             if reserve_for is not None:
+                warm.moved = threading.Event()  # before anyone can see it set aside
                 self._reserved[reserve_for] = warm
             warm.handed = True
             self._handed_at = time.monotonic()
@@ -322,12 +322,8 @@ class WarmPool(Launcher):
             return warm
 
     def _claim(self, warm: WarmServer, sim_id: str) -> None:
-        """Move a server taken out of the pool into the run's boundary.
-
-        Moved before it is handed the run, while it waits idle: a process that runs
-        (reading the handoff, polling cgroup.procs) is slower to move. Not moved (this
-        raises): it was handed nothing, and the run starts cold.
-        """
+        """Move a server taken out of the pool into the run's boundary (raises if it
+        cannot be: see :meth:`spawn` and :meth:`_move` for what becomes of it)."""
         if not warm.ready.is_set():
             self.ops.raise_priority(warm.pid)  # the rest of its warm-up is the run's start
         self.local.boundary.prepare(sim_id)
