@@ -163,11 +163,14 @@ class Launch(threading.Thread):
         timeout = dict(record["timeout"])
         if limits.real_time is not None:
             timeout["real_time"] = limits.real_time
+        # Started, as saved now (not when the launch began: a POST "started" saves
+        # that state while the experiment is fetched): the server then starts by
+        # itself, a round trip sooner. A change not yet saved reaches it as a command.
         run = RunConfig(sim_id=self.sup.sim_id, experiment=record["experiment"],
                         main_script=record["main_script"], params=record["params"],
                         timeout=timeout, limits=limits.to_dict(),
                         host=self.rt.launcher.bind_host, token_sha256=token_digest(token),
-                        start=record["state"] == SimState.STARTED.value)
+                        start=self.sup.snapshot["state"] == SimState.STARTED.value)
         # Not synced: only live processes read it (the server, a backend adopting it);
         # a crash of the machine leaves none (backend.recovery relaunches or ends it).
         write_json_atomic(self.run_dir / RUN_CONFIG_FILE, run.to_dict(), durable=False)

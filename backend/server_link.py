@@ -9,8 +9,10 @@ exit and disconnects. :meth:`ServerLink.status` is the one method other threads 
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from backend.control_client import ControlClient, ControlError
@@ -29,12 +31,15 @@ _MAX_COMMANDS = 3
 class ServerLink:
     """Handle, control client and last known state of one simulation server."""
 
-    def __init__(self, sim_id: str, launcher: Launcher, stop_grace: float) -> None:
+    def __init__(self, sim_id: str, run_dir: Path, launcher: Launcher,
+                 stop_grace: float) -> None:
         self.sim_id = sim_id
+        self.run_dir = run_dir
         self.launcher = launcher
         self.grace = stop_grace
         self.server: ServerHandle | None = None
         self.client: ControlClient | None = None
+        self.live_dir: Path | None = None     # where its live status is, if here
         self.state: SimState | None = None
         self._seq = 0                          # the event seq ``state`` stems from
         self.running = RunningTime()           # seconds the server has been started
@@ -47,6 +52,9 @@ class ServerLink:
     def connect(self, info: ServerInfo, deliver: Callable[[dict[str, Any]], None]) -> None:
         """Open the control connection and follow the server's events into ``deliver``."""
         self.client = ControlClient(info)
+        # A server on a loopback address is on this host: its live status is in shared
+        # memory, in the run dir (a run dir shared with another host is not).
+        self.live_dir = self.run_dir if _on_this_host(info.host) else None
         follow_events(self.sim_id, self.client, self.server, self.ready, deliver)
 
     def disconnect(self) -> None:
@@ -55,7 +63,7 @@ class ServerLink:
             self.client = None
 
     def status(self, snapshot: dict[str, Any]) -> dict[str, Any]:
-        return live_status(snapshot, self.client, self.server, self.state)
+        return live_status(snapshot, self.client, self.server, self.state, self.live_dir)
 
     def at(self, state: SimState, seq: int) -> None:
         """The server is in ``state`` as of its event ``seq`` (older news is ignored)."""
@@ -115,3 +123,11 @@ class ServerLink:
                 self.launcher.terminate(server, grace)
 
         threading.Thread(target=escalate, name=f"stop-{self.sim_id}", daemon=True).start()
+
+
+def _on_this_host(host: str) -> bool:
+    """A control API on a loopback address is on this host."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        return host == "localhost"

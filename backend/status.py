@@ -3,11 +3,13 @@ stream of events it pushes."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 from backend.control_client import ControlClient, ControlError
 from backend.launchers import ServerHandle
 from lifecycle import SimState
+from lifecycle.live import read_live_status
 
 #: The status fields a simulation server reports (and ``status.json`` keeps).
 STATUS_KEYS = ("sim_time", "steps", "timestep", "real_time", "timeout")
@@ -15,16 +17,19 @@ NO_RESOURCES = {"cpu_percent": 0.0, "rss_bytes": 0}
 
 
 def live_status(snapshot: dict[str, Any], client: ControlClient | None,
-                server: ServerHandle | None, server_state: SimState | None) -> dict[str, Any]:
-    """The status of ``GET .../status``: live from the server while it runs, the last
-    known (the record's) after. Reads only; safe on any thread."""
+                server: ServerHandle | None, server_state: SimState | None,
+                live_dir: Path | None = None) -> dict[str, Any]:
+    """The status of ``GET .../status``: live from the server while it runs (from its
+    shared memory in ``live_dir`` when it keeps one there, else its control API), the
+    last known (the record's) after. Reads only; safe on any thread."""
     status = {"sim_time": 0.0, "steps": 0, "timestep": None, "real_time": 0.0,
               "timeout": snapshot["timeout"], "resources": dict(NO_RESOURCES),
               **snapshot["status"]}
     state = server_state.value if server_state else None
     if client is not None and server is not None and not server.exited.is_set():
         try:
-            live = client.status(timeout=1.0)
+            live = (read_live_status(live_dir) if live_dir is not None else None) \
+                or client.status(timeout=1.0)
             status.update({k: live.get(k) for k in STATUS_KEYS}, resources=server.resources())
             if "nest_session" in live:  # biological time, simulating, simulate_until...
                 status["nest_session"] = live["nest_session"]

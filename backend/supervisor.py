@@ -48,7 +48,8 @@ class SimulationSupervisor:
         self.mailbox = Mailbox(f"sim-{record.id}", on_error=self._on_error)
         self.commands = Mailbox(f"sim-{record.id}-server", on_error=self._on_error)
         self.keeper = RecordKeeper(record, runtime, self.run_dir, self.mailbox.post)
-        self.link = ServerLink(record.id, runtime.launcher, runtime.config.stop_grace)
+        self.link = ServerLink(record.id, self.run_dir, runtime.launcher,
+                               runtime.config.stop_grace)
         self.limits: Limits | None = None
         #: The ``experiment.json`` it was created with: what its first launch expects
         #: to fetch (a hint to the launcher; the fetch is what counts).

@@ -45,6 +45,13 @@ class RunningTime:
             self._banked = float(seconds)
             self._since = self._clock() if running else None
 
+    def reading(self) -> tuple[float, float | None]:
+        """(seconds banked, the clock's reading it has run since or None): what
+        another process on this host needs to tell :meth:`elapsed` (see
+        ``lifecycle.live``)."""
+        with self._lock:
+            return self._banked, self._since
+
     def elapsed(self) -> float:
         since = self._since
         return self._banked + (self._clock() - since if since is not None else 0.0)

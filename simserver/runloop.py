@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lifecycle.clock import RunningTime
+from lifecycle.live import LiveStatusWriter
 from simserver.errors import SimulationStopped, SimulationTimeout
 from simserver.kernel import Kernel
 
@@ -28,7 +29,8 @@ class RunLoop:
 
     def __init__(self, kernel: Kernel, *, sim_timeout: float | None = None,
                  real_timeout: float | None = None, real_time_factor: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 live: LiveStatusWriter | None = None) -> None:
         self.kernel = kernel
         self.sim_timeout = sim_timeout
         self._max_steps = math.inf if sim_timeout is None else \
@@ -41,6 +43,12 @@ class RunLoop:
         self._stopping = False
         self._running = RunningTime(clock)
         self._pace_origin = (0.0, 0.0)
+        #: Where the step count and running time are published to the backend (its
+        #: readings are of ``time.monotonic``: give one only with that clock).
+        self.live = live
+        if live is not None:
+            live.update(timestep=kernel.timestep, timeout=(sim_timeout, real_timeout),
+                        running=self._running.reading())
 
     # -- commands (any thread) ------------------------------------------------
 
@@ -50,6 +58,7 @@ class RunLoop:
             now = self._running.run()
             self._held = False
             self._pace_origin = (now, self.kernel.time)
+            self._publish_running()
             self._cond.notify_all()
 
     def hold(self) -> None:
@@ -57,6 +66,7 @@ class RunLoop:
         with self._cond:
             self._held = True
             self._running.hold()
+            self._publish_running()
             self._cond.notify_all()
 
     def request_stop(self) -> None:
@@ -64,7 +74,12 @@ class RunLoop:
         with self._cond:
             self._stopping = True
             self._running.hold()
+            self._publish_running()
             self._cond.notify_all()
+
+    def _publish_running(self) -> None:
+        if self.live is not None:
+            self.live.update(running=self._running.reading())
 
     @property
     def stopping(self) -> bool:
@@ -78,7 +93,7 @@ class RunLoop:
 
     def run_loop(self, n: int = 1) -> None:
         """Advance ``n`` kernel steps, honouring pause, stop and timeouts before each."""
-        kernel = self.kernel
+        kernel, live = self.kernel, self.live
         for _ in range(n):
             if self._held or self._stopping:
                 self.wait_if_paused()
@@ -91,6 +106,8 @@ class RunLoop:
             if self.real_time_factor:
                 self._pace()
             kernel.step()
+            if live is not None:
+                live.stepped(kernel.steps)
 
     def _time_out(self, reason: str) -> None:
         logger.info("timeout: %s", reason)

@@ -25,6 +25,7 @@ from lifecycle import (
 )
 from lifecycle.errors import InvalidExperiment
 from lifecycle.experiment import optional_positive, read_experiment
+from lifecycle.live import LiveStatusWriter
 from lifecycle.messages import (
     COMMAND_TARGETS, EXIT_FAILED, EXIT_OK, EXIT_USAGE, EXPERIMENT_DIR, LOGS_DIR, NODE_HOST,
     RESULTS_DIR, RUN_CONFIG_FILE, SERVER_FILE, SIMULATION_LOG, STATUS_FILE, RunConfig, ServerInfo,
@@ -78,6 +79,11 @@ class SimulationServer:
         self._results_saved = False
         self.exit_code: int | None = None
         self._status_lock = threading.Lock()
+        #: Set while two state changes are to leave one ``status.json`` write.
+        self._status_deferred = False
+        #: The step count, state and running time in shared memory (``live.bin``),
+        #: for status reads on this host that need not wait for the control API.
+        self.live: LiveStatusWriter | None = None
         self.lifecycle = SimulationServerLifecycle(self.config.sim_id, listener=self)
 
     # -- lifecycle listener and control API ------------------------------------
@@ -96,9 +102,12 @@ class SimulationServer:
             self._go.set()
         if state == SimState.FAILED:
             self.error = details.get("error")
+        if self.live is not None:
+            self.live.update(state=state)
         logger.info("state: %s (%s)", state.value, trigger)
         self.events.append("state", state=state.value, trigger=trigger, error=self.error)
-        self.write_status()
+        if not self._status_deferred:
+            self.write_status()
 
     def command(self, name: object) -> dict[str, Any]:
         """Obey a control command.
@@ -145,6 +154,7 @@ class SimulationServer:
     def run(self) -> int:
         """Serve, initialize, wait for start, run the script; return the exit code."""
         host = bind_address(self.config.host)
+        self.live = _live_status_writer(self.run_dir)
         control = ControlServer(host, self.token, self)
         control.serve_in_thread()
         threading.Thread(target=self._refresh_status, name="status", daemon=True).start()
@@ -211,7 +221,10 @@ class SimulationServer:
                                                            "timeout.real_time"),
                             real_time_factor=optional_positive(self.experiment,
                                                                "real_time_factor",
-                                                               "real_time_factor"))
+                                                               "real_time_factor"),
+                            live=self.live)
+        if self.live is not None:
+            self.live.update(ready=True)  # its state follows from state_changed
         self.results_dir.mkdir(parents=True, exist_ok=True)
         script.sim = Simulation(self.loop, params, self.results_dir)
         self.main_script = main_script
@@ -221,9 +234,18 @@ class SimulationServer:
     def _fire_initialize(self) -> None:
         with self.lifecycle.lock:  # a stop may arrive meanwhile
             if self.lifecycle.state == SimState.CREATED:
-                self.lifecycle.fire("initialize")
-                if self.config.start:  # the backend wants it running: no round trip
+                if not self.config.start:
+                    self.lifecycle.fire("initialize")
+                    return
+                # The backend wants it running: started without a round trip, and
+                # status.json written (synced) once, where the two changes end.
+                self._status_deferred = True
+                try:
+                    self.lifecycle.fire("initialize")
                     self.lifecycle.request(SimState.STARTED)
+                finally:
+                    self._status_deferred = False
+                    self.write_status()
             elif self.lifecycle.state == SimState.STOPPED and self.nest_session is not None:
                 self.nest_session.stop()
 
@@ -307,6 +329,17 @@ def _drive_session(session: NestSession, state: SimState) -> None:
         session.pause()
     elif state in TERMINAL_STATES:
         session.stop()
+
+
+def _live_status_writer(run_dir: Path) -> LiveStatusWriter | None:
+    """The shared-memory status; without it (the run dir is full, say) status reads
+    go to the control API, as for a server on another host."""
+    try:
+        return LiveStatusWriter(run_dir)
+    except OSError as exc:
+        logger.warning("no live status in shared memory (%s): status reads use the "
+                       "control API", exc)
+        return None
 
 
 def bind_address(host: str) -> str:

@@ -255,3 +255,44 @@ def test_status_reads_while_a_run_ends_leave_its_final_status_whole(backend: Bac
     assert record["status"]["sim_time"] == 300.0 and record["status"]["steps"] == 300
     stored = backend.get(f"/v1/simulations/{sim_id}/status").json()
     assert (stored["sim_time"], stored["steps"]) == (300.0, 300)
+
+
+def test_status_comes_from_the_servers_shared_memory(backend: Backend, loop: str) -> None:
+    """A run's status reads are what its control API says, without asking it: they
+    are answered even while the server cannot answer (stopped by SIGSTOP)."""
+    import json
+    import os
+    import signal
+
+    from backend.control_client import ControlClient
+    from lifecycle.live import read_live_status
+    from lifecycle.messages import ServerInfo
+
+    sim_id = backend.create(loop, params=SLOW, state="started")["id"]
+    backend.wait_advancing(sim_id, beyond=5)
+    run_dir = backend.data_dir / "runs" / sim_id
+    info = ServerInfo.from_dict(json.loads((run_dir / "server.json").read_text()))
+    backend.set_state(sim_id, "paused")
+    backend.wait_server_state(sim_id, "paused")
+    shared, client = backend.status(sim_id), ControlClient(info)
+    try:
+        asked = client.status()
+    finally:
+        client.close()
+    assert asked["state"] == shared["server_state"] == "paused"
+    for key in ("sim_time", "steps", "timestep", "real_time", "timeout"):
+        assert shared[key] == asked[key], key
+
+    backend.set_state(sim_id, "started")
+    backend.wait_advancing(sim_id, beyond=shared["sim_time"] + 5)
+    os.kill(info.pid, signal.SIGSTOP)
+    try:
+        frozen = read_live_status(run_dir)
+        first, second = backend.status(sim_id), backend.status(sim_id)
+    finally:
+        os.kill(info.pid, signal.SIGCONT)
+    assert first["server_state"] == second["server_state"] == "started"
+    assert first["sim_time"] == second["sim_time"] == frozen["sim_time"] > shared["sim_time"]
+    assert second["real_time"] > first["real_time"]  # started: it counts on
+    backend.set_state(sim_id, "stopped")
+    assert backend.wait_uploaded(sim_id)["state"] == "stopped"
