@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 _POLL = 0.002
 _POLL_MAX = 0.01
 #: What a NEST session's record settings become in its ``experiment.json``.
+#: Seconds a launch waits for a "started" to be saved before the server may start by
+#: itself; a slower save (an outage) lets the start come as a command.
+_START_SAVE_WAIT = 2.0
 _SESSION_KEYS = ("threads", "seed", "resolution", "exec")
 
 
@@ -153,6 +156,20 @@ class Launch(threading.Thread):
             return False
         return True
 
+    def _started_on_record(self) -> bool:
+        """Whether the server may start by itself (``run.json`` ``"start"``), a round
+        trip sooner than the start command: the run is started and that is saved.
+
+        A ``POST`` with ``"state": "started"`` is saved while the experiment is fetched,
+        so this waits (briefly) for the save, not only reads the record as it was when
+        the launch began. A change the server must not act on before it is on record
+        (see ``SimulationSupervisor.converge``) comes as a command otherwise.
+        """
+        if self.sup.state != SimState.STARTED:
+            return False
+        return self.sup.wait_saved(_START_SAVE_WAIT) and \
+            self.sup.snapshot["state"] == SimState.STARTED.value
+
     def _write_run_config(self, record: dict[str, Any], token: str) -> Limits:
         """Resolve the limits and tell the simulation server what to run."""
         try:
@@ -163,14 +180,11 @@ class Launch(threading.Thread):
         timeout = dict(record["timeout"])
         if limits.real_time is not None:
             timeout["real_time"] = limits.real_time
-        # Started, as saved now (not when the launch began: a POST "started" saves
-        # that state while the experiment is fetched): the server then starts by
-        # itself, a round trip sooner. A change not yet saved reaches it as a command.
         run = RunConfig(sim_id=self.sup.sim_id, experiment=record["experiment"],
                         main_script=record["main_script"], params=record["params"],
                         timeout=timeout, limits=limits.to_dict(),
                         host=self.rt.launcher.bind_host, token_sha256=token_digest(token),
-                        start=self.sup.snapshot["state"] == SimState.STARTED.value)
+                        start=self._started_on_record())
         # Not synced: only live processes read it (the server, a backend adopting it);
         # a crash of the machine leaves none (backend.recovery relaunches or ends it).
         write_json_atomic(self.run_dir / RUN_CONFIG_FILE, run.to_dict(), durable=False)

@@ -296,3 +296,22 @@ def test_status_comes_from_the_servers_shared_memory(backend: Backend, loop: str
     assert second["real_time"] > first["real_time"]  # started: it counts on
     backend.set_state(sim_id, "stopped")
     assert backend.wait_uploaded(sim_id)["state"] == "stopped"
+
+
+def test_a_run_posted_started_starts_without_the_start_command(backend: Backend,
+                                                                loop: str) -> None:
+    """``POST`` with ``"state": "started"`` is saved while the experiment is fetched:
+    the server is told to start by itself (``run.json``), a round trip sooner."""
+    import json
+
+    sim_id = backend.create(loop, params=SLOW, state="started")["id"]
+    backend.wait_advancing(sim_id, beyond=1)
+    run = json.loads((backend.data_dir / "runs" / sim_id / "run.json").read_text())
+    assert run["start"] is True
+    created = backend.create(loop, params=SLOW, state="initialized")["id"]
+    backend.wait_server_state(created, "initialized")
+    run = json.loads((backend.data_dir / "runs" / created / "run.json").read_text())
+    assert run["start"] is False
+    for sim in (sim_id, created):
+        backend.set_state(sim, "stopped")
+        assert backend.wait_uploaded(sim)["state"] == "stopped"
