@@ -54,10 +54,13 @@ class LiveStatusWriter:
     def __init__(self, run_dir: Path) -> None:
         path = run_dir / LIVE_FILE
         temp = run_dir / f".{LIVE_FILE}.{os.getpid()}"
-        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             os.ftruncate(fd, _SIZE)
             self._map = mmap.mmap(fd, _SIZE)
+        except OSError:
+            os.unlink(temp)
+            raise
         finally:
             os.close(fd)
         self._lock = threading.Lock()
@@ -102,10 +105,6 @@ class LiveStatusWriter:
             _FIELDS.pack_into(self._map, _HEAD.size, *fields)
             _SEQ.pack_into(self._map, _SEQ_AT, seq + 2)
             self._seq = seq + 2
-
-    def close(self) -> None:
-        with self._lock:
-            self._map.close()
 
 
 def read_live_status(run_dir: Path) -> dict[str, Any] | None:
