@@ -9,7 +9,6 @@ exit and disconnects. :meth:`ServerLink.status` is the one method other threads 
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Callable
 from backend.control_client import ControlClient, ControlError
 from backend.launchers import Launcher, ServerHandle
 from backend.status import follow_events, live_status
+from client.settings import is_loopback
 from lifecycle import SimState
 from lifecycle.clock import RunningTime
 from lifecycle.messages import ServerInfo, next_command
@@ -54,7 +54,7 @@ class ServerLink:
         self.client = ControlClient(info)
         # A server on a loopback address is on this host: its live status is in shared
         # memory, in the run dir (a run dir shared with another host is not).
-        self.live_dir = self.run_dir if _on_this_host(info.host) else None
+        self.live_dir = self.run_dir if is_loopback(info.host) else None
         follow_events(self.sim_id, self.client, self.server, self.ready, deliver)
 
     def disconnect(self) -> None:
@@ -124,10 +124,3 @@ class ServerLink:
 
         threading.Thread(target=escalate, name=f"stop-{self.sim_id}", daemon=True).start()
 
-
-def _on_this_host(host: str) -> bool:
-    """A control API on a loopback address is on this host."""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name
-        return host == "localhost"
