@@ -45,6 +45,13 @@ class Engine:
         """Advance the model from ``t`` to ``t + dt`` (ms)."""
         raise NotImplementedError
 
+    def steps_compose(self) -> bool:
+        """Whether one ``step(t, k * dt)`` is the same simulation as ``k`` steps of ``dt``
+        (nothing in the engine reads or changes the model between steps), so that the
+        run loop may advance several steps with one call. False unless an engine says so:
+        a Python model steps by what it is given."""
+        return False
+
     def get_datapack(self, name: str) -> Any:
         raise KernelError(f"engine {self.name!r} has no datapack {name!r}", self.name)
 

@@ -8,15 +8,14 @@ file_logger.info("Brunel network: %d excitatory, %d inhibitory neurons",
                  len(brain.nodes["excitatory"]), len(brain.nodes["inhibitory"]))
 try:
     while True:
-        sim.run_loop(1)
-        if sim.steps % 100 == 0:
-            file_logger.info("t = %g ms", sim.time)
+        sim.run_loop(100)        # NEST steps in chunks of ~5 ms (README: run_loop)
+        file_logger.info("t = %g ms", sim.time)
 except SimulationTimeout:
     file_logger.info("reached the timeout at t=%s ms", sim.time)
 finally:
     seconds = sim.time / 1000.0
     for recorder in ("ex_spikes", "in_spikes"):
-        spikes = brain.nodes[recorder].n_events
+        spikes = len(brain.spikes(recorder)[0])  # read once: the engine saves the same
         recorded = len(brain.nest.GetConnections(target=brain.nodes[recorder]))
         rate = spikes / recorded / seconds if seconds else 0.0
         file_logger.info("%s: %d spikes from %d neurons, %.1f Hz", recorder, spikes, recorded,

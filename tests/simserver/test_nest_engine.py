@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from simserver.engines import ENGINE_TYPES
-from simserver.errors import ExperimentError, KernelError
+from simserver.errors import ExperimentError, KernelError, SimulationTimeout
 from simserver.nest_engine import import_nest
+from simserver.runloop import RunLoop
 from simserver.spikes import sorted_spikes
 from tests.support import ROOT
 
@@ -114,6 +115,39 @@ def test_steps_are_one_simulate(nest_kernel: Callable, tmp_path: Path, timestep:
         np.testing.assert_array_equal(stepped[key], expected[key], err_msg=key)
     warned = [r for r in caplog.records if "not a multiple of NEST's min_delay" in r.message]
     assert len(warned) == (timestep % 1.0 != 0)      # min_delay is 1 ms (the recorders)
+
+
+@pytest.mark.parametrize("timestep", [1.0, 0.5])
+def test_chunked_steps_are_one_simulate(nest_kernel: Callable, tmp_path: Path,
+                                        timestep: float) -> None:
+    """``run_loop(n)`` hands NEST several steps per ``Run`` (see RunLoop._advance); the
+    simulation is the same, up to the sim-time timeout exactly."""
+    params = {"n_neurons": 200}
+    kernel = nest_kernel(nest_config("brunel_chunks.py", timestep, seed=12345),
+                         {"brunel_chunks.py": BRUNEL}, params)
+    brain = kernel.engines["brain"]
+    runs: list[float] = []
+    step = brain.step
+    brain.step = lambda t, dt: (runs.append(dt), step(t, dt))
+    loop = RunLoop(kernel, sim_timeout=100.0)
+    loop.release()
+    with pytest.raises(SimulationTimeout):
+        loop.run_loop(10_000)
+    kernel.finalize(tmp_path)
+    kernel.shutdown()
+    assert len(runs) < 100.0 / timestep and sum(runs) == pytest.approx(100.0)
+    assert kernel.time == 100.0 and nest.biological_time == pytest.approx(100.0)
+    stepped = dict(np.load(tmp_path / "spikes.npz"))
+    for key, expected in reference_spikes(params, 100.0).items():
+        np.testing.assert_array_equal(stepped[key], expected, err_msg=key)
+
+
+def test_a_tap_makes_nest_step_one_by_one(nest_kernel: Callable) -> None:
+    kernel = nest_kernel(nest_config("net_compose.py"), {"net_compose.py": DRIVEN})
+    brain = kernel.engines["brain"]
+    assert brain.steps_compose() and kernel.steps_compose()
+    brain.get_datapack("pop")
+    assert not brain.steps_compose() and not kernel.steps_compose()
 
 
 def test_reading_datapacks_does_not_change_the_simulation(nest_kernel: Callable,
@@ -248,6 +282,44 @@ def test_finalize_saves_sorted_spikes_and_a_raster(nest_kernel: Callable,
     assert set(senders) <= set(range(1, 11))
     assert (tmp_path / "raster.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(experiment.glob("simserver-tap-*")), "tap files are removed"
+
+
+def test_spikes_are_read_once_per_simulated_time(nest_kernel: Callable,
+                                                 tmp_path: Path) -> None:
+    kernel = nest_kernel(nest_config("net_read.py", timestep=5.0),
+                         {"net_read.py": DRIVEN}, {"I_e": 450.0, "rate": 3000.0})
+    brain = kernel.engines["brain"]
+    assert [len(a) for a in brain.spikes("spikes")] == [0, 0]
+    kernel.step()
+    first = brain.spikes("spikes")
+    assert len(first[0]) > 0 and brain.spikes("spikes") is first
+    for found, expected in zip(first, events(brain.nodes["spikes"]), strict=True):
+        np.testing.assert_array_equal(found, expected)
+    kernel.step()
+    later = brain.spikes("spikes")
+    assert len(later[0]) > len(first[0])             # time moved on: read again
+    kernel.finalize(tmp_path)                         # the save takes the last read
+    saved = np.load(tmp_path / "spikes.npz")
+    np.testing.assert_array_equal(saved["spikes_times"], later[0])
+    np.testing.assert_array_equal(saved["spikes_senders"], later[1])
+
+
+@pytest.mark.parametrize("name, message", [
+    ("pop", "'pop' is not a spike recorder"),
+    ("nope", "'nope' is not a spike recorder"),
+    ("ascii", "'ascii' is a spike recorder writing to ascii, not to memory"),
+])
+def test_spikes_of_what_is_no_memory_recorder(nest_kernel: Callable, name: str,
+                                               message: str) -> None:
+    kernel = nest_kernel(nest_config("net_noread.py"), {"net_noread.py": '''
+def build(nest, params):
+    pop = nest.Create("iaf_psc_alpha", 3)
+    ascii = nest.Create("spike_recorder", params={"record_to": "ascii", "label": "x"})
+    nest.Connect(pop, ascii)
+    return {"pop": pop, "ascii": ascii}
+'''})
+    with pytest.raises(KernelError, match=message):
+        kernel.engines["brain"].spikes(name)
 
 
 def test_recorders_writing_files_are_left_to_nest(nest_kernel: Callable, tmp_path: Path,

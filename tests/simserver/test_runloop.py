@@ -269,6 +269,92 @@ def test_hold_interrupts_a_pacing_wait_and_blocks() -> None:
     stop_at_once(loop, thread)
 
 
+# -- chunks: several steps in one engine call when steps compose ----------------
+
+class ComposingEngine(RecordingEngine):
+    """A recording engine whose steps compose; ``cost`` seconds of work per step."""
+
+    def __init__(self, name: str = "counter", log: list | None = None,
+                 cost: float = 0.0) -> None:
+        super().__init__(name, log)
+        self.cost = cost
+
+    def steps_compose(self) -> bool:
+        return True
+
+    def step(self, t: float, dt: float) -> None:
+        if self.cost:
+            time.sleep(self.cost * round(dt / 0.5))  # simulated work (timestep 0.5)
+        super().step(t, dt)
+
+
+def chunk_loop(cost: float = 0.0, **options: object) -> tuple[RunLoop, ComposingEngine]:
+    engine = ComposingEngine(cost=cost)
+    loop = RunLoop(Kernel({"counter": engine}, [], 0.5), **options)
+    loop.release()
+    return loop, engine
+
+
+def chunks(engine: RecordingEngine) -> list[int]:
+    """Steps of 0.5 ms per engine call, checking that the calls cover time end to end."""
+    t = 0.0
+    for _, start, dt in engine.log:
+        assert start == pytest.approx(t)
+        t = start + dt
+    return [round(dt / 0.5) for _, _, dt in engine.log]
+
+
+def test_composing_steps_go_to_the_engine_in_growing_chunks() -> None:
+    loop, engine = chunk_loop()
+    loop.run_loop(1000)
+    found = chunks(engine)
+    assert sum(found) == 1000 and loop.kernel.steps == 1000 and loop.kernel.time == 500.0
+    assert found[0] == 1 and len(found) < 20
+    assert all(b <= 2 * a for a, b in zip(found, found[1:], strict=False))  # doubling at most
+    loop.run_loop(1)
+    assert chunks(engine)[-1] == 1
+
+
+def test_a_chunk_takes_about_chunk_seconds_of_wall_time() -> None:
+    # 2 ms a step: CHUNK_SECONDS (5 ms) fits two, however slow the machine is.
+    loop, engine = chunk_loop(cost=0.002)
+    loop.run_loop(40)
+    found = chunks(engine)
+    assert sum(found) == 40 and max(found) == 2
+
+
+def test_a_chunk_stops_at_the_sim_timeout() -> None:
+    loop, engine = chunk_loop(sim_timeout=10.25)
+    with pytest.raises(SimulationTimeout):
+        loop.run_loop(1000)
+    assert sum(chunks(engine)) == 20 and loop.kernel.time == 10.0
+
+
+def test_a_pause_lands_between_chunks() -> None:
+    loop, engine = chunk_loop()
+    engine.on_step = lambda count: loop.hold() if count == 3 else None
+    thread = start_blocked(loop, "wait_if_paused", 100)
+    assert loop.kernel.steps == sum(chunks(engine)) == 1 + 2 + 4
+    loop.release()
+    thread.finish()
+    assert thread.raised is None and loop.kernel.steps == sum(chunks(engine)) == 100
+
+
+@pytest.mark.parametrize("why", ["transceiver", "engine that does not compose",
+                                 "real-time factor"])
+def test_steps_go_one_by_one_unless_everything_composes(why: str) -> None:
+    log: list[tuple] = []
+    engines: dict[str, Engine] = {"brain": ComposingEngine("brain", log)}
+    transceivers = [lambda given, t: None] if why == "transceiver" else []
+    if why.startswith("engine"):
+        engines["world"] = RecordingEngine("world", log)
+    options = {"real_time_factor": 1e6} if why == "real-time factor" else {}
+    loop = RunLoop(Kernel(engines, transceivers, 0.5), **options)
+    loop.release()
+    loop.run_loop(50)
+    assert [dt for name, _, dt in log if name == "brain"] == [0.5] * 50
+
+
 # -- the kernel and the script's view -------------------------------------------
 
 def test_kernel_runs_transceivers_then_engines_in_order() -> None:
