@@ -87,8 +87,7 @@ def kernel_overhead(blocks: int, steps: int) -> dict[str, float]:
 def in_process_simulate(nest: Any, step: float | None = None) -> tuple[float, float]:
     """Seconds to build the network and to run it for 1 s, in this process: one
     ``Simulate``; with ``step``, one ``Prepare``, a ``Run(step)`` each and one
-    ``Cleanup``, as the nest engine does for a script calling ``run_loop(1)`` (the
-    Brunel example)."""
+    ``Cleanup``, as the nest engine does for a script calling ``run_loop(1)``."""
     build = load_module("brain.py", BRUNEL).build
     began = time.perf_counter()
     nest.ResetKernel()

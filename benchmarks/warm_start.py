@@ -16,8 +16,9 @@ steps), through a backend with a warm pool (``--pool-nest 2``) and one without
    this process, where NEST is imported already (median of runs before and after the
    rest). Targets: warm spikes in hand <= 1.0x
    NEST Server, <= 1.1x build + Simulate in one warm process. Beside it, build + 1000 x
-   ``Run(1)`` in this process: the example's script advances 1 ms per ``run_loop(1)``,
-   and NEST's own cost of stepping so is part of any run of it.
+   ``Run(1)`` in this process: NEST's own cost of 1 ms steps, which a script calling
+   ``run_loop(1)`` pays (the example calls ``run_loop(100)``, which NEST runs in chunks
+   of ~5 ms: see ``RunLoop._advance``).
 3. ``--batch`` runs of 100 ms one after the other (each POSTed once the last one is
    completed): runs per second warm and cold, and how many were handed a warm server.
 
@@ -153,7 +154,7 @@ def report(warm: dict[str, Any], cold: dict[str, Any], nest_server: float,
     print(f"   NEST Server 3.10, reset + build + Simulate + fetch  {nest_server * 1e3:8.1f} ms")
     print(f"   in this process, build + Simulate (NEST imported)    {in_process * 1e3:8.1f} ms"
           f"  (median of {2 * args.runs}, before and after)")
-    print(f"   in this process, build + 1000 x Run(1) (the script's steps) {stepped * 1e3:8.1f}"
+    print(f"   in this process, build + 1000 x Run(1) (run_loop(1)'s steps) {stepped * 1e3:7.1f}"
           f" ms  (Simulate x {stepped / in_process:4.2f})")
     for name, found in (("warm", warm), ("cold", cold)):
         e2e = found["e2e"]

@@ -47,6 +47,7 @@ class Controlled(Protocol):
 
     def status(self) -> dict[str, Any]: ...
     def command(self, name: str) -> dict[str, Any]: ...
+    def attend(self, change: int) -> None: ...
 
 
 class ControlServer(ThreadingHTTPServer):
@@ -87,6 +88,28 @@ class _Handler(BaseHTTPRequestHandler):
     # a whole NEST Run (measured ~1.2 ms each; one write less per request).
     wbufsize = 64 * 1024
     server: ControlServer
+    _attended = False
+
+    # A request is counted from its request line to its reply's flush (not while a
+    # connection is kept alive, nor while /events waits), so that the run loop steps one
+    # at a time meanwhile (RunLoop.attending): every socket call of this thread gives up
+    # the GIL, and NEST holds it through a Run; its waits to take it back are then one
+    # step long, not a chunk.
+
+    def parse_request(self) -> bool:
+        self._attend(True)
+        return super().parse_request()
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            self._attend(False)
+
+    def _attend(self, attended: bool) -> None:
+        if attended != self._attended:
+            self._attended = attended
+            self.server.target.attend(1 if attended else -1)
 
     def do_GET(self) -> None:
         if not self._authorized():
@@ -104,7 +127,10 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 self._error(400, "bad_request", "'after' and 'wait' must be numbers")
                 return
-            self._reply(200, {"events": self.server.target.events.after(after, wait)})
+            self._attend(False)
+            events = self.server.target.events.after(after, wait)
+            self._attend(True)
+            self._reply(200, {"events": events})
         else:
             self._error(404, "not_found", f"no route {url.path}")
 

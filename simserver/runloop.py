@@ -49,6 +49,10 @@ class RunLoop:
         self._running = RunningTime(clock)
         self._pace_origin = (0.0, 0.0)
         self._chunk = 1              # steps of the next chunk (see _advance)
+        #: Set while a control request is in flight: steps go one at a time meanwhile.
+        #: Its threads need the GIL at every socket call, and NEST holds it through each
+        #: ``Run``: a chunk at every wait made a pause take 25 ms instead of 8 (p50).
+        self.attending = False
         #: Where the step count and running time are published to the backend (its
         #: readings are of ``time.monotonic``: give one only with that clock).
         self.live = live
@@ -117,7 +121,7 @@ class RunLoop:
                                f"{self.real_timeout:g} s")
             if self.real_time_factor:
                 self._pace()
-            elif n > 1 and kernel.steps_compose():
+            elif n > 1 and not self.attending and kernel.steps_compose():
                 n -= self._advance(n)
                 if live is not None:
                     live.stepped(kernel.steps)

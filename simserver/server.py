@@ -81,6 +81,9 @@ class SimulationServer:
         self._status_lock = threading.Lock()
         #: Set while two state changes are to leave one ``status.json`` write.
         self._status_deferred = False
+        #: Control requests in flight (see attend).
+        self._attending = 0
+        self._attend_lock = threading.Lock()
         #: The step count, state and running time in shared memory (``live.bin``),
         #: for status reads on this host that need not wait for the control API.
         self.live: LiveStatusWriter | None = None
@@ -108,6 +111,13 @@ class SimulationServer:
         self.events.append("state", state=state.value, trigger=trigger, error=self.error)
         if not self._status_deferred:
             self.write_status()
+
+    def attend(self, change: int) -> None:
+        """A control request began (+1) or ended (-1): see :meth:`RunLoop.attend`."""
+        with self._attend_lock:
+            self._attending += change
+            if self.loop is not None:
+                self.loop.attending = self._attending > 0
 
     def command(self, name: object) -> dict[str, Any]:
         """Obey a control command.

@@ -341,7 +341,7 @@ def test_a_pause_lands_between_chunks() -> None:
 
 
 @pytest.mark.parametrize("why", ["transceiver", "engine that does not compose",
-                                 "real-time factor"])
+                                 "real-time factor", "control request in flight"])
 def test_steps_go_one_by_one_unless_everything_composes(why: str) -> None:
     log: list[tuple] = []
     engines: dict[str, Engine] = {"brain": ComposingEngine("brain", log)}
@@ -350,6 +350,7 @@ def test_steps_go_one_by_one_unless_everything_composes(why: str) -> None:
         engines["world"] = RecordingEngine("world", log)
     options = {"real_time_factor": 1e6} if why == "real-time factor" else {}
     loop = RunLoop(Kernel(engines, transceivers, 0.5), **options)
+    loop.attending = why == "control request in flight"
     loop.release()
     loop.run_loop(50)
     assert [dt for name, _, dt in log if name == "brain"] == [0.5] * 50
