@@ -38,13 +38,9 @@ class Kernel:
         return self.steps * self.timestep
 
     def step(self) -> None:
-        t = self.steps * self.timestep
         for tf in self.transceivers:
-            tf(self.engines, t)
-        dt = self.timestep
-        for engine in self._engine_list:
-            engine.step(t, dt)
-        self.steps += 1
+            tf(self.engines, self.steps * self.timestep)
+        self.advance(1)
 
     def steps_compose(self) -> bool:
         """Whether :meth:`advance` may take several steps at once: no transceiver runs
@@ -52,8 +48,8 @@ class Kernel:
         return not self.transceivers and all(e.steps_compose() for e in self._engine_list)
 
     def advance(self, n: int) -> None:
-        """Advance ``n`` steps with one call of each engine (only when
-        :meth:`steps_compose`; else use :meth:`step`)."""
+        """Advance ``n`` steps with one call of each engine, no transceivers between
+        (several only when :meth:`steps_compose`; else use :meth:`step`)."""
         t = self.steps * self.timestep
         for engine in self._engine_list:
             engine.step(t, n * self.timestep)

@@ -120,14 +120,13 @@ class RunLoop:
                 self._time_out(f"the run reached its real-time timeout of "
                                f"{self.real_timeout:g} s")
             if self.real_time_factor:
-                self._pace()
-            elif n > 1 and not self.attending and kernel.steps_compose():
+                self._pace()  # paced step by step
+            if n > 1 and not (self.real_time_factor or self.attending) \
+                    and kernel.steps_compose():
                 n -= self._advance(n)
-                if live is not None:
-                    live.stepped(kernel.steps)
-                continue
-            kernel.step()
-            n -= 1
+            else:
+                kernel.step()
+                n -= 1
             if live is not None:
                 live.stepped(kernel.steps)
 

@@ -113,7 +113,8 @@ class SimulationServer:
             self.write_status()
 
     def attend(self, change: int) -> None:
-        """A control request began (+1) or ended (-1): see :meth:`RunLoop.attend`."""
+        """A control request began (+1) or ended (-1): see :attr:`RunLoop.attending`
+        (``0`` hands a new loop the count)."""
         with self._attend_lock:
             self._attending += change
             if self.loop is not None:
@@ -233,6 +234,7 @@ class SimulationServer:
                                                                "real_time_factor",
                                                                "real_time_factor"),
                             live=self.live)
+        self.attend(0)
         if self.live is not None:
             self.live.update(ready=True)  # its state follows from state_changed
         self.results_dir.mkdir(parents=True, exist_ok=True)
