@@ -278,6 +278,10 @@ class Scheduler:
                     shutil.rmtree(sup.run_dir, ignore_errors=True)
             elif sup.state in ACTIVE_STATES:
                 self._holders[sup.sim_id] = _holder(sup)
+                if sup.state == SimState.INITIALIZED and \
+                        rows.get(sup.sim_id, (None, None))[1] == SimState.STARTED:
+                    del rows[sup.sim_id]
+                    self._finish_admission(sup)
         for sim_id in rows:  # their records moved on; the row outlived them
             self.registry.dequeue(sim_id)
         if self._entries:
@@ -426,6 +430,17 @@ class Scheduler:
                     self.registry.dequeue(sim_id)
                 else:  # after its record says what it is now
                     sup.mailbox.post(self.registry.dequeue, sim_id)
+
+    def _finish_admission(self, sup: SimulationSupervisor) -> None:
+        """Start a run whose admission to ``started`` a restart cut between its two saves:
+        its record says ``initialized``, and its queue row, removed only after both, still
+        asks for ``started``. The row goes once the start is saved."""
+        logger.info("starting: sim %s (its admission to started was cut short by a restart)",
+                    sup.sim_id)
+        with sup.lifecycle.lock:
+            if sup.state == SimState.INITIALIZED:
+                sup.lifecycle.fire("start")
+        sup.mailbox.post(self.registry.dequeue, sup.sim_id)
 
     def _admit(self, entry: Entry) -> None:
         sup = self._find(entry.sim_id)

@@ -3,6 +3,8 @@ and first come; operators move and cancel them; a kill -9 keeps every one in its
 and starts none twice."""
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 from typing import Any, Callable
 
@@ -204,3 +206,39 @@ def test_bad_queue_requests_are_refused_and_change_nothing(
     backend.set_state(later, "stopped")
     for sim in (running, waiting, later):
         backend.wait_uploaded(sim)
+
+
+def test_an_admission_cut_between_initialized_and_started_starts_after_a_restart(
+        make_backend: Callable[..., Backend], tmp_path: Path) -> None:
+    """Admitting a run asked to start saves ``initialized``, then ``started``, then
+    removes its queue row: a kill -9 between the first two saves leaves the record
+    ``initialized`` and the row asking for ``started``, and the start must not be lost."""
+    backend = make_backend(args=("--host-threads", "1")).start()
+    backend.upload("marked", loop_experiment(script=MARKED, sim_time=1e9))
+    marker = tmp_path / "starts.log"
+    for name in ("filler", "cut"):
+        backend.create("marked", id=name, state="started",
+                       params={"marker": str(marker), "name": name})
+    wait_until(lambda: marker.exists() and marker.read_text().split() == ["filler"], 20,
+               "the filler to start")
+    assert backend.record("cut")["state"] == "queued"
+    backend.kill9()
+    # What the registry holds after a kill -9 between the admission's two saves.
+    db = sqlite3.connect(backend.data_dir / "simbackend.sqlite3")
+    try:
+        (text,) = db.execute("SELECT record FROM simulations WHERE id = 'cut'").fetchone()
+        record = {**json.loads(text), "state": "initialized"}
+        with db:
+            db.execute("UPDATE simulations SET state = 'initialized', record = ? "
+                       "WHERE id = 'cut'", (json.dumps(record),))
+        assert db.execute("SELECT target FROM queue WHERE id = 'cut'").fetchone() == \
+            ("started",)
+    finally:
+        db.close()
+    restart(backend)
+    wait_until(lambda: "cut" in marker.read_text().split(), 30, "the cut run to start")
+    assert backend.record("cut")["state"] == "started"
+    assert queue_ids(backend) == []
+    for name in ("filler", "cut"):
+        assert backend.set_state(name, "stopped").status_code == 200
+    assert marker.read_text().split() == ["filler", "cut"]
