@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, NamedTuple
 
 from backend.exceptions import InvalidName, NotFound
 from backend.uploader import simulation_prefix
@@ -40,27 +40,26 @@ def checked_name(name: str) -> str:
         raise InvalidName(str(exc)) from None
 
 
-def open_local(folder: Path, name: str, offset: int, limit: int | None) -> Iterator[bytes]:
-    """Chunks of ``[offset, offset + limit)`` of the regular file ``folder/name``.
+class LocalFile(NamedTuple):
+    """A regular file of a run dir, positioned at the offset asked for, and how many
+    bytes of it are served: fixed when it is opened (a log written meanwhile is served
+    up to there, as a Content-Length must say in advance)."""
+
+    file: BinaryIO
+    size: int
+
+
+def open_local(folder: Path, name: str, offset: int, limit: int | None) -> LocalFile:
+    """``[offset, offset + limit)`` of the regular file ``folder/name``.
 
     Raises:
         FileNotFoundError: missing, behind a link, or not a regular file.
     """
     fd, size = open_regular(folder, name)
     f = os.fdopen(fd, "rb")
-    f.seek(min(offset, size))  # past the end reads nothing
-
-    def chunks() -> Iterator[bytes]:
-        with f:
-            remaining = math.inf if limit is None else limit
-            while remaining > 0:
-                data = f.read(int(min(remaining, _CHUNK)))
-                if not data:
-                    return
-                remaining -= len(data)
-                yield data
-
-    return chunks()
+    start = min(offset, size)
+    f.seek(start)  # past the end reads nothing
+    return LocalFile(f, size - start if limit is None else min(limit, size - start))
 
 
 def open_stored(storage: Storage, sim_id: str, kind: str, name: str, offset: int,
@@ -72,13 +71,14 @@ def open_stored(storage: Storage, sim_id: str, kind: str, name: str, offset: int
         raise NotFound(f"simulation {sim_id} has no {kind} file {name!r}") from None
 
 
-def iter_chunks(stream: Iterator[bytes] | BinaryIO) -> Iterator[bytes]:
+def iter_chunks(stream: LocalFile | BinaryIO) -> Iterator[bytes]:
     """The chunks of what :func:`open_local` or :func:`open_stored` opened (closed at the end)."""
-    if not hasattr(stream, "read"):
-        yield from stream
-        return
+    remaining = math.inf
+    if isinstance(stream, LocalFile):
+        stream, remaining = stream.file, stream.size
     try:
-        while data := stream.read(_CHUNK):
+        while remaining > 0 and (data := stream.read(int(min(remaining, _CHUNK)))):
+            remaining -= len(data)
             yield data
     finally:
         stream.close()

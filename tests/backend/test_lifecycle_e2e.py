@@ -59,11 +59,13 @@ def test_logs_are_live_while_running_and_ranged(backend: Backend, loop: str) -> 
     out = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log")
     assert out.headers["Content-Type"].startswith("text/plain")
     assert out.text == "script starting\n"
+    # Sized up front, not chunked: a client can tell a whole download from a cut one.
+    assert out.headers["Content-Length"] == "16" and "Transfer-Encoding" not in out.headers
     part = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log",
                        params={"offset": 7, "limit": 8})
-    assert part.text == "starting"
-    assert backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log",
-                       params={"offset": 10 ** 6}).text == ""
+    assert part.text == "starting" and part.headers["Content-Length"] == "8"
+    past = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log", params={"offset": 10 ** 6})
+    assert past.text == "" and past.headers["Content-Length"] == "0"
     assert backend.get(f"/v1/simulations/{sim_id}/logs/nope.log").status_code == 404
     bad = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log", params={"offset": -1})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_argument"
