@@ -33,8 +33,11 @@ def build(nest, params):
     nu_threshold = NEURON["V_th"] / (weight * c_ex * NEURON["tau_m"])
     external_rate = 1000.0 * eta * nu_threshold * c_ex
 
-    excitatory = nest.Create("iaf_psc_delta", n_ex, params=NEURON)
-    inhibitory = nest.Create("iaf_psc_delta", n - n_ex, params=NEURON)
+    # One model with the parameters, then plain Creates: NEST applies parameters given
+    # to Create node by node (~20 ms for 1000 neurons), a model's defaults at once.
+    nest.CopyModel("iaf_psc_delta", "brunel_neuron", NEURON)
+    excitatory = nest.Create("brunel_neuron", n_ex)
+    inhibitory = nest.Create("brunel_neuron", n - n_ex)
     neurons = excitatory + inhibitory
     noise = nest.Create("poisson_generator", params={"rate": external_rate})
     nest.Connect(noise, neurons, syn_spec={"weight": weight, "delay": delay})
