@@ -21,8 +21,10 @@ is then gone, and it exits when its run ends.
 
 Idle servers that die are replaced (with a growing delay when they keep dying);
 while a kind still has a server, its refill waits :data:`REFILL_DELAY` after a
-handoff, so the warm-up of the next server does not take the CPU from the run just
-handed (an empty kind is refilled at once); warm-ups themselves run at a lower CPU
+handoff, and then while a run handed in the last :data:`REFILL_MAX_WAIT` seconds still
+runs, so the warm-up of the next server does not take the CPU (and the memory
+bandwidth: on a small host both cores share it) from the runs just handed; an empty
+kind is refilled at once; warm-ups themselves run at a lower CPU
 priority where the server can take its own back (:mod:`simserver.warm`), and a server
 handed while still warming up is given the backend's priority at once.
 
@@ -66,8 +68,11 @@ logger = logging.getLogger(__name__)
 WARM_MB = {"nest": 160.0, "python": 60.0}
 #: MiB the host must keep available beyond a warm server for one to be started.
 MIN_FREE_MB = 256.0
-#: Seconds after a handoff before the pool starts a replacement.
-REFILL_DELAY = 0.5
+#: Seconds after a handoff before the pool starts a replacement (while the kind has an
+#: idle server), and the longest it waits for the runs handed meanwhile to end.
+REFILL_DELAY, REFILL_MAX_WAIT = 0.5, 3.0
+#: Seconds between looks at whether the runs handed last have ended.
+_SETTLE_POLL = 0.02
 #: Delay before replacing a server that died idle, doubling per death in a row, capped.
 RETRY_DELAY, RETRY_MAX = 0.5, 60.0
 #: Seconds of idle life after which a death no longer counts as "in a row".
@@ -181,6 +186,8 @@ class WarmPool(Launcher):
         self._closed = False
         self._quiet_until = 0.0          # no refill before (a server died: back off)
         self._handed_at = -REFILL_DELAY  # when the last run was handed
+        #: (when, process) of the runs handed in the last REFILL_MAX_WAIT s (see _settling)
+        self._recent: list[tuple[float, subprocess.Popen]] = []
         self._deaths = 0
         self._filler = threading.Thread(target=self._fill, name="pool-fill", daemon=True)
         self._filler.start()
@@ -378,6 +385,8 @@ class WarmPool(Launcher):
         ps = psutil.Process(warm.pid)
         handoff.boundary = str(self.local.boundary.prepare(spec.sim_id) or "")
         self.ops.hand(warm.popen.stdin, handoff.to_bytes())
+        with self._cond:
+            self._recent.append((time.monotonic(), warm.popen))
         logger.info("handed: sim %s (pid %d, a warm %s server)", spec.sim_id, warm.pid,
                     warm.kind)
         return LocalServer(spec.sim_id, ps, warm.popen, on_exit, self.local.boundary)
@@ -421,12 +430,24 @@ class WarmPool(Launcher):
                     self._cond.wait()
                     continue
                 kind = min(short, key=lambda k: self._count(k) / self.sizes[k])
-                settle = self._handed_at + REFILL_DELAY - time.monotonic()
+                settle = self._settling()
                 if self._idle[kind] and settle > 0:
                     self._cond.wait(settle)
                     continue
                 return kind
             return None
+
+    def _settling(self) -> float:
+        """Seconds before a refill may start while its kind has an idle server: until
+        REFILL_DELAY after the last handoff, then (looked at again every _SETTLE_POLL)
+        while a run handed in the last REFILL_MAX_WAIT s still runs (under ``_cond``)."""
+        now = time.monotonic()
+        settle = self._handed_at + REFILL_DELAY - now
+        if settle > 0:
+            return settle
+        self._recent = [(at, popen) for at, popen in self._recent
+                        if now < at + REFILL_MAX_WAIT and popen.poll() is None]
+        return _SETTLE_POLL if self._recent else 0.0
 
     def _count(self, kind: str) -> int:
         """Servers of ``kind`` the pool holds: idle, or set aside for a run that may
