@@ -104,7 +104,11 @@ def end_to_end(backend: Backend, runs: int, nest: Any) -> dict[str, float]:
         assert spikes_in_hand(backend, answer["id"]) > 1000
         in_hand.append(time.monotonic() - began)
     return {"completed": statistics.median(completed), "in_hand": statistics.median(in_hand),
-            "in_process": statistics.median(reference), "build": statistics.median(build)}
+            "in_process": statistics.median(reference), "build": statistics.median(build),
+            # Each run against the reference right before it, then the median: what the
+            # machine's pace did between the two is the least it can be.
+            "vs_in_process": statistics.median(h / r for h, r in zip(in_hand, reference,
+                                                                      strict=True))}
 
 
 def nest_server_runs(runs: int) -> float:
@@ -167,11 +171,12 @@ def report(warm: dict[str, Any], cold: dict[str, Any], nest_server: float,
         print(f"   {name}: POST -> completed {e2e['completed'] * 1e3:8.1f} ms, "
               f"-> spikes in hand {e2e['in_hand'] * 1e3:8.1f} ms   "
               f"vs NEST Server {e2e['in_hand'] / nest_server:5.2f}x, "
-              f"vs in process {e2e['in_hand'] / e2e['in_process']:5.2f}x")
+              f"vs in process {e2e['vs_in_process']:5.2f}x (median of each run against its "
+              f"reference)")
     print(f"   in this process, build + 1000 x Run(1) (run_loop(1)'s steps) {stepped * 1e3:7.1f}"
           f" ms  (Simulate x {stepped / warm['e2e']['in_process']:4.2f})")
     ratio_server = warm["e2e"]["in_hand"] / nest_server
-    ratio_process = warm["e2e"]["in_hand"] / warm["e2e"]["in_process"]
+    ratio_process = warm["e2e"]["vs_in_process"]
     print(f"   targets: warm <= 1.0x NEST Server: {'OK' if ratio_server <= 1.0 else 'MISSED'}; "
           f"<= 1.1x in process: {'OK' if ratio_process <= 1.1 else 'MISSED'}")
     print(f"\n3. {args.batch} runs of 100 ms back to back")

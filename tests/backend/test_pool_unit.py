@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -16,7 +17,8 @@ import pytest
 from backend.config import Config
 from backend.launchers import Exit, LaunchSpec, LocalLauncher
 from backend.launchers.boundary import MarkerBoundary, open_boundary
-from backend.launchers.pool import PoolOps, WarmPool, is_waiting, warm_kind
+from backend.launchers.pool import (REFILL_DELAY, REFILL_MAX_WAIT, PoolOps, WarmPool,
+                                    is_waiting, warm_kind)
 from backend.queue import Capacity
 from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, WARM_READY, Handoff
 from simserver.warm import read_handoff
@@ -162,6 +164,35 @@ def test_the_pool_hands_a_run_once_refills_and_lets_its_idle_go(tmp_path: Path) 
     for pid in idle:
         assert not psutil.pid_exists(pid) or \
             psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+class _Run:
+    """A handed server's process as the pool sees it: running until ``code`` is set."""
+
+    def __init__(self) -> None:
+        self.code: int | None = None
+
+    def poll(self) -> int | None:
+        return self.code
+
+
+def test_a_refill_waits_for_the_runs_handed_last_but_not_for_long(tmp_path: Path) -> None:
+    pool = WarmPool(LocalLauncher(boundary=MarkerBoundary("k")), tmp_path / "runs",
+                    {"nest": 0, "python": 0})
+    try:
+        with pool._cond:
+            now, run = time.monotonic(), _Run()
+            pool._handed_at = now
+            assert pool._settling() > REFILL_DELAY - 0.1  # just handed
+            pool._handed_at = now - REFILL_DELAY - 0.1
+            pool._recent = [(pool._handed_at, run)]
+            assert pool._settling() > 0  # its run still runs
+            run.code = 0
+            assert pool._settling() == 0 and pool._recent == []  # it ended
+            pool._recent = [(now - REFILL_MAX_WAIT - 0.1, _Run())]
+            assert pool._settling() == 0  # running too long to be waited for
+    finally:
+        pool.close()
 
 
 def test_a_warm_server_dead_at_handoff_is_replaced_by_a_cold_spawn(tmp_path: Path) -> None:
