@@ -19,14 +19,14 @@ after a restart from its ``server.json``. A process is never handed a second run
 is out of the pool before its handoff is written, its channel accepts one message and
 is then gone, and it exits when its run ends.
 
-Idle servers that die are replaced (with a growing delay when they keep dying);
-while a kind still has a server, its refill waits :data:`REFILL_DELAY` after a
-handoff, and then while a run handed in the last :data:`REFILL_MAX_WAIT` seconds still
-runs, so the warm-up of the next server does not take the CPU (and the memory
-bandwidth: on a small host both cores share it) from the runs just handed; an empty
-kind is refilled at once; warm-ups themselves run at a lower CPU
-priority where the server can take its own back (:mod:`simserver.warm`), and a server
-handed while still warming up is given the backend's priority at once.
+Idle servers that die are replaced (with a growing delay when they keep dying); while a
+kind still has a server, its refill waits :data:`REFILL_DELAY` after a handoff, and then
+while a run handed in the last :data:`REFILL_MAX_WAIT` seconds still runs, so the
+warm-up of the next server does not take the CPU (and the memory bandwidth: on a small
+host both cores share it) from the runs just handed; an empty kind is refilled at once;
+warm-ups themselves run at a lower CPU priority where the server can take its own back
+(:mod:`simserver.warm`), and a server handed while still warming up is given the
+backend's priority at once.
 
 An idle server exits by itself when its backend dies (end of file on its stdin); a
 starting backend kills any it finds still waiting (:func:`sweep_waiting`, pool or not).
