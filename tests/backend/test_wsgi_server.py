@@ -9,9 +9,10 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import psutil
 import pytest
 
-from tests.support import Backend, HealthProbe, loop_experiment, make_archive
+from tests.support import Backend, HealthProbe, loop_experiment, make_archive, wait_until
 
 IDLE_SOCKETS = 150
 
@@ -23,6 +24,13 @@ def _address(backend: Backend) -> tuple[str, int]:
 
 def _connect(backend: Backend) -> socket.socket:
     return socket.create_connection(_address(backend), timeout=5)
+
+
+def _accepted(backend: Backend) -> int:
+    """How many connections to its port the backend process has accepted (holds)."""
+    port = _address(backend)[1]
+    return sum(c.laddr and c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED
+               for c in psutil.Process(backend.proc.pid).net_connections(kind="tcp"))
 
 
 def _answer(sock: socket.socket, limit: int = 1 << 16) -> tuple[int, dict, bytes]:
@@ -64,7 +72,7 @@ def test_health_answers_while_idle_sockets_hold_connections(backend: Backend,
                                                             idle_sockets) -> None:
     for _ in range(IDLE_SOCKETS):
         idle_sockets.append(_connect(backend))
-    time.sleep(0.3)  # let the server accept them all
+    wait_until(lambda: _accepted(backend) >= IDLE_SOCKETS, 10, "the server to accept them all")
     with HealthProbe(backend.url) as probe:
         time.sleep(1.5)
     probe.assert_fast()
