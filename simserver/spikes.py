@@ -84,10 +84,21 @@ def sorted_spikes(events: list[dict[str, Any]]) -> Spikes:
 
 
 def _time_then_sender(times: np.ndarray, senders: np.ndarray) -> np.ndarray:
-    """The order of ``np.lexsort((senders, times))``, at a sixth of its cost: one sort of
-    a single integer key (the time's rank, then the sender) where that key fits int64."""
+    """The order of ``np.lexsort((senders, times))``, at a fraction of its cost.
+
+    A recorder gets its events slice by slice of NEST's min_delay, each neuron's in turn:
+    almost in time order, and the senders of one time ascending. A stable sort of the
+    times alone (fast on runs already in order) then gives lexsort's order, which one
+    pass checks; elsewhere one sort of a single integer key (the time's rank, then the
+    sender) where that key fits int64, and lexsort itself where it does not."""
     if not len(times):
         return np.empty(0, dtype=np.intp)
+    order = np.argsort(times, kind="stable")
+    in_time = times[order]
+    tied = in_time[1:] == in_time[:-1]
+    in_sender = senders[order]
+    if not np.any(tied & (in_sender[1:] < in_sender[:-1])):
+        return order
     _, rank = np.unique(times, return_inverse=True)
     low, span = int(senders.min()), int(senders.max()) - int(senders.min()) + 1
     if low < 0 or (int(rank.max()) + 1) * span >= 2 ** 62:

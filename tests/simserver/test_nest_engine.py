@@ -482,3 +482,17 @@ def test_spikes_sort_by_time_then_sender_as_lexsort_does(count: int, senders: in
     order = np.lexsort((ids, times))
     assert found[0].tolist() == times[order].tolist()
     assert found[1].tolist() == ids[order].tolist()
+
+
+@pytest.mark.parametrize("slice_ms", [0.1, 1.5, 10.0])
+def test_spikes_in_recording_order_sort_as_lexsort_does(slice_ms: float) -> None:
+    """Events as a recorder gets them (slice by slice, each sender's in turn: the times
+    out of order, one time's senders ascending) come out in lexsort's order too."""
+    rng = np.random.default_rng(7)
+    times = np.round(rng.uniform(0.0, 100.0, 20_000), 1)
+    ids = rng.integers(1, 801, len(times))
+    recorded = np.lexsort((times, ids, np.floor(times / slice_ms)))  # slice, sender, time
+    found = sorted_spikes([{"times": times[recorded], "senders": ids[recorded]}])
+    order = np.lexsort((ids, times))
+    assert found[0].tolist() == times[order].tolist()
+    assert found[1].tolist() == ids[order].tolist()
