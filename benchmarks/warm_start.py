@@ -13,7 +13,7 @@ steps), through a backend with a warm pool (``--pool-nest 2``) and one without
    and cold;
    against the real NEST Server 3.10 (gunicorn, its kernel loaded: ``/exec`` of reset +
    build + ``Simulate(1000)`` + the events as JSON) and against build + ``Simulate`` in
-   this process, where NEST is imported already (one right before each run: this
+   this process, where NEST is imported already (one either side of each run: this
    machine's pace changes from minute to minute). Targets: warm spikes in hand <= 1.0x
    NEST Server, <= 1.1x build + Simulate in one warm process. Beside it, build + 1000 x
    ``Run(1)`` in this process: NEST's own cost of 1 ms steps, which a script calling
@@ -30,8 +30,11 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
+import subprocess
+import tarfile
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +44,11 @@ import requests
 from benchmarks.common import Backend, running_backend, summary, wait
 from benchmarks.nest_overhead import BRUNEL, PARAMS, SIM_TIME, in_process_simulate
 from tests.nest_server import RealNestServer
-from tests.support import example_files
+from tests.support import ROOT, example_files
 
+#: The last commit before the warm pool and the wind-down after ``completed``: what
+#: "cold start must not get slower than today" compares with (``--baseline``).
+BEFORE_POOL = "b215a97"
 WARM = ("--pool-nest", "2", "--pool-python", "0")
 COLD = ("--pool-nest", "0", "--pool-python", "0")
 #: NEST Server's side of part 2: the same network, reset, built, simulated, fetched.
@@ -58,56 +64,85 @@ events = {{name: {{"times": nodes[name].get("events")["times"].tolist(),
 
 
 def pool_full(backend: Backend) -> bool:
-    nest = backend.get("/").json()["pool"].get("nest")
+    nest = backend.get("/").json().get("pool", {}).get("nest")  # none before the pool
     return not nest or nest["idle"] == nest["size"]
 
 
-def first_steps(backend: Backend, trials: int) -> list[float]:
-    """Seconds from POST started to the first step, a fresh run per trial."""
-    found = []
-    for _ in range(trials):
-        wait(lambda: pool_full(backend), 60)
-        began = time.monotonic()
-        sim = backend.create("brunel", params=PARAMS, timeout={"sim_time": 1e9},
-                             state="started")["id"]
-        found.append(wait(lambda sim=sim: backend.status(sim)["sim_time"] > 0, 120) - began)
-        backend.set_state(sim, "stopped")
-        wait(lambda sim=sim: backend.record(sim)["exit_code"] is not None, 60)
+def first_step(backend: Backend) -> float:
+    """Seconds from POST started to the first step of a fresh run."""
+    wait(lambda: pool_full(backend), 60)
+    began = time.monotonic()
+    sim = backend.create("brunel", params=PARAMS, timeout={"sim_time": 1e9},
+                         state="started")["id"]
+    found = wait(lambda: backend.status(sim)["sim_time"] > 0, 120) - began
+    backend.set_state(sim, "stopped")
+    wait(lambda: backend.record(sim)["exit_code"] is not None, 60)
     return found
 
 
+def first_steps(backend: Backend, trials: int) -> list[float]:
+    return [first_step(backend) for _ in range(trials)]
+
+
 def spikes_in_hand(backend: Backend, sim: str) -> int:
-    data = backend.get(f"/v1/simulations/{sim}/results/spikes.npz").content
-    spikes = np.load(io.BytesIO(data))
-    return len(spikes["ex_spikes_times"]) + len(spikes["in_spikes_times"])
+    """The run's spike count, from its ``spikes.npz`` fetched and loaded; asked for again
+    until it is there whole (before the wind-down was reordered, it was written after
+    the run was reported completed)."""
+    counted: list[int] = []
+
+    def fetched() -> bool:
+        answer = backend.get(f"/v1/simulations/{sim}/results/spikes.npz")
+        try:
+            spikes = np.load(io.BytesIO(answer.content))
+            counted.append(len(spikes["ex_spikes_times"]) + len(spikes["in_spikes_times"]))
+        except (ValueError, EOFError, OSError, KeyError, zipfile.BadZipFile):
+            return False  # not there yet, or not whole
+        return True
+
+    wait(fetched, 60)
+    return counted[-1]
+
+
+def one_second(backend: Backend) -> tuple[float, float]:
+    """Seconds POST ?wait -> answered completed, and -> spikes in hand, for 1 s simulated."""
+    began = time.monotonic()
+    # One request that answers when the run has ended (as NEST Server's /exec does), not
+    # polling: a client asking every millisecond takes CPU from the simulation it waits
+    # for on a small machine.
+    answer = backend.post("/v1/simulations?wait=120", json={
+        "experiment": "brunel", "params": PARAMS, "timeout": {"sim_time": SIM_TIME},
+        "state": "started"}).json()
+    completed = time.monotonic() - began
+    assert answer["state"] == "completed", answer
+    assert spikes_in_hand(backend, answer["id"]) > 1000
+    return completed, time.monotonic() - began
 
 
 def end_to_end(backend: Backend, runs: int, nest: Any) -> dict[str, float]:
     """Median seconds POST -> completed and POST -> spikes in hand, for 1 s simulated;
-    and of build + Simulate in this process, one before each run: the machine's pace
-    changes from minute to minute (a shared VM), so each run has its reference beside it."""
+    and of build + Simulate in this process, one before each run and one after the last:
+    the machine's pace changes from minute to minute (a shared VM), so each run is set
+    against the mean of the two references either side of it."""
     completed, in_hand, reference, build = [], [], [], []
-    for _ in range(runs):
+
+    def measure_reference() -> None:
         wait(lambda: pool_full(backend), 60)
         built, simulated = in_process_simulate(nest)
         reference.append(built + simulated)
         build.append(built)
-        began = time.monotonic()
-        # One request that answers when the run has ended (as NEST Server's /exec
-        # does), not polling: a client asking every millisecond takes CPU from the
-        # simulation it waits for on a small machine.
-        answer = backend.post("/v1/simulations?wait=120", json={
-            "experiment": "brunel", "params": PARAMS, "timeout": {"sim_time": SIM_TIME},
-            "state": "started"}).json()
-        completed.append(time.monotonic() - began)
-        assert answer["state"] == "completed", answer
-        assert spikes_in_hand(backend, answer["id"]) > 1000
-        in_hand.append(time.monotonic() - began)
+
+    measure_reference()
+    for _ in range(runs):
+        answered, fetched = one_second(backend)
+        completed.append(answered)
+        in_hand.append(fetched)
+        measure_reference()
+    around = [(before + after) / 2 for before, after in zip(reference[:-1], reference[1:],
+                                                            strict=True)]
     return {"completed": statistics.median(completed), "in_hand": statistics.median(in_hand),
             "in_process": statistics.median(reference), "build": statistics.median(build),
-            # Each run against the reference right before it, then the median: what the
-            # machine's pace did between the two is the least it can be.
-            "vs_in_process": statistics.median(h / r for h, r in zip(in_hand, reference,
+            # Each run against the references either side of it, then the median.
+            "vs_in_process": statistics.median(h / r for h, r in zip(in_hand, around,
                                                                       strict=True))}
 
 
@@ -154,6 +189,60 @@ def measure(args: argparse.Namespace, pool: tuple[str, ...], nest: Any) -> dict[
                 "batch": batch(backend, args.batch)}
 
 
+def checkout(rev: str, into: Path) -> Path:
+    """The files of commit ``rev`` of this repository, unpacked into ``into``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
+                             capture_output=True, timeout=120).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def cold_against(rev: str, trials: int, runs: int) -> dict[str, Any]:
+    """Cold starts of this checkout and of commit ``rev``, two backends side by side,
+    turn about: first steps (``trials``) and 1 s end to end (``runs``)."""
+    with tempfile.TemporaryDirectory(prefix="warm-start-baseline-") as tmp:
+        tree = checkout(rev, Path(tmp) / "tree")
+        backends = {"now": Backend(Path(tmp) / "now", args=COLD),
+                    # Its own code on the path, for its simulation servers too.
+                    rev: Backend(Path(tmp) / "before", root=tree,
+                                 env={"PYTHONPATH": str(tree)})}
+        files = example_files("brunel")
+        # Before the engine's spikes(), a recorder's count was its n_events, as the
+        # example read it then; the rest of the experiment is the same for both.
+        before = {**files, "main.py": files["main.py"].replace(
+            b"len(brain.spikes(recorder)[0])", b"brain.nodes[recorder].n_events")}
+        try:
+            for name, backend in backends.items():
+                backend.start().upload("brunel", files if name == "now" else before)
+            first: dict[str, list[float]] = {name: [] for name in backends}
+            e2e: dict[str, list[float]] = {name: [] for name in backends}
+            for _ in range(trials):
+                for name, backend in backends.items():
+                    first[name].append(first_step(backend))
+            for _ in range(runs):
+                for name, backend in backends.items():
+                    e2e[name].append(one_second(backend)[1])
+        finally:
+            for backend in backends.values():
+                backend.cleanup()
+    return {"first": first, "in_hand": e2e}
+
+
+def report_against(found: dict[str, Any], rev: str) -> None:
+    first, in_hand = found["first"], found["in_hand"]
+    print(f"\n4. Cold start, this checkout against {rev} (before the warm pool), side by side"
+          " turn about")
+    for name in first:
+        print("   " + summary(f"first step, {name}", first[name]))
+    for name, seconds in in_hand.items():
+        print(f"   1 s, POST -> spikes in hand, {name}: "
+              f"{statistics.median(seconds) * 1e3:8.1f} ms (median)")
+    for label, pairs in (("first step", first), ("1 s in hand", in_hand)):
+        ratio = statistics.median(a / b for a, b in zip(pairs["now"], pairs[rev], strict=True))
+        print(f"   {label}: now / {rev} {ratio:5.2f}x (median of each pair)")
+
+
 def report(warm: dict[str, Any], cold: dict[str, Any], nest_server: float,
            stepped: float, args: argparse.Namespace) -> None:
     print(f"1. POST started -> first step, Brunel {PARAMS['n_neurons']} neurons, "
@@ -166,13 +255,13 @@ def report(warm: dict[str, Any], cold: dict[str, Any], nest_server: float,
     print(f"   NEST Server 3.10, reset + build + Simulate + fetch  {nest_server * 1e3:8.1f} ms")
     for name, found in (("warm", warm), ("cold", cold)):
         e2e = found["e2e"]
-        print(f"   {name}: in this process, build + Simulate (NEST imported, one before each "
-              f"run) {e2e['in_process'] * 1e3:8.1f} ms")
+        print(f"   {name}: in this process, build + Simulate (NEST imported, one either side "
+              f"of each run) {e2e['in_process'] * 1e3:8.1f} ms")
         print(f"   {name}: POST -> completed {e2e['completed'] * 1e3:8.1f} ms, "
               f"-> spikes in hand {e2e['in_hand'] * 1e3:8.1f} ms   "
               f"vs NEST Server {e2e['in_hand'] / nest_server:5.2f}x, "
-              f"vs in process {e2e['vs_in_process']:5.2f}x (median of each run against its "
-              f"reference)")
+              f"vs in process {e2e['vs_in_process']:5.2f}x (median of each run against the "
+              f"mean of its two)")
     print(f"   in this process, build + 1000 x Run(1) (run_loop(1)'s steps) {stepped * 1e3:7.1f}"
           f" ms  (Simulate x {stepped / warm['e2e']['in_process']:4.2f})")
     ratio_server = warm["e2e"]["in_hand"] / nest_server
@@ -191,6 +280,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--baseline", metavar="REV",
+                        help=f"also compare cold starts with commit REV, e.g. {BEFORE_POOL}, "
+                             "the last before the warm pool (needs git and the history)")
     args = parser.parse_args()
     import nest
 
@@ -200,6 +292,8 @@ def main() -> None:
     warm = measure(args, WARM, nest)
     cold = measure(args, COLD, nest)
     report(warm, cold, nest_server, statistics.median(stepped), args)
+    if args.baseline:
+        report_against(cold_against(args.baseline, args.trials, args.runs), args.baseline)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,13 @@ network ran, against 1.3 ms for any other backend request.
 
 The writer is a sequence lock: the sequence number is odd while a write is under way,
 and a reader retries until it reads the same even number before and after the fields.
-A reader that cannot get a consistent copy, or finds no file, or one not yet ``ready``
-(the server is still reading its experiment, or serves a NEST session, whose status
-only the control API gives) falls back to the control API.
+A reader that cannot get a consistent copy, or finds no file, falls back to the
+control API; so does one that finds it not yet ``ready`` once the server has left
+``created`` (it failed or was stopped while starting, and only the control API says
+why; or it serves a NEST session, whose status only the control API gives). A server
+still in ``created`` is reading its experiment and building its kernel: its status is
+that of a start, read from the file too. A client polling a start through the control
+API took the GIL from that start at every request.
 
 Standard library only, like the rest of ``lifecycle``: both processes import it.
 """
@@ -42,6 +46,9 @@ _FIELDS = struct.Struct("<QdddddBB")
 _SIZE = _HEAD.size + _FIELDS.size
 _STATES = list(SimState)
 _READ_ATTEMPTS = 100
+#: The status of a server that has not built its kernel yet, as its control API gives it.
+STARTING = {"state": SimState.CREATED.value, "sim_time": 0.0, "steps": 0, "timestep": None,
+            "real_time": 0.0, "timeout": {}}
 
 
 class LiveStatusWriter:
@@ -110,7 +117,8 @@ class LiveStatusWriter:
 def read_live_status(run_dir: Path) -> dict[str, Any] | None:
     """The live status a server on this host keeps in ``run_dir``, in the shape of
     its control API's ``GET /status`` (the fields the backend uses); None when there
-    is none to read (no file, not ready, or no consistent copy): ask the server."""
+    is none to read (no file, no consistent copy, or not ready after ``created``): ask
+    the server."""
     try:
         fd = os.open(run_dir / LIVE_FILE, os.O_RDONLY)
     except OSError:
@@ -134,8 +142,10 @@ def read_live_status(run_dir: Path) -> dict[str, Any] | None:
     finally:
         os.close(fd)
     steps, timestep, banked, since, sim_timeout, real_timeout, state, ready = fields
-    if not ready or state >= len(_STATES):
+    if state >= len(_STATES):
         return None
+    if not ready:
+        return dict(STARTING) if _STATES[state] == SimState.CREATED else None
     running = 0.0 if math.isnan(since) else max(0.0, time.monotonic() - since)
     return {
         "state": _STATES[state].value,

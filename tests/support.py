@@ -237,10 +237,13 @@ class Backend:
     """``simbackend serve`` as a real subprocess on a loopback port, with a client."""
 
     def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), root: Path = ROOT) -> None:
         self.data_dir = data_dir
         self.env = {**os.environ, **(env or {})}
         self.args = args
+        #: The checkout whose code runs: another one (a benchmark's baseline from
+        #: before the warm pool) gets no pool options.
+        self.root = root
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.http = requests.Session()
@@ -259,8 +262,9 @@ class Backend:
                  "--upload-retry", "0.2", "--host-threads", "64",
                  # No warm pool unless a test asks (--pool-nest N): its warm-ups would
                  # take the CPU from the runs whose timing tests measure.
-                 "--pool-nest", "0", "--pool-python", "0", *self.args],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                 *(("--pool-nest", "0", "--pool-python", "0") if self.root == ROOT else ()),
+                 *self.args],
+                cwd=self.root, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL)
 
         def listening() -> dict | None:
@@ -291,7 +295,7 @@ class Backend:
         """Run ``simbackend keys <args>`` (the real CLI) on this backend's data dir."""
         return subprocess.run(
             [sys.executable, "-m", "backend.cli", "keys", *args, "--data-dir",
-             str(self.data_dir)], cwd=ROOT, env=self.env, capture_output=True, text=True,
+             str(self.data_dir)], cwd=self.root, env=self.env, capture_output=True, text=True,
             timeout=60)
 
     def create_key(self, name: str, role: str, expires: str | None = None) -> str:

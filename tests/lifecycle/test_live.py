@@ -29,11 +29,21 @@ def test_running_time_counts_on_in_the_reader(tmp_path: Path) -> None:
     assert read_live_status(tmp_path)["real_time"] >= 3.5
 
 
+def test_a_server_still_starting_is_starting_without_asking_it(tmp_path: Path) -> None:
+    """Until its kernel is built it reads as its control API would answer: created, at
+    t = 0; once it has left created without being ready (failed, stopped, a NEST
+    session) only the control API tells the rest."""
+    writer = LiveStatusWriter(tmp_path)
+    assert read_live_status(tmp_path) == {
+        "state": "created", "sim_time": 0.0, "steps": 0, "timestep": None,
+        "real_time": 0.0, "timeout": {}}
+    for state in (SimState.FAILED, SimState.STOPPED, SimState.INITIALIZED):
+        writer.update(state=state)
+        assert read_live_status(tmp_path) is None
+
+
 def test_nothing_to_read_means_ask_the_server(tmp_path: Path) -> None:
     assert read_live_status(tmp_path) is None  # no file
-    writer = LiveStatusWriter(tmp_path)
-    writer.stepped(3)
-    assert read_live_status(tmp_path) is None  # not ready: still initializing
     (tmp_path / LIVE_FILE).write_bytes(b"not a live status")
     assert read_live_status(tmp_path) is None
     (tmp_path / LIVE_FILE).write_bytes(b"")
@@ -56,9 +66,9 @@ def test_a_new_server_in_the_same_run_dir_starts_afresh(tmp_path: Path) -> None:
     old.update(timestep=1.0, ready=True)
     old.stepped(500)
     LiveStatusWriter(tmp_path)  # a relaunch
-    assert read_live_status(tmp_path) is None
+    assert read_live_status(tmp_path)["steps"] == 0  # starting, not the old one's 500
     old.stepped(501)  # the old one's map is no longer the file's
-    assert read_live_status(tmp_path) is None
+    assert read_live_status(tmp_path)["steps"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [LIVE_FILE]
 
 
