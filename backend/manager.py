@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Any, BinaryIO
+from typing import Any
 
 from backend import run_files
 from backend.access import QueueRoles
@@ -260,8 +260,8 @@ class SimulationManager:
         return run_files.list_stored(self.rt.storage, sim_id, kind)
 
     def open_file(self, sim_id: str, kind: str, name: str, offset: int = 0,
-                  limit: int | None = None) -> tuple[run_files.LocalFile | BinaryIO, str]:
-        """A stream of ``[offset, offset + limit)`` of a log or result file, and its name.
+                  limit: int | None = None) -> tuple[run_files.OpenFile, str]:
+        """``[offset, offset + limit)`` of a log or result file, opened, and its name.
 
         Raises:
             InvalidName: a bad name; NotFound: no such regular file.

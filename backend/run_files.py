@@ -8,7 +8,6 @@ and walks never recurse (a script may nest folders thousands deep).
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import BinaryIO, Iterator, NamedTuple
@@ -40,16 +39,19 @@ def checked_name(name: str) -> str:
         raise InvalidName(str(exc)) from None
 
 
-class LocalFile(NamedTuple):
-    """A regular file of a run dir, positioned at the offset asked for, and how many
-    bytes of it are served: fixed when it is opened (a log written meanwhile is served
-    up to there, as a Content-Length must say in advance)."""
+class OpenFile(NamedTuple):
+    """A log or result file opened for a download, positioned at the offset asked for,
+    and how many bytes of it are served: fixed when it is opened (a log written meanwhile
+    is served up to there, as a Content-Length must say in advance). ``local``: a file
+    of the run dir, which the WSGI server may send by itself; else a stored object's
+    stream."""
 
     file: BinaryIO
     size: int
+    local: bool = True
 
 
-def open_local(folder: Path, name: str, offset: int, limit: int | None) -> LocalFile:
+def open_local(folder: Path, name: str, offset: int, limit: int | None) -> OpenFile:
     """``[offset, offset + limit)`` of the regular file ``folder/name``.
 
     Raises:
@@ -59,26 +61,26 @@ def open_local(folder: Path, name: str, offset: int, limit: int | None) -> Local
     f = os.fdopen(fd, "rb")
     start = min(offset, size)
     f.seek(start)  # past the end reads nothing
-    return LocalFile(f, size - start if limit is None else min(limit, size - start))
+    return OpenFile(f, size - start if limit is None else min(limit, size - start))
 
 
 def open_stored(storage: Storage, sim_id: str, kind: str, name: str, offset: int,
-                limit: int | None) -> BinaryIO:
+                limit: int | None) -> OpenFile:
     """Raises: NotFound."""
     try:
-        return storage.open_read(f"{simulation_prefix(sim_id)}{kind}/{name}", offset, limit)
+        opened = storage.open_sized(f"{simulation_prefix(sim_id)}{kind}/{name}", offset, limit)
     except ObjectNotFound:
         raise NotFound(f"simulation {sim_id} has no {kind} file {name!r}") from None
+    return OpenFile(opened.stream, opened.size, local=False)
 
 
-def iter_chunks(stream: LocalFile | BinaryIO) -> Iterator[bytes]:
-    """The chunks of what :func:`open_local` or :func:`open_stored` opened (closed at the end)."""
-    remaining = math.inf
-    if isinstance(stream, LocalFile):
-        stream, remaining = stream.file, stream.size
+def iter_chunks(opened: OpenFile) -> Iterator[bytes]:
+    """The chunks of what :func:`open_local` or :func:`open_stored` opened, up to its
+    size (closed at the end)."""
+    remaining = opened.size
     try:
-        while remaining > 0 and (data := stream.read(int(min(remaining, _CHUNK)))):
+        while remaining > 0 and (data := opened.file.read(min(remaining, _CHUNK))):
             remaining -= len(data)
             yield data
     finally:
-        stream.close()
+        opened.file.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from storage.atomic import atomic_write, write_json_atomic
-from storage.base import ObjectInfo, Storage
+from storage.base import ObjectInfo, Opened, Storage
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 from storage.keys import join_key, validate_key, validate_prefix
 from storage.local import LocalStorage
@@ -24,6 +24,7 @@ __all__ = [
     "LocalStorage",
     "ObjectInfo",
     "ObjectNotFound",
+    "Opened",
     "S3Storage",
     "Storage",
     "StorageError",

@@ -1,6 +1,6 @@
 """The one storage interface every backend implements.
 
-Subclasses implement the primitives (describe, check, list, stat, open_read,
+Subclasses implement the primitives (describe, check, list, stat, open_sized,
 put_stream, delete); the base derives the rest — byte helpers, file transfers,
 prefix deletion and the parallel, verified folder transfers — and subclasses
 override those only to be faster.
@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from storage.atomic import atomic_write
 from storage.errors import ObjectNotFound, StorageError
@@ -34,6 +34,14 @@ class ObjectInfo:
     """A stored object: its full key (relative to the storage root) and size in bytes."""
 
     key: str
+    size: int
+
+
+class Opened(NamedTuple):
+    """A stream of part of an object, and how many bytes it holds (as the storage said
+    when it was opened: a client can be told the length in advance)."""
+
+    stream: BinaryIO
     size: int
 
 
@@ -91,14 +99,19 @@ class Storage(abc.ABC):
         """
 
     @abc.abstractmethod
-    def open_read(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
-        """Open a stream of `length` bytes (all if None) from `offset`; the caller closes it.
+    def open_sized(self, key: str, offset: int = 0, length: int | None = None) -> Opened:
+        """Open a stream of `length` bytes (all if None) from `offset`, with how many
+        bytes it holds; the caller closes it.
 
         An offset at or past the end gives an empty stream.
 
         Raises:
             InvalidKey, ObjectNotFound, StorageUnavailable; ValueError for a negative range.
         """
+
+    def open_read(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+        """:meth:`open_sized`'s stream alone."""
+        return self.open_sized(key, offset, length).stream
 
     @abc.abstractmethod
     def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:

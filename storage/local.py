@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import stat
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage.atomic import atomic_write
-from storage.base import ObjectInfo, Storage, check_range
+from storage.base import ObjectInfo, Opened, Storage, check_range
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 from storage.keys import MAX_KEY_BYTES, TEMP_PREFIX, validate_key, validate_prefix
 from storage.tree import scan
@@ -64,15 +65,20 @@ class LocalStorage(Storage):
     def stat(self, key: str) -> ObjectInfo:
         return ObjectInfo(key, self._file_size(self._path(key), key))
 
-    def open_read(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
+    def open_sized(self, key: str, offset: int = 0, length: int | None = None) -> Opened:
         path = self._path(key)
         check_range(offset, length)
-        size = self._file_size(path, key)  # ObjectNotFound for a missing file or a folder
+        self._file_size(path, key)  # ObjectNotFound for a missing file or a folder
         with self._os_errors("read", key):
             file = open(path, "rb")  # noqa: SIM115 - the caller closes the stream
+        # The size of what was opened: a write replaces the file, never changes it.
+        size = os.fstat(file.fileno()).st_size
         # Past the end reads nothing; seeking there may fail (past the largest file size).
-        file.seek(min(offset, size))
-        return file if length is None else read_range(file, length)
+        start = min(offset, size)
+        file.seek(start)
+        if length is None:
+            return Opened(file, size - start)
+        return Opened(read_range(file, length), min(length, size - start))
 
     def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:
         path = self._path(key)

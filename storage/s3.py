@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from storage.atomic import atomic_write
-from storage.base import ObjectInfo, Storage, check_range
+from storage.base import ObjectInfo, Opened, Storage, check_range
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 from storage.keys import validate_key, validate_prefix
 from storage.streams import exact_size
@@ -162,24 +162,26 @@ class S3Storage(Storage):
             response = self.client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         return ObjectInfo(key, response["ContentLength"])
 
-    def open_read(self, key: str, offset: int = 0, length: int | None = None) -> BinaryIO:
-        """Open a ranged GET of the object; the stream is the HTTP response body."""
+    def open_sized(self, key: str, offset: int = 0, length: int | None = None) -> Opened:
+        """Open a ranged GET of the object; the stream is the HTTP response body, its
+        size the response's Content-Length."""
         validate_key(key)
         check_range(offset, length)
         if length == 0:
             self.stat(key)  # still report a missing object
-            return io.BytesIO()
+            return Opened(io.BytesIO(), 0)
         request = {"Bucket": self.bucket, "Key": self.prefix + key}
         if offset or length is not None:
             last = "" if length is None else str(offset + length - 1)
             request["Range"] = f"bytes={offset}-{last}"
         with self._errors(key):
             try:
-                return self.client.get_object(**request)["Body"]
+                response = self.client.get_object(**request)
+                return Opened(response["Body"], response["ContentLength"])
             except self._botocore_errors.ClientError as exc:
                 if _error_code(exc) != "InvalidRange":
                     raise
-        return io.BytesIO()  # the range starts at or past the end
+        return Opened(io.BytesIO(), 0)  # the range starts at or past the end
 
     def read_bytes(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         with self._errors(key), self.open_read(key, offset, length) as stream:

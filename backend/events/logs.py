@@ -81,9 +81,9 @@ def read_from(manager: SimulationManager, sim_id: str, name: str, offset: int,
               final: bool, limit: int | None = None) -> Iterator[tuple[int, bytes]]:
     """(offset, bytes) pieces of log ``name`` from ``offset`` (to ``offset + limit``):
     whole lines, and the last partial line too when ``final``."""
-    stream, _ = manager.open_file(sim_id, LOGS_DIR, name, offset, limit)
+    opened, _ = manager.open_file(sim_id, LOGS_DIR, name, offset, limit)
     pending = b""
-    for data in iter_chunks(stream):
+    for data in iter_chunks(opened):
         pending += data
         if len(pending) >= _READ_PER_LOOK:
             cut = whole_lines(pending, final=False) or len(pending)

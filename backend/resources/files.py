@@ -9,7 +9,7 @@ from flask_restful import Resource
 from werkzeug.wsgi import wrap_file
 
 from backend.paging import page
-from backend.run_files import LocalFile, iter_chunks
+from backend.run_files import iter_chunks
 from backend.resources import int_arg, page_args
 from backend.services import Services
 from lifecycle.messages import LOGS_DIR, RESULTS_DIR
@@ -36,14 +36,14 @@ class _File(Resource):
 
     def get(self, sim_id: str, name: str) -> Response:
         offset, limit = int_arg("offset", 0), int_arg("limit")
-        stream, name = self.manager.open_file(sim_id, self.kind, name, offset, limit)
-        if not isinstance(stream, LocalFile):  # from storage: as its stream comes
-            return Response(iter_chunks(stream), mimetype=self.mimetype(name))
-        # A file of the run dir: its length up front (a client knows the download is
-        # whole), sent by the WSGI server from the file (waitress's file wrapper).
-        response = Response(wrap_file(request.environ, stream.file), direct_passthrough=True,
-                            mimetype=self.mimetype(name))
-        response.content_length = stream.size
+        opened, name = self.manager.open_file(sim_id, self.kind, name, offset, limit)
+        # A file of the run dir goes out through the WSGI server's file wrapper (waitress
+        # sends it from the file); a stored one as its stream comes.
+        body = wrap_file(request.environ, opened.file) if opened.local else \
+            iter_chunks(opened)
+        response = Response(body, direct_passthrough=True, mimetype=self.mimetype(name))
+        # The length up front: a client can tell a whole download from one cut short.
+        response.content_length = opened.size
         return response
 
     def mimetype(self, name: str) -> str:

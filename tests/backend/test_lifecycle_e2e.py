@@ -71,10 +71,15 @@ def test_logs_are_live_while_running_and_ranged(backend: Backend, loop: str) -> 
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_argument"
     backend.set_state(sim_id, "stopped")
     backend.wait_uploaded(sim_id)
-    # Same range, now from storage.
+    # Same range, now from storage, sized up front too.
     part = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log",
                        params={"offset": 7, "limit": 8})
-    assert part.text == "starting"
+    assert part.text == "starting" and part.headers["Content-Length"] == "8"
+    whole = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log")
+    assert whole.content.startswith(b"script starting\n") and \
+        whole.headers["Content-Length"] == str(len(whole.content))
+    past = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log", params={"offset": 10 ** 6})
+    assert past.text == "" and past.headers["Content-Length"] == "0"
 
 
 def test_post_started_runs_at_once_and_timeout_completes(backend: Backend) -> None:

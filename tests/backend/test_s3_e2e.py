@@ -117,12 +117,13 @@ def test_a_100_mb_log_is_uploaded_in_parts_and_tailed_with_ranges(
     logs = {f["name"]: f["size"] for f in listing}
     assert logs["big.log"] == size
     tail = backend.get(f"/v1/simulations/{sim_id}/logs/big.log", params={"offset": size - 8})
-    assert tail.content == b"THE END\n"
+    assert tail.content == b"THE END\n" and tail.headers["Content-Length"] == "8"
     middle = backend.get(f"/v1/simulations/{sim_id}/logs/big.log",
                          params={"offset": (1 << 20) + 5, "limit": 100})
     first = backend.get(f"/v1/simulations/{sim_id}/logs/big.log",
                         params={"offset": 5, "limit": 100})
     assert len(middle.content) == 100 and middle.content == first.content
+    assert middle.headers["Content-Length"] == "100"
     s3_client.delete_object(Bucket=s3_bucket, Key=f"{PREFIX}/simulations/{sim_id}/logs/big.log")
 
 

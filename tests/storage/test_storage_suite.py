@@ -84,12 +84,18 @@ def test_read_range(storage: Storage, offset: int, length: int | None) -> None:
     assert storage.read_bytes("data", offset, length) == expected
     with storage.open_read("data", offset, length) as stream:
         assert stream.read() == expected
+    opened = storage.open_sized("data", offset, length)
+    with opened.stream:
+        assert opened.size == len(expected) and opened.stream.read() == expected
 
 
 @pytest.mark.parametrize(("offset", "length"), [(1024, None), (1024, 10), (5000, None), (5000, 1)])
 def test_read_past_the_end_is_empty(storage: Storage, offset: int, length: int | None) -> None:
     storage.put_bytes("data", DATA)
     assert storage.read_bytes("data", offset, length) == b""
+    opened = storage.open_sized("data", offset, length)
+    with opened.stream:
+        assert opened.size == 0 and opened.stream.read() == b""
 
 
 @pytest.mark.parametrize(("offset", "length"), [(-1, None), (0, -1)])
