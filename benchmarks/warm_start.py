@@ -1,6 +1,6 @@
 """Warm start: what the warm pool and the wind-down off the critical path save.
 
-    python -m benchmarks.warm_start [--trials 20] [--runs 5] [--batch 20]
+    python -m benchmarks.warm_start [--trials 20] [--runs 5] [--batch 20] [--baseline REV]
 
 All parts use the 1000-neuron Brunel network of ``examples/brunel`` (AI regime, 1 ms
 steps), through a backend with a warm pool (``--pool-nest 2``) and one without
@@ -21,6 +21,12 @@ steps), through a backend with a warm pool (``--pool-nest 2``) and one without
    of ~5 ms: see ``RunLoop._advance``).
 3. ``--batch`` runs of 100 ms one after the other (each POSTed once the last one is
    completed): runs per second warm and cold, and how many were handed a warm server.
+4. With ``--baseline REV`` (``b215a97``: the last commit before the pool), cold starts of
+   this checkout and of REV (``git archive``, its backend and simulation servers run from
+   its own code), two backends side by side, a trial of each in turn: first steps as in
+   1 (``--trials``) and 1 s spikes in hand as in 2 (``--runs``; REV wrote spikes.npz
+   after reporting completed, so it is fetched until it is there whole). Target: now /
+   REV <= 1.0x ("cold start must not get slower").
 
 The machine is shared (2 cores, other test suites): figures are noisy; compare the
 columns of one run, not runs of different days.
