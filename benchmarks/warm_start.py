@@ -1,6 +1,7 @@
 """Warm start: what the warm pool and the wind-down off the critical path save.
 
-    python -m benchmarks.warm_start [--trials 20] [--runs 5] [--batch 20] [--baseline REV]
+    python -m benchmarks.warm_start [--trials 20] [--runs 5] [--batch 20] [--boots 5]
+                                    [--baseline REV]
 
 All parts use the 1000-neuron Brunel network of ``examples/brunel`` (AI regime, 1 ms
 steps), through a backend with a warm pool (``--pool-nest 2``) and one without
@@ -21,7 +22,11 @@ steps), through a backend with a warm pool (``--pool-nest 2``) and one without
    of ~5 ms: see ``RunLoop._advance``).
 3. ``--batch`` runs of 100 ms one after the other (each POSTed once the last one is
    completed): runs per second warm and cold, and how many were handed a warm server.
-4. With ``--baseline REV`` (``b215a97``: the last commit before the pool), cold starts of
+4. The first run after a backend starts: a fresh backend per trial, ``POST``ed as soon
+   as the experiment is uploaded, with the pool (its servers still warming up: the run
+   is handed one) and without, ``--boots`` each, turn about. Target: with <= without
+   ("cold start (pool empty, first run after boot) must not get slower").
+5. With ``--baseline REV`` (``b215a97``: the last commit before the pool), cold starts of
    this checkout and of REV (``git archive``, its backend and simulation servers run from
    its own code), two backends side by side, a trial of each in turn: first steps as in
    1 (``--trials``) and 1 s spikes in hand as in 2 (``--runs``; REV wrote spikes.npz
@@ -74,9 +79,11 @@ def pool_full(backend: Backend) -> bool:
     return not nest or nest["idle"] == nest["size"]
 
 
-def first_step(backend: Backend) -> float:
-    """Seconds from POST started to the first step of a fresh run."""
-    wait(lambda: pool_full(backend), 60)
+def first_step(backend: Backend, full: bool = True) -> float:
+    """Seconds from POST started to the first step of a fresh run (once the pool is
+    ``full`` again, or as it stands)."""
+    if full:
+        wait(lambda: pool_full(backend), 60)
     began = time.monotonic()
     sim = backend.create("brunel", params=PARAMS, timeout={"sim_time": 1e9},
                          state="started")["id"]
@@ -235,9 +242,32 @@ def cold_against(rev: str, trials: int, runs: int) -> dict[str, Any]:
     return {"first": first, "in_hand": e2e}
 
 
+def after_boot(boots: int) -> dict[str, list[float]]:
+    """First steps of the first run after a backend starts, with the pool (its servers
+    still warming up: the run is handed one) and without, a fresh backend each, turn
+    about."""
+    found: dict[str, list[float]] = {"pool": [], "no pool": []}
+    for _ in range(boots):
+        for name, pool in (("pool", WARM), ("no pool", COLD)):
+            with running_backend(*pool) as backend:
+                backend.upload("brunel", example_files("brunel"))
+                found[name].append(first_step(backend, full=False))
+    return found
+
+
+def report_boot(found: dict[str, list[float]]) -> None:
+    print(f"\n4. The first run after the backend starts (pool still warming up), "
+          f"{len(found['pool'])} boots each, turn about")
+    for name, seconds in found.items():
+        print("   " + summary(f"first step, {name}", seconds))
+    ratio = statistics.median(a / b for a, b in zip(found["pool"], found["no pool"],
+                                                    strict=True))
+    print(f"   pool / no pool {ratio:5.2f}x (median of each pair)")
+
+
 def report_against(found: dict[str, Any], rev: str) -> None:
     first, in_hand = found["first"], found["in_hand"]
-    print(f"\n4. Cold start, this checkout against {rev} (before the warm pool), side by side"
+    print(f"\n5. Cold start, this checkout against {rev} (before the warm pool), side by side"
           " turn about")
     for name in first:
         print("   " + summary(f"first step, {name}", first[name]))
@@ -286,6 +316,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--boots", type=int, default=5)
     parser.add_argument("--baseline", metavar="REV",
                         help=f"also compare cold starts with commit REV, e.g. {BEFORE_POOL}, "
                              "the last before the warm pool (needs git and the history)")
@@ -298,6 +329,7 @@ def main() -> None:
     warm = measure(args, WARM, nest)
     cold = measure(args, COLD, nest)
     report(warm, cold, nest_server, statistics.median(stepped), args)
+    report_boot(after_boot(args.boots))
     if args.baseline:
         report_against(cold_against(args.baseline, args.trials, args.runs), args.baseline)
 
