@@ -134,15 +134,18 @@ class PoolOps(ProcessOps):
         return psutil.virtual_memory().available / 2**20
 
     def raise_priority(self, pid: int) -> None:
-        """Give every thread of ``pid`` this thread's CPU priority (a server that warms up
-        at a lower one: simserver.warm.lowered_priority); nothing where not allowed."""
+        """Give every thread of ``pid`` this thread's CPU priority and scheduling policy
+        (a server that warms up at a lower one, ``SCHED_IDLE``:
+        simserver.warm.lowered_priority); nothing where not allowed."""
         own = os.getpriority(os.PRIO_PROCESS, 0)
+        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
         try:
             tasks = os.listdir(f"/proc/{pid}/task")
         except OSError:
             return
         for task in tasks:
             try:
+                os.sched_setscheduler(int(task), policy, param)
                 os.setpriority(os.PRIO_PROCESS, int(task), own)
             except OSError:
                 pass

@@ -221,15 +221,18 @@ def test_a_warm_server_dead_at_handoff_is_replaced_by_a_cold_spawn(tmp_path: Pat
 def test_a_server_handed_while_warming_up_gets_the_backends_priority() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import os, sys\n"
                               "os.setpriority(os.PRIO_PROCESS, 0, 10)\n"
+                              "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
                               "print('low', flush=True)\nsys.stdin.read()"],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert child.stdout.readline() == b"low\n"
         assert os.getpriority(os.PRIO_PROCESS, child.pid) == 10
+        assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
         PoolOps().raise_priority(child.pid)
         if os.geteuid() == 0:  # an unprivileged backend may not raise it (nor lower it)
             assert os.getpriority(os.PRIO_PROCESS, child.pid) == \
                 os.getpriority(os.PRIO_PROCESS, 0)
+            assert os.sched_getscheduler(child.pid) == os.sched_getscheduler(0)
     finally:
         child.stdin.close()
         child.wait(10)

@@ -15,8 +15,14 @@ from simserver import warm
 from tests.support import ROOT
 
 
-def priority(tid: int = 0) -> int:
-    return os.getpriority(os.PRIO_PROCESS, tid)
+def priority(tid: int = 0) -> tuple[int, int]:
+    """A thread's nice value and scheduling policy."""
+    return os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)
+
+
+def may_lower() -> bool:
+    return warm._may_raise_priority(os.getpriority(os.PRIO_PROCESS, 0),
+                                    os.sched_getscheduler(0), os.sched_getparam(0))
 
 
 def test_every_thread_gets_the_priority_back_after_the_warm_up() -> None:
@@ -31,8 +37,9 @@ def test_every_thread_gets_the_priority_back_after_the_warm_up() -> None:
         in_thread = priority(thread.native_id)
     try:
         assert priority() == before and priority(thread.native_id) == before
-        if warm._may_raise_priority(before):
-            assert lowered == in_thread == min(19, before + warm.WARM_UP_NICE)
+        if may_lower():  # lower nice, and only the CPU time nothing else wants
+            assert lowered == in_thread == (min(19, before[0] + warm.WARM_UP_NICE),
+                                            os.SCHED_IDLE)
         else:
             assert lowered == in_thread == before
     finally:
@@ -40,9 +47,25 @@ def test_every_thread_gets_the_priority_back_after_the_warm_up() -> None:
         thread.join()
 
 
+def test_a_run_waiting_keeps_or_gives_back_the_priority() -> None:
+    """A server handed a run before it lowered its priority keeps it; one handed while
+    it warms up gets it back at once (restore), not at the end of the warm-up."""
+    before = priority()
+    with warm.lowered_priority(unless=lambda: True) as restore:
+        assert priority() == before
+        restore()
+    with warm.lowered_priority() as restore:
+        if may_lower():
+            assert priority() == (min(19, before[0] + warm.WARM_UP_NICE), os.SCHED_IDLE)
+        restore()
+        assert priority() == before
+        restore()  # once is enough; again changes nothing
+    assert priority() == before
+
+
 def test_where_it_could_not_be_raised_back_it_is_not_lowered(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(warm, "_may_raise_priority", lambda original: False)
+    monkeypatch.setattr(warm, "_may_raise_priority", lambda *args: False)
     before = priority()
     with warm.lowered_priority():
         assert priority() == before
