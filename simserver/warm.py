@@ -38,7 +38,7 @@ def warm_up(kind: str, handed: Callable[[], bool] = lambda: False) -> list[str]:
     Exercising NEST and importing matplotlib only make a later run faster, and take
     ~0.25 s: once ``handed()`` says a run is waiting (the pool hands a server still
     warming up when it has no ready one), they are skipped, and the run starts as soon
-    as what it needs is imported, sooner than a cold start would.
+    as what it needs is imported: as a cold start would, from further along.
     """
     import numpy  # noqa: F401
     import simserver.server  # noqa: F401 - the control API, run loop, kernel, engines
