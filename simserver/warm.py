@@ -13,6 +13,7 @@ file with nothing read means the backend closed the pool or died: the process le
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import sys
@@ -192,12 +193,12 @@ def lowered_priority(unless: Callable[[], bool] = lambda: False) -> Iterator[Cal
             return
         lowered.clear()
         for task in os.listdir("/proc/self/task"):  # threads started meanwhile too
-            try:
-                if _IDLE is not None:
+            # Each on its own (a thread that is gone fails both).
+            if _IDLE is not None:
+                with contextlib.suppress(OSError):
                     os.sched_setscheduler(int(task), policy, param)
+            with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, int(task), original)
-            except OSError:
-                pass  # a thread that is gone
 
     os.setpriority(os.PRIO_PROCESS, 0, min(19, original + WARM_UP_NICE))
     if _IDLE is not None:

@@ -36,6 +36,7 @@ and :data:`MIN_FREE_MB` more.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -144,11 +145,11 @@ class PoolOps(ProcessOps):
         except OSError:
             return
         for task in tasks:
-            try:
+            # Each on its own: where one is not allowed the other may be.
+            with contextlib.suppress(OSError):
                 os.sched_setscheduler(int(task), policy, param)
+            with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PROCESS, int(task), own)
-            except OSError:
-                pass
 
 
 class WarmServer:
