@@ -14,7 +14,7 @@ from typing import BinaryIO, Iterator, NamedTuple
 
 from backend.exceptions import InvalidName, NotFound
 from backend.uploader import simulation_prefix
-from storage import InvalidKey, ObjectNotFound, Storage, validate_key
+from storage import InvalidKey, ObjectNotFound, Storage, served_range, validate_key
 from storage.tree import open_regular, scan
 
 _CHUNK = 1 << 16
@@ -59,9 +59,9 @@ def open_local(folder: Path, name: str, offset: int, limit: int | None) -> OpenF
     """
     fd, size = open_regular(folder, name)
     f = os.fdopen(fd, "rb")
-    start = min(offset, size)
+    start, count = served_range(size, offset, limit)
     f.seek(start)  # past the end reads nothing
-    return OpenFile(f, size - start if limit is None else min(limit, size - start))
+    return OpenFile(f, count)
 
 
 def open_stored(storage: Storage, sim_id: str, kind: str, name: str, offset: int,

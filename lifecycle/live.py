@@ -46,9 +46,6 @@ _FIELDS = struct.Struct("<QdddddBB")
 _SIZE = _HEAD.size + _FIELDS.size
 _STATES = list(SimState)
 _READ_ATTEMPTS = 100
-#: The status of a server that has not built its kernel yet, as its control API gives it.
-STARTING = {"state": SimState.CREATED.value, "sim_time": 0.0, "steps": 0, "timestep": None,
-            "real_time": 0.0, "timeout": {}}
 
 
 class LiveStatusWriter:
@@ -145,7 +142,7 @@ def read_live_status(run_dir: Path) -> dict[str, Any] | None:
     if state >= len(_STATES):
         return None
     if not ready:
-        return dict(STARTING) if _STATES[state] == SimState.CREATED else None
+        return starting() if _STATES[state] == SimState.CREATED else None
     running = 0.0 if math.isnan(since) else max(0.0, time.monotonic() - since)
     return {
         "state": _STATES[state].value,
@@ -155,6 +152,13 @@ def read_live_status(run_dir: Path) -> dict[str, Any] | None:
         "real_time": banked + running,
         "timeout": {"sim_time": _number(sim_timeout), "real_time": _number(real_timeout)},
     }
+
+
+def starting() -> dict[str, Any]:
+    """The status of a server that has not built its kernel yet, as its control API
+    gives it (a new dict each time: the caller may change it)."""
+    return {"state": SimState.CREATED.value, "sim_time": 0.0, "steps": 0, "timestep": None,
+            "real_time": 0.0, "timeout": {}}
 
 
 def _number(value: float) -> float | None:

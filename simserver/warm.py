@@ -189,16 +189,9 @@ def lowered_priority(unless: Callable[[], bool] = lambda: False) -> Iterator[Cal
     lowered = [True]
 
     def restore() -> None:
-        if not lowered:
-            return
-        lowered.clear()
-        for task in os.listdir("/proc/self/task"):  # threads started meanwhile too
-            # Each on its own (a thread that is gone fails both).
-            if _IDLE is not None:
-                with contextlib.suppress(OSError):
-                    os.sched_setscheduler(int(task), policy, param)
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, int(task), original)
+        if lowered:
+            lowered.clear()
+            give_priority(os.getpid(), original, policy, param)  # threads started meanwhile too
 
     os.setpriority(os.PRIO_PROCESS, 0, min(19, original + WARM_UP_NICE))
     if _IDLE is not None:
@@ -207,6 +200,20 @@ def lowered_priority(unless: Callable[[], bool] = lambda: False) -> Iterator[Cal
         yield restore
     finally:
         restore()
+
+
+def give_priority(pid: int, nice: int, policy: int, param: Any) -> None:
+    """Give every thread of process ``pid`` this nice value and scheduling policy, each
+    where allowed (one not allowed does not keep the other; a thread gone is passed)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return  # the process is gone
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(int(task), policy, param)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, int(task), nice)
 
 
 def lower_priority() -> None:

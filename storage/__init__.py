@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from storage.atomic import atomic_write, write_json_atomic
-from storage.base import ObjectInfo, Opened, Storage
+from storage.base import ObjectInfo, Opened, Storage, served_range
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 from storage.keys import join_key, validate_key, validate_prefix
 from storage.local import LocalStorage
@@ -31,6 +31,7 @@ __all__ = [
     "StorageUnavailable",
     "atomic_write",
     "join_key",
+    "served_range",
     "open_storage",
     "validate_key",
     "validate_prefix",

@@ -55,6 +55,13 @@ def check_range(offset: int, length: int | None) -> None:
         raise ValueError(f"byte range must not be negative: offset={offset}, length={length}")
 
 
+def served_range(size: int, offset: int, length: int | None) -> tuple[int, int]:
+    """Where ``[offset, offset + length)`` (to the end if None) of ``size`` bytes starts
+    and how many bytes it holds: an offset at or past the end holds none."""
+    start = min(offset, size)
+    return start, size - start if length is None else min(length, size - start)
+
+
 class Storage(abc.ABC):
     """A flat namespace of objects addressed by '/'-separated keys.
 

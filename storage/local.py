@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from storage.atomic import atomic_write
-from storage.base import ObjectInfo, Opened, Storage, check_range
+from storage.base import ObjectInfo, Opened, Storage, check_range, served_range
 from storage.errors import InvalidKey, ObjectNotFound, StorageError, StorageUnavailable
 from storage.keys import MAX_KEY_BYTES, TEMP_PREFIX, validate_key, validate_prefix
 from storage.tree import scan
@@ -74,11 +74,9 @@ class LocalStorage(Storage):
         # The size of what was opened: a write replaces the file, never changes it.
         size = os.fstat(file.fileno()).st_size
         # Past the end reads nothing; seeking there may fail (past the largest file size).
-        start = min(offset, size)
+        start, count = served_range(size, offset, length)
         file.seek(start)
-        if length is None:
-            return Opened(file, size - start)
-        return Opened(read_range(file, length), min(length, size - start))
+        return Opened(file if length is None else read_range(file, length), count)
 
     def put_stream(self, key: str, stream: BinaryIO, size: int | None = None) -> None:
         path = self._path(key)

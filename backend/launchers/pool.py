@@ -36,7 +36,6 @@ and :data:`MIN_FREE_MB` more.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import logging
 import os
@@ -60,6 +59,7 @@ from lifecycle.experiment import read_experiment
 from lifecycle.messages import (
     EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG, TOKEN_ENV, WARM_KINDS, WARM_READY, Handoff,
 )
+from simserver.warm import give_priority
 
 logger = logging.getLogger(__name__)
 
@@ -138,18 +138,8 @@ class PoolOps(ProcessOps):
         """Give every thread of ``pid`` this thread's CPU priority and scheduling policy
         (a server that warms up at a lower one, ``SCHED_IDLE``:
         simserver.warm.lowered_priority); nothing where not allowed."""
-        own = os.getpriority(os.PRIO_PROCESS, 0)
-        policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            return
-        for task in tasks:
-            # Each on its own: where one is not allowed the other may be.
-            with contextlib.suppress(OSError):
-                os.sched_setscheduler(int(task), policy, param)
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, int(task), own)
+        give_priority(pid, os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0),
+                      os.sched_getparam(0))
 
 
 class WarmServer:
