@@ -14,9 +14,11 @@ except SimulationTimeout:
     file_logger.info("reached the timeout at t=%s ms", sim.time)
 finally:
     seconds = sim.time / 1000.0
-    for recorder in ("ex_spikes", "in_spikes"):
+    n_record = sim.params.get("n_record")  # brain.py records the first n_record of each
+    for recorder, population in (("ex_spikes", "excitatory"), ("in_spikes", "inhibitory")):
         spikes = len(brain.spikes(recorder)[0])  # read once: the engine saves the same
-        recorded = len(brain.nest.GetConnections(target=brain.nodes[recorder]))
+        size = len(brain.nodes[population])
+        recorded = min(n_record, size) if n_record else size
         rate = spikes / recorded / seconds if seconds else 0.0
         file_logger.info("%s: %d spikes from %d neurons, %.1f Hz", recorder, spikes, recorded,
                          rate)
