@@ -76,6 +76,8 @@ class SimulationServer:
         #: _STATUS_INTERVAL by a thread started with the server, not on the way to the
         #: first step (starting a thread there took 2-3 ms on a busy 2-core machine).
         self._running = threading.Event()
+        #: Set to have that thread write the status now (see _fire_initialize).
+        self._status_due = threading.Event()
         self._results_saved = False
         self.exit_code: int | None = None
         self._status_lock = threading.Lock()
@@ -250,14 +252,16 @@ class SimulationServer:
                     self.lifecycle.fire("initialize")
                     return
                 # The backend wants it running: started without a round trip, and
-                # status.json written (synced) once, where the two changes end.
+                # status.json written (synced) once, where the two changes end, by the
+                # status thread: the fsync (~1 ms) is not on the way to the first step.
+                # The backend hears of both changes from the control API's events.
                 self._status_deferred = True
                 try:
                     self.lifecycle.fire("initialize")
                     self.lifecycle.request(SimState.STARTED)
                 finally:
                     self._status_deferred = False
-                    self.write_status()
+                    self._status_due.set()
             elif self.lifecycle.state == SimState.STOPPED and self.nest_session is not None:
                 self.nest_session.stop()
 
@@ -327,10 +331,13 @@ class SimulationServer:
         self.kernel.finalize(self.results_dir)
 
     def _refresh_status(self) -> None:
-        self._running.wait()
+        """Write the status when asked (``_status_due``), and every _STATUS_INTERVAL
+        while the script (or session) runs."""
         while not self.lifecycle.is_terminal:
-            time.sleep(_STATUS_INTERVAL)
-            self.write_status()
+            due = self._status_due.wait(_STATUS_INTERVAL)
+            self._status_due.clear()
+            if due or self._running.is_set():
+                self.write_status()
 
 
 def _drive_session(session: NestSession, state: SimState) -> None:

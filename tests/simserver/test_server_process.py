@@ -291,6 +291,24 @@ def test_a_run_wanted_started_starts_once_initialized(spawn: Callable[..., SimSe
     assert log.index("state: initialized") < log.index("state: started (start)")
 
 
+def test_a_run_wanted_started_has_it_in_status_json_while_its_script_runs(
+        spawn: Callable[..., SimServer]) -> None:
+    # The status thread writes it (the main thread goes on to the script): it must be
+    # there while the script is still busy, not only at the end.
+    script = ("import pathlib, time\n"
+              "while not pathlib.Path('go').exists():\n"
+              "    time.sleep(0.01)\n"
+              "sim.run_loop(1)\n")
+    server = spawn(loop_experiment(script=script), start=True)
+    status = wait_until(lambda: (read_json(server.run_dir / STATUS_FILE) or {}).get("state")
+                        == "started" and read_json(server.run_dir / STATUS_FILE), 10,
+                        "status.json to say started")
+    assert status["steps"] == 0 and server.proc.poll() is None  # the script still waits
+    (server.run_dir / "experiment" / "go").touch()
+    assert server.wait_exit() == EXIT_OK
+    assert (server.final_status()["state"], server.final_status()["steps"]) == ("completed", 1)
+
+
 def test_a_syntax_error_fails_before_any_start(spawn: Callable[..., SimServer]) -> None:
     server = spawn(loop_experiment(script="sim.run_loop(1)\nwhile True\n    pass\n"))
     assert server.wait_exit() == EXIT_FAILED      # nobody sent a command
