@@ -247,6 +247,7 @@ class Backend:
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.http = requests.Session()
+        self.http.trust_env = False  # loopback: no proxy (and no lookup of one per request)
         #: The admin key the backend wrote at its first start (None with --no-auth).
         self.token: str | None = None
         self.children: set[int] = set()

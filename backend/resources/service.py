@@ -1,6 +1,7 @@
 """``/``, ``/health``, ``/ready``: what this service is and whether it can work."""
 from __future__ import annotations
 
+import functools
 import platform
 from importlib import metadata
 from typing import Any
@@ -13,7 +14,11 @@ from backend.services import Services
 from storage import StorageError
 
 
+@functools.cache
 def package_version(name: str) -> str | None:
+    """The installed version of ``name``, looked up once: what this process runs
+    (an upgrade on disk meanwhile changes nothing until a restart). Each lookup scans
+    the installed distributions, ~1.5 ms: three of them made ``GET /`` take ~5 ms."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
