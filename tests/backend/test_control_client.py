@@ -8,11 +8,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from backend.control_client import ControlClient
 from lifecycle.messages import ServerInfo
+from tests.support import wait_until
 
 
 class _Slow(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
+    #: Status reads the server has begun to answer (the test's cue that they are in flight).
+    reads_in_flight: list[int] = []
 
     def _reply(self, payload: dict) -> None:
         body = json.dumps(payload).encode()
@@ -23,6 +26,7 @@ class _Slow(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        self.reads_in_flight.append(1)
         time.sleep(0.8)  # a status read stuck behind a busy interpreter
         self._reply({"state": "started"})
 
@@ -35,6 +39,7 @@ class _Slow(BaseHTTPRequestHandler):
 
 
 def test_a_command_is_not_held_up_by_status_reads_in_flight() -> None:
+    _Slow.reads_in_flight.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -44,7 +49,8 @@ def test_a_command_is_not_held_up_by_status_reads_in_flight() -> None:
         readers = [threading.Thread(target=client.status) for _ in range(6)]
         for reader in readers:
             reader.start()
-        time.sleep(0.1)  # let the reads reach the server (not synchronisation: a head start)
+        wait_until(lambda: len(_Slow.reads_in_flight) == len(readers), 5,
+                   "the status reads to reach the server")
         began = time.monotonic()
         assert client.command("pause") == {"state": "paused", "seq": 3}
         assert time.monotonic() - began < 0.4, "the command waited for the status reads"
