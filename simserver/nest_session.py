@@ -103,6 +103,8 @@ class NestSession:
         self._stopping = False
         self._closed = False
         self._simulating = False
+        #: Set while a chunk (a ``Run``) is in flight: :meth:`settle` waits for it.
+        self._in_chunk = False
         self._target: float | None = None
         self._time = float(nest.biological_time)
         self._kernel_thread: int | None = None
@@ -185,6 +187,19 @@ class NestSession:
             self._held = True
             self._cond.notify_all()
 
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the chunk in flight, if any, to end (a chunk is
+        not interrupted); return whether none is in flight. After :meth:`pause`, the
+        biological time then stays where it is until :meth:`resume`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._in_chunk:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
     def resume(self) -> None:
         with self._cond:
             self._held = False
@@ -255,8 +270,11 @@ class NestSession:
         """
         self._between_chunks()
         self.spike_count = None
-        self.nest.Run(t)
-        self._time = float(self.nest.biological_time)
+        try:
+            self.nest.Run(t)
+            self._time = float(self.nest.biological_time)
+        finally:
+            self._chunk_ended()
 
     def _steps_of(self, t: Any) -> int:
         """``t`` in resolution steps, refused as NEST refuses it.
@@ -287,9 +305,12 @@ class NestSession:
             self._between_chunks()
             chunk = min(delays * per_delay, steps - done)
             began = time.monotonic()
-            nest.Run(chunk * resolution)
-            done += chunk
-            self._time = float(nest.biological_time)
+            try:
+                nest.Run(chunk * resolution)
+                done += chunk
+                self._time = float(nest.biological_time)
+            finally:
+                self._chunk_ended()
             self.spike_count += nest.local_spike_counter
             delays = self._adapt(delays, time.monotonic() - began)
 
@@ -304,8 +325,15 @@ class NestSession:
             return delays * 2
         return delays
 
+    def _chunk_ended(self) -> None:
+        with self._cond:
+            self._in_chunk = False
+            self._cond.notify_all()  # settle() waits for it
+
     def _between_chunks(self) -> None:
-        """Serve the calls waiting, block while held; raise if stopped.
+        """Serve the calls waiting, block while held; raise if stopped. Returns with
+        a chunk in flight (``_in_chunk``): the caller runs one and ends it with
+        :meth:`_chunk_ended`.
 
         Raises:
             SimulationStopped: the session is stopping.
@@ -318,6 +346,7 @@ class NestSession:
                 job = self._jobs.popleft() if self._jobs else None
                 if job is None:
                     if not self._held:
+                        self._in_chunk = True
                         return
                     self._cond.wait()
                     continue

@@ -46,6 +46,10 @@ class RunLoop:
         self._cond = threading.Condition()
         self._held = True            # until the first start
         self._stopping = False
+        #: Set while a step is in flight (from the check of ``_held`` to its publication):
+        #: :meth:`settle` waits for it, so that a pause is only reported once the
+        #: simulated time it reports has stopped moving.
+        self._stepping = False
         self._running = RunningTime(clock)
         self._pace_origin = (0.0, 0.0)
         self._chunk = 1              # steps of the next chunk (see _advance)
@@ -78,6 +82,19 @@ class RunLoop:
             self._running.hold()
             self._publish_running()
             self._cond.notify_all()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the step in flight, if any, to end and be
+        published (a step is not interrupted); return whether none is in flight. Call
+        after :meth:`hold`: no step starts after this returned True."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._stepping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
 
     def request_stop(self) -> None:
         """Make the loop raise ``SimulationStopped`` at once, even when blocked."""
@@ -121,14 +138,25 @@ class RunLoop:
                                f"{self.real_timeout:g} s")
             if self.real_time_factor:
                 self._pace()  # paced step by step
-            if n > 1 and not (self.real_time_factor or self.attending) \
-                    and kernel.steps_compose():
-                n -= self._advance(n)
-            else:
-                kernel.step()
-                n -= 1
-            if live is not None:
-                live.stepped(kernel.steps)
+            # A hold sets _held, then waits while _stepping is set: one of the two sees
+            # the other's flag (the GIL orders them), so no step begins unseen.
+            self._stepping = True
+            try:
+                if self._held:
+                    continue  # held since the check above: wait at the top
+                if n > 1 and not (self.real_time_factor or self.attending) \
+                        and kernel.steps_compose():
+                    n -= self._advance(n)
+                else:
+                    kernel.step()
+                    n -= 1
+                if live is not None:
+                    live.stepped(kernel.steps)
+            finally:
+                self._stepping = False
+                if self._held:
+                    with self._cond:
+                        self._cond.notify_all()  # a hold waits in settle()
 
     def _advance(self, n: int) -> int:
         """Advance up to ``n`` steps in one chunk; return how many. A chunk is at most

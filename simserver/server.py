@@ -48,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 # How often status.json is refreshed while the kernel advances.
 _STATUS_INTERVAL = 1.0
+#: The most a pause waits for the step or chunk in flight to end before it answers
+#: (the backend waits 5 s for the answer). The run loop's chunks take ~5 ms, a NEST
+#: session's at most ~0.2 s; only a script's own long step takes longer.
+PAUSE_SETTLE_SECONDS = 2.0
 
 
 class SimulationServer:
@@ -135,10 +139,30 @@ class SimulationServer:
         if target == SimState.STARTED and self.lifecycle.state == SimState.CREATED:
             raise InvalidTransition(SimState.CREATED, target, "still initializing")
         with self.lifecycle.lock:
+            if target == SimState.PAUSED and self.lifecycle.plan(target):
+                self._hold_kernel()
             state = self.lifecycle.request(target)
             # The event of this change is numbered already: a follower can tell
             # older events from this reply.
             return {"state": state.value, "seq": self.events.last_seq}
+
+    def _hold_kernel(self) -> None:
+        """Hold the run loop or the NEST session before the lifecycle says ``paused``,
+        and let the step or chunk in flight end: a status that says ``paused`` then
+        reports the simulated time the pause holds, never one that is still to move.
+        A step that outlasts :data:`PAUSE_SETTLE_SECONDS` (the script's own) is not
+        waited for to the end: the answer is due."""
+        if self.loop is not None:
+            self.loop.hold()
+            settled = self.loop.settle(PAUSE_SETTLE_SECONDS)
+        elif self.nest_session is not None:
+            self.nest_session.pause()
+            settled = self.nest_session.settle(PAUSE_SETTLE_SECONDS)
+        else:
+            return
+        if not settled:
+            logger.warning("pause: the step in flight is still running after %g s; it "
+                           "ends before the pause holds", PAUSE_SETTLE_SECONDS)
 
     def status(self) -> dict[str, Any]:
         kernel, loop, session = self.kernel, self.loop, self.nest_session

@@ -388,10 +388,10 @@ class Backend:
         return wait_until(lambda: (r := self.record(sim_id))["logs_uploaded"] and r,
                           timeout, f"sim {sim_id}'s logs to be uploaded")
 
-    def frozen_sim_time(self, sim_id: str, reads: int = 10) -> float:
-        """Read sim_time over >= 0.2 s; assert it does not move and return it."""
+    def frozen_sim_time(self, sim_id: str, reads: int = 10, within: float = 0.2) -> float:
+        """Read sim_time over >= ``within`` s; assert it does not move and return it."""
         first = self.status(sim_id)["sim_time"]
-        deadline = time.monotonic() + 0.2
+        deadline = time.monotonic() + within
         seen = []
         while len(seen) < reads or time.monotonic() < deadline:
             seen.append(self.status(sim_id)["sim_time"])

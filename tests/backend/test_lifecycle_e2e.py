@@ -50,6 +50,35 @@ def test_full_flow_initialize_start_pause_resume_complete(backend: Backend) -> N
     assert (stored / "record.json").is_file() and (stored / "logs" / "stdout.log").is_file()
 
 
+SLOW_STEP_ENGINE = '''
+import time
+class Counter:
+    def initialize(self, params):
+        self.count = 0
+    def step(self, t, dt):
+        time.sleep(0.3)
+        self.count += 1
+'''
+
+
+def test_paused_is_reported_once_the_step_in_flight_has_ended(backend: Backend) -> None:
+    # A pause asked for in the middle of a 0.3 s step: the server says paused only
+    # once that step is over, so the sim_time it reports from then on holds still.
+    files = loop_experiment(sim_time=100.0)
+    files["counter.py"] = SLOW_STEP_ENGINE
+    backend.upload("slow-steps", files)
+    sim_id = backend.create("slow-steps", state="started")["id"]
+    backend.wait_advancing(sim_id, beyond=1.0)
+    assert backend.set_state(sim_id, "paused").json() == {"state": "paused"}
+    backend.wait_server_state(sim_id, "paused")
+    paused_at = backend.frozen_sim_time(sim_id, within=0.5)
+    assert backend.set_state(sim_id, "stopped").status_code == 200
+    record = backend.wait_uploaded(sim_id)
+    assert record["status"]["sim_time"] == paused_at
+    assert backend.get(f"/v1/simulations/{sim_id}/results/count.txt").text == \
+        str(round(paused_at))
+
+
 def test_logs_are_live_while_running_and_ranged(backend: Backend, loop: str) -> None:
     sim_id = backend.create(loop, params=SLOW, state="started")["id"]
     log = f"/v1/simulations/{sim_id}/logs/simulation.log"

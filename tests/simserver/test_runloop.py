@@ -140,6 +140,45 @@ def test_stop_raises_at_once_in_a_held_loop(steps_before: int) -> None:
     assert engine.count == steps_before and loop.stopping
 
 
+def test_settle_waits_for_the_step_in_flight_and_none_starts_after() -> None:
+    loop, engine = make_loop()
+    live_steps: list[int] = []
+    loop.live = type("Live", (), {"stepped": lambda self, steps: live_steps.append(steps),
+                                  "update": lambda self, **fields: None})()
+    in_step, finish_step = threading.Event(), threading.Event()
+
+    def slow_third(count: int) -> None:
+        if count == 3:
+            in_step.set()
+            assert finish_step.wait(5)
+
+    engine.on_step = slow_third
+    loop.release()
+    thread = LoopThread(loop, 10)
+    thread.start()
+    assert in_step.wait(5)
+    loop.hold()
+    assert not loop.settle(0.05)           # the third step is still running
+    threading.Timer(0.05, finish_step.set).start()
+    assert loop.settle(5)
+    # Settled: the step in flight ended and was published, and no other began.
+    assert engine.count == 3 and live_steps == [1, 2, 3]
+    thread.wait_blocked_in("wait_if_paused")
+    assert engine.count == 3 and live_steps == [1, 2, 3]
+    loop.release()
+    thread.finish()
+    assert thread.raised is None and engine.count == 10
+
+
+def test_settle_answers_at_once_between_run_loop_calls() -> None:
+    loop, engine = make_loop()
+    loop.release()
+    loop.run_loop(2)
+    loop.hold()
+    began = time.monotonic()
+    assert loop.settle(5) and time.monotonic() - began < STOP_LATENCY
+
+
 def test_a_stop_is_final_and_escapes_except_exception() -> None:
     assert not issubclass(SimulationStopped, Exception)
     loop, engine = make_loop()
