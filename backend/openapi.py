@@ -88,6 +88,10 @@ SCHEMAS: dict[str, Any] = {
                       "biological_time, simulating, simulate_until, paused, stopping"},
         resources=_obj(["cpu_percent", "rss_bytes"], cpu_percent={"type": "number"},
                        rss_bytes={"type": "integer"}),
+        usage={**_obj(["cpu_seconds", "max_rss_bytes"], cpu_seconds={"type": "number"},
+                      max_rss_bytes={"type": "integer"}),
+               "description": "once the run has ended: the CPU seconds it used and its "
+                             "peak resident memory, as its server last reported them"},
         launcher=_obj(["name"], name={"type": "string"},
                       job_id=_nullable({"type": "string"}), state=_nullable({"type": "string"}),
                       reason=_nullable({"type": "string"}), node=_nullable({"type": "string"}))),

@@ -18,7 +18,7 @@ from backend.exceptions import SimulationBusy
 from backend.launchers import Exit, file_tail
 from backend.registry import SimulationRecord, utc_now
 from backend.services import Runtime
-from backend.status import STATUS_KEYS
+from backend.status import FINAL_STATUS_KEYS
 from backend.uploader import UploadJob, simulation_prefix
 from lifecycle import SimState
 from lifecycle.messages import LOGS_DIR, RESULTS_DIR, STATUS_FILE, STDERR_LOG, read_json
@@ -111,7 +111,7 @@ class RecordKeeper:
         status = read_json(self.run_dir / STATUS_FILE) or {}
         self.record.exit_code = exit_code(exit, status.get("exit_code"))
         self.record.status = {**self.record.status,
-                              **{k: status[k] for k in STATUS_KEYS if k in status}}
+                              **{k: status[k] for k in FINAL_STATUS_KEYS if k in status}}
         reported = SimState(status["state"]) if status.get("state") else None
         tail = file_tail(self.run_dir / LOGS_DIR / STDERR_LOG, _STDERR_TAIL_LINES)
         return reported, status.get("error"), tail

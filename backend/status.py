@@ -13,6 +13,9 @@ from lifecycle.live import read_live_status
 
 #: The status fields a simulation server reports (and ``status.json`` keeps).
 STATUS_KEYS = ("sim_time", "steps", "timestep", "real_time", "timeout")
+#: What the record keeps of a server's last ``status.json``: also what the run used
+#: (CPU seconds, peak memory), which a live status gives as ``resources`` instead.
+FINAL_STATUS_KEYS = (*STATUS_KEYS, "usage")
 NO_RESOURCES = {"cpu_percent": 0.0, "rss_bytes": 0}
 
 

@@ -65,6 +65,7 @@ class Status(TypedDict, total=False):
     timestep: float | None
     timeout: dict[str, float]
     resources: dict[str, float]
+    usage: dict[str, float]          # once ended: cpu_seconds, max_rss_bytes
 
 
 class Client:

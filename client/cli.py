@@ -173,6 +173,10 @@ def cmd_show(client: Client, args: argparse.Namespace, as_json: bool) -> int:
         lines.append(f"{'sim_time':<14} {status.get('sim_time')} ms "
                      f"(steps {status.get('steps')}, real_time {status.get('real_time')} s)")
         lines.append(f"{'server_state':<14} {status.get('server_state')}")
+        usage = status.get("usage")
+        if usage:  # ended: what the run used in all
+            lines.append(f"{'usage':<14} {usage['cpu_seconds']:.3f} s CPU, "
+                         f"{usage['max_rss_bytes'] / 2**20:.1f} MiB peak memory")
         return "\n".join(lines)
     return _out({"record": record, "status": status}, as_json, text)
 

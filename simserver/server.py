@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -74,6 +75,9 @@ class SimulationServer:
         self.nest_session: NestSession | None = None
         self.error: dict[str, Any] | None = None
         self.experiment: dict[str, Any] = {}
+        #: CPU seconds this process (and its children) had used when it took the run: a
+        #: warm server's warm-up is not the run's.
+        self._cpu_before = _usage()[0]
         self._go = threading.Event()
         self._started = False
         #: Set when the script (or session) runs: the status is then written every
@@ -177,10 +181,18 @@ class SimulationServer:
             if loop else {},
             "error": self.error,
             "exit_code": self.exit_code,
+            "usage": self.usage(),
             **({"nest_session": nest} if nest else {}),
             "pid": os.getpid(),
             "updated_at": time.time(),
         }
+
+    def usage(self) -> dict[str, Any]:
+        """What the run has used so far: CPU seconds (user + system, of this process and
+        of the children it waited for) since it took the run, and the peak resident
+        memory of the process or of its largest child."""
+        cpu, peak = _usage()
+        return {"cpu_seconds": round(cpu - self._cpu_before, 3), "max_rss_bytes": peak}
 
     def write_status(self) -> None:
         with self._status_lock:
@@ -362,6 +374,14 @@ class SimulationServer:
             self._status_due.clear()
             if due or self._running.is_set():
                 self.write_status()
+
+
+def _usage() -> tuple[float, int]:
+    """CPU seconds of this process and its waited-for children; their peak RSS (bytes)."""
+    own, children = (resource.getrusage(who)
+                     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return cpu, max(own.ru_maxrss, children.ru_maxrss) * 1024  # Linux: KiB
 
 
 def _drive_session(session: NestSession, state: SimState) -> None:

@@ -15,6 +15,12 @@ export function seconds(s) {
   return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, "0")} min`;
 }
 
+/** CPU time used in all: milliseconds below a second, where seconds() would say 0.0 s. */
+export function cpuTime(s) {
+  if (s === null || s === undefined) return "—";
+  return s < 1 ? `${Math.round(s * 1000)} ms in all` : `${seconds(s)} in all`;
+}
+
 export function count(n) {
   return n === null || n === undefined ? "—" : number.format(n);
 }

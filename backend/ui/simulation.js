@@ -212,14 +212,19 @@ class Figures {
 
   update(status) {
     if (status.timeout) this.timeout = status.timeout;
-    // A run that has ended reports zeros for what only a live process has.
-    const ended = TERMINAL.has(status.state) && !status.resources?.rss_bytes;
-    const resources = ended ? {} : status.resources || {};
     this.values.sim_time.textContent = fmt.simTime(status.sim_time);
     this.values.real_time.textContent = fmt.seconds(status.real_time);
     this.values.steps.textContent = fmt.count(status.steps);
-    this.values.cpu.textContent = fmt.percent(resources.cpu_percent);
-    this.values.rss.textContent = fmt.bytes(resources.rss_bytes);
+    // A run that has ended has no process to measure: what it used in all, if known.
+    if (TERMINAL.has(status.state) && !status.resources?.rss_bytes) {
+      const usage = status.usage || {};
+      this.values.cpu.textContent = fmt.cpuTime(usage.cpu_seconds);
+      this.values.rss.textContent = usage.max_rss_bytes === undefined ? "—"
+        : `${fmt.bytes(usage.max_rss_bytes)} peak`;
+    } else {
+      this.values.cpu.textContent = fmt.percent(status.resources?.cpu_percent);
+      this.values.rss.textContent = fmt.bytes(status.resources?.rss_bytes);
+    }
     this.simTime = status.sim_time;
     setProgress(this.meter, this.simTime, this.timeout, isLive(this.current));
     this.ticks += 1;

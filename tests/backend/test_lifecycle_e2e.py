@@ -35,6 +35,10 @@ def test_full_flow_initialize_start_pause_resume_complete(backend: Backend) -> N
     record = backend.wait_uploaded(sim_id)
     assert record["exit_code"] == 0
     assert record["status"]["sim_time"] == 400.0
+    # What the run used stays with it: CPU seconds and the peak memory of its server.
+    usage = backend.status(sim_id)["usage"]
+    assert usage == record["status"]["usage"]
+    assert 0 < usage["cpu_seconds"] < 60 and 10 * 2**20 < usage["max_rss_bytes"] < 2**32
     backend.wait_run_dir_removed(sim_id)  # removed just after logs_uploaded turns true
 
     # Review after the run dir is gone: from storage.

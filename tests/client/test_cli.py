@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -146,6 +147,9 @@ def test_the_other_verbs(backend: Backend, tmp_path: Path) -> None:
     assert rows[1].split()[:3] == ["r1", "hi", "completed"]
     shown: dict[str, Any] = json.loads(cli(backend, "show", "r1", "--json").stdout)
     assert shown["record"]["state"] == "completed" and shown["status"]["sim_time"] == 300.0
+    used = next(line for line in cli(backend, "show", "r1").stdout.splitlines()
+                if line.startswith("usage"))
+    assert re.fullmatch(r"usage +\d+\.\d{3} s CPU, \d+\.\d MiB peak memory", used), used
     logs = cli(backend, "logs", "r1").stdout
     assert "==> simulation.log <==" in logs and "reached the timeout" in logs
     assert "saved 300 samples" in cli(backend, "logs", "r1", "stdout.log", "-f").stdout
