@@ -115,7 +115,7 @@ class SimulationManager:
             self.scheduler.check_fits(demand)
         sup = self._insert(new, main_script, kernel, demand)
         sup.expected = config if new.experiment is not None else None
-        sup.mailbox.post(sup.keeper.created, requested_by)
+        sup.created(requested_by)
         if new.state is not None:
             self.scheduler.submit(sup, new.state, requested_by=requested_by)
         sup.wait_saved(_PERSIST_WAIT)

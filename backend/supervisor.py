@@ -118,6 +118,12 @@ class SimulationSupervisor:
         # here it would run before the terminal state is saved and end with a stale record.
         self.mailbox.post(self.keeper.ended, error)
 
+    def created(self, requested_by: str | None) -> None:
+        """Announce the creation (its event), saved before any change that follows, and
+        waited for by :meth:`wait_saved` as a change is: a client that lists the
+        simulations after its POST was answered gets a ``last_event_id`` that includes it."""
+        self._saved = self.mailbox.post_marked(self.keeper.created, requested_by)
+
     def changed(self, state: SimState, previous: SimState | None = None,
                 trigger: str | None = None, requested_by: str | None = None) -> None:
         # Saved first (with its event), so a request can answer once its change is
