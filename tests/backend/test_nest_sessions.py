@@ -258,10 +258,15 @@ class Call(threading.Thread):
         self.args_ = (method, url, body)
         self.http = http
         self.response: requests.Response | None = None
+        #: What the request raised instead (the backend went away under a failed test).
+        self.error: requests.RequestException | None = None
 
     def run(self) -> None:
         method, url, body = self.args_
-        self.response = self.http.request(method, url, json=body, timeout=120)
+        try:
+            self.response = self.http.request(method, url, json=body, timeout=120)
+        except requests.RequestException as exc:
+            self.error = exc
 
 
 def test_pause_resume_and_stop_during_a_long_simulate(backend: Backend, shared: str) -> None:
@@ -297,6 +302,7 @@ def test_pause_resume_and_stop_during_a_long_simulate(backend: Backend, shared: 
         assert backend.set_state(sim_id, "stopped").status_code == 200
         simulate.join(30)
     probe.assert_fast(limit=0.2)
+    assert simulate.response is not None, simulate.error
     assert simulate.response.status_code == 409
     assert simulate.response.json()["error"]["code"] == "stopped"
     record = backend.wait_uploaded(sim_id, timeout=30)
@@ -337,6 +343,7 @@ def test_lasting_calls_beyond_the_cap_are_refused(make_backend: Callable[..., Ba
     assert capped.http.post(url + "/api/Create", json={"model": "iaf_psc_alpha"}).json() == [1]
     assert capped.set_state(first, "started").status_code == 200
     held.join(30)
+    assert held.response is not None, held.error
     assert held.response.status_code == 200
     assert capped.http.post(url + "/api/Simulate", json={"t": 1.0}).status_code == 200
 
