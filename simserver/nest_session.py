@@ -191,14 +191,8 @@ class NestSession:
         """Wait up to ``timeout`` s for the chunk in flight, if any, to end (a chunk is
         not interrupted); return whether none is in flight. After :meth:`pause`, the
         biological time then stays where it is until :meth:`resume`."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while self._in_chunk:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return True
+            return self._cond.wait_for(lambda: not self._in_chunk, timeout)
 
     def resume(self) -> None:
         with self._cond:

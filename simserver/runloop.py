@@ -87,14 +87,8 @@ class RunLoop:
         """Wait up to ``timeout`` s for the step in flight, if any, to end and be
         published (a step is not interrupted); return whether none is in flight. Call
         after :meth:`hold`: no step starts after this returned True."""
-        deadline = time.monotonic() + timeout
         with self._cond:
-            while self._stepping:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return True
+            return self._cond.wait_for(lambda: not self._stepping, timeout)
 
     def request_stop(self) -> None:
         """Make the loop raise ``SimulationStopped`` at once, even when blocked."""
