@@ -147,18 +147,41 @@ class Head {
     }
   }
 
+  /** Draw the buttons, only when they change: a state event that leaves them as they
+   * are (the stream replays the states the page opened with) keeps the focus where
+   * the keyboard put it. When they do change (Pause becomes Resume), a button that had
+   * the focus hands it to the one in its place, once that one is enabled. */
   renderControls() {
     const record = this.record;
-    if (!this.ctx.perms.mayControl(record)) {
+    const mayControl = this.ctx.perms.mayControl(record);
+    const controls = mayControl ? controlsFor(record.state) : [];
+    const drawn = JSON.stringify([mayControl, TERMINAL.has(record.state),
+                                  controls.map((c) => c.label), this.pending]);
+    if (drawn === this.drawn) return;
+    this.drawn = drawn;
+    const buttons = [...this.controls.querySelectorAll("button")];
+    const focused = buttons.indexOf(document.activeElement);
+    if (focused >= 0) {
+      this.focusAt = focused;
+    } else if (document.activeElement !== document.body) {
+      this.focusAt = null;  // the focus went elsewhere since: leave it there
+    }
+    if (!mayControl) {
       fill(this.controls, TERMINAL.has(record.state) ? null
         : h("p", {class: "muted"}, "You may watch this simulation but not control it."));
       return;
     }
-    fill(this.controls, controlsFor(record.state).map((control) => h("button", {
+    fill(this.controls, controls.map((control) => h("button", {
       type: "button", class: control.danger ? "btn btn-danger" : "btn btn-primary",
       "data-control": control.label.toLowerCase(), disabled: this.pending,
       onclick: () => this.request(control),
     }, control.label)));
+    const heir = this.focusAt == null ? null
+      : this.controls.children[Math.min(this.focusAt, controls.length - 1)];
+    if (heir && !heir.disabled) {
+      heir.focus();
+      this.focusAt = null;
+    }
   }
 
   async request(control) {

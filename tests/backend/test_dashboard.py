@@ -120,11 +120,12 @@ def test_upload_start_pause_resume_stop_and_read_the_log(dashboard: Dashboard,
     page.get_by_role("button", name="Pause").click()
     expect(state).to_have_text("paused")
     backend.wait_server_state(sim_id, "paused")
-    dashboard.wait_status_ticks(1)
-    frozen = dashboard.sim_time()
+    # A status computed just before the pause may still be on its way to the page: wait
+    # for the paused time there, then watch it stay.
+    frozen = int(backend.frozen_sim_time(sim_id))
+    wait_until(lambda: dashboard.sim_time() == frozen, 15, "the paused time on the page")
     dashboard.wait_status_ticks(2)
     assert dashboard.sim_time() == frozen
-    assert frozen == int(backend.status(sim_id)["sim_time"])
     expect(page.get_by_role("button", name="Resume")).to_be_visible()
     expect(page.get_by_role("button", name="Pause")).to_have_count(0)
     dashboard.shot("simulation-paused", full_page=False)
@@ -421,6 +422,16 @@ def test_the_controls_are_reachable_by_keyboard(dashboard: Dashboard) -> None:
     page.keyboard.press("Enter")
     expect(page.locator("#sim-state")).to_have_text("paused")
     backend.wait_state(sim_id, "paused")
+    # Pause became Resume in its place, and the focus went with it: Enter resumes.
+    wait_until(lambda: focused_control(page) == "resume", 15, "Resume to have the focus")
+    page.keyboard.press("Enter")
+    expect(page.locator("#sim-state")).to_have_text("started")
+    backend.wait_state(sim_id, "started")
+    wait_until(lambda: focused_control(page) == "pause", 15, "Pause to have the focus")
+
+
+def focused_control(page: Any) -> str | None:
+    return page.evaluate("document.activeElement.dataset.control || null")
 
 
 def test_live_updates_go_on_after_the_backend_restarts(browser: Any, tmp_path: Path) -> None:
