@@ -43,6 +43,15 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0,
         time.sleep(POLL_INTERVAL)
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not gone, not a zombie). One look: a zombie
+    that is not ours may be reaped between two."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def make_archive(files: dict[str, str | bytes], top: str = "") -> bytes:
     """A ``.tar.gz`` holding ``files`` (path -> content), optionally under folder ``top``."""
     buf = io.BytesIO()
@@ -506,6 +515,9 @@ file_logger.info("params %s", sim.params)
 try:
     while True:
         sim.run_loop(1)
+        gate = sim.params.get("gate")  # held after its first step until the file exists
+        while gate and sim.steps == 1 and not (sim.results_dir / gate).exists():
+            time.sleep(0.005)
         delay = sim.params.get("step_sleep", 0)
         if delay:
             time.sleep(delay)

@@ -10,7 +10,7 @@ import time
 import psutil
 import requests
 
-from tests.support import Backend, loop_experiment, wait_until
+from tests.support import Backend, alive, loop_experiment, wait_until
 
 SLOW = {"step_sleep": 0.002}
 
@@ -34,13 +34,15 @@ def test_kill9_backend_then_restart_readopts_and_reconciles(backend: Backend, lo
         backend.wait_advancing(sim_id)
     backend.set_state(paused, "paused")
     backend.wait_server_state(paused, "paused")
-    ending = backend.create("short", params=SLOW, state="started")["id"]
+    # Held after its first step until the backend is gone, then let go to its end.
+    ending = backend.create("short", params={**SLOW, "gate": "go"}, state="started")["id"]
     backend.wait_advancing(ending)
     pids = {s: server_pid(backend, s) for s in running + [ending]}
 
     backend.kill9()
     # The simulations outlive the backend; one ends while it is down.
     assert all(psutil.pid_exists(pid) for pid in pids.values())
+    (backend.data_dir / "runs" / ending / "results" / "go").touch()
     status_file = backend.data_dir / "runs" / ending / "status.json"
     wait_until(lambda: json.loads(status_file.read_text())["state"] == "completed", 20,
                "the fourth simulation to complete while the backend is down")
@@ -66,8 +68,7 @@ def test_kill9_backend_then_restart_readopts_and_reconciles(backend: Backend, lo
     for sim_id in running:
         record = backend.wait_uploaded(sim_id)
         assert record["state"] == "stopped"
-        assert not psutil.pid_exists(pids[sim_id]) or \
-            psutil.Process(pids[sim_id]).status() == psutil.STATUS_ZOMBIE
+        assert not alive(pids[sim_id])
 
 
 def test_crash_while_backend_down_is_reported_after_restart(backend: Backend, loop: str) -> None:
@@ -76,8 +77,7 @@ def test_crash_while_backend_down_is_reported_after_restart(backend: Backend, lo
     backend.wait_advancing(sim_id)
     backend.kill9()
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not psutil.pid_exists(pid) or
-               psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 5, "the server to die")
+    wait_until(lambda: not alive(pid), 5, "the server to die")
     restart(backend)
     record = backend.wait_state(sim_id, "failed")
     assert record["error"]["type"] == "crashed"
@@ -112,7 +112,7 @@ def test_stuck_script_ignoring_sigterm_is_stopped_with_its_children(backend: Bac
     assert record["state"] == "stopped"
     assert record["exit_code"] == -signal.SIGKILL
     assert elapsed < 2 * 2 + 3, elapsed  # two grace periods of 2 s, then SIGKILL
-    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    assert not alive(child)
     assert "SIGKILL" in backend.log()
 
 
@@ -168,7 +168,7 @@ def test_start_timeout_fails_and_cleans_up(backend: Backend) -> None:
     record = backend.wait_state(sim_id, "failed", timeout=20)
     assert record["error"]["type"] == "start_timeout"
     backend.wait_uploaded(sim_id)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not alive(pid)
 
 
 def test_orphans_are_cleaned_up_at_start(backend: Backend, loop: str) -> None:
@@ -180,8 +180,7 @@ def test_orphans_are_cleaned_up_at_start(backend: Backend, loop: str) -> None:
     with sqlite3.connect(backend.data_dir / "simbackend.sqlite3") as db:
         db.execute("DELETE FROM simulations WHERE id = ?", (sim_id,))
     restart(backend)
-    wait_until(lambda: not psutil.pid_exists(pid) or
-               psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10, "the orphan to die")
+    wait_until(lambda: not alive(pid), 10, "the orphan to die")
     assert not stray.exists()
     assert not (backend.data_dir / "runs" / sim_id).exists()
     assert "killing orphan" in backend.log()

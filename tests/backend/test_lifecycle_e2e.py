@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import time
-
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from tests.support import Backend, loop_experiment, wait_until
 
@@ -325,9 +327,8 @@ def test_status_comes_from_the_servers_shared_memory(backend: Backend, loop: str
 
     backend.set_state(sim_id, "started")
     backend.wait_advancing(sim_id, beyond=shared["sim_time"] + 5)
-    os.kill(info.pid, signal.SIGSTOP)
     try:
-        frozen = read_live_status(run_dir)
+        frozen = stopped_where_whole(info.pid, lambda: read_live_status(run_dir))
         first, second = backend.status(sim_id), backend.status(sim_id)
     finally:
         os.kill(info.pid, signal.SIGCONT)
@@ -355,3 +356,27 @@ def test_a_run_posted_started_starts_without_the_start_command(backend: Backend,
     for sim in (sim_id, created):
         backend.set_state(sim, "stopped")
         assert backend.wait_uploaded(sim)["state"] == "stopped"
+
+
+def stopped_where_whole(pid: int, read: Callable[[], Any], tries: int = 20) -> Any:
+    """SIGSTOP ``pid`` until every thread has stopped, and return what ``read`` finds
+    there; stopped halfway through a write (``read`` gives None), it goes on a little
+    and is stopped again."""
+    import os
+    import signal
+
+    def stopped() -> bool:
+        try:
+            return all(stat.read_text().rsplit(")", 1)[1].split()[0] == "T"
+                       for stat in Path(f"/proc/{pid}/task").glob("*/stat"))
+        except (OSError, IndexError):
+            return False  # a thread ended meanwhile: look again
+
+    for _ in range(tries):
+        os.kill(pid, signal.SIGSTOP)
+        wait_until(stopped, 5, f"every thread of {pid} to stop")
+        found = read()
+        if found is not None:
+            return found
+        os.kill(pid, signal.SIGCONT)
+    raise AssertionError(f"pid {pid} stopped {tries} times halfway through a write")

@@ -11,7 +11,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
 from backend.config import Config
@@ -22,7 +21,7 @@ from backend.launchers.pool import (REFILL_DELAY, REFILL_MAX_WAIT, PoolOps, Warm
 from backend.queue import Capacity
 from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, WARM_READY, Handoff
 from simserver.warm import read_handoff
-from tests.support import wait_until
+from tests.support import alive, wait_until
 
 
 def experiment(tmp_path: Path, config: dict) -> Path:
@@ -162,8 +161,7 @@ def test_the_pool_hands_a_run_once_refills_and_lets_its_idle_go(tmp_path: Path) 
     finally:
         pool.close()
     for pid in idle:
-        assert not psutil.pid_exists(pid) or \
-            psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert not alive(pid)
 
 
 class _Run:

@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from backend.launchers.boundary import open_boundary
-from tests.support import Backend, assert_health_fast, loop_experiment, wait_until
+from tests.support import Backend, alive, assert_health_fast, loop_experiment, wait_until
 
 
 def _cgroup_possible(tmp: Path) -> bool:
@@ -76,13 +76,6 @@ def escaped() -> Iterator[list[int]]:
             pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def _wait_escaped(backend: Backend, sim_id: str, pids: list[int]) -> int:
     pid_file = backend.data_dir / "runs" / sim_id / "results" / "escaped.pid"
     pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 20,
@@ -90,7 +83,9 @@ def _wait_escaped(backend: Backend, sim_id: str, pids: list[int]) -> int:
     pids.append(pid)
     server = psutil.Process(json.loads(
         (backend.data_dir / "runs" / sim_id / "server.json").read_text())["pid"])
-    assert pid not in {p.pid for p in server.children(recursive=True)}  # it did escape
+    # It did escape: once the shell that started it in the background has exited.
+    wait_until(lambda: pid not in {p.pid for p in server.children(recursive=True)}, 10,
+               "the daemon to leave the server's tree")
     assert os.getsid(pid) != os.getsid(server.pid)
     pid_file.with_name("escaped.pid.seen").touch()
     return pid
@@ -105,7 +100,7 @@ def test_stop_ends_a_process_that_left_the_tree(boundary_backend: Backend,
     assert backend.set_state(sim_id, "stopped").status_code == 200
     record = backend.wait_state(sim_id, "stopped")
     assert record["error"] is None
-    wait_until(lambda: not _alive(pid), 10, f"escaped pid {pid} to be killed")
+    wait_until(lambda: not alive(pid), 10, f"escaped pid {pid} to be killed")
     backend.wait_uploaded(sim_id)
     assert_health_fast(backend)
 
@@ -121,7 +116,7 @@ def test_memory_watchdog_counts_a_process_that_left_the_tree(boundary_backend: B
     assert record["error"]["type"] == "memory_limit"
     assert record["error"]["rss_bytes"] > 200 * 2**20  # the server alone is far below
     assert "over its limit of 200 MiB" in record["error"]["message"]
-    wait_until(lambda: not _alive(pid), 10, f"escaped pid {pid} to be killed")
+    wait_until(lambda: not alive(pid), 10, f"escaped pid {pid} to be killed")
     assert_health_fast(backend)
 
 
@@ -133,10 +128,10 @@ def test_a_restarted_backend_kills_what_a_run_that_ended_meanwhile_left(
     server = next(iter(backend.simserver_pids()))
     backend.kill9()
     os.kill(server, signal.SIGKILL)  # its server dies while no backend runs
-    wait_until(lambda: not _alive(server), 10, "the server to die")
-    assert _alive(pid)
+    wait_until(lambda: not alive(server), 10, "the server to die")
+    assert alive(pid)
     backend.start()
-    wait_until(lambda: not _alive(pid), 10, f"the leftover pid {pid} to be killed")
+    wait_until(lambda: not alive(pid), 10, f"the leftover pid {pid} to be killed")
     record = backend.wait_state(sim_id, "failed")
     assert record["error"]["type"] == "crashed"
 

@@ -24,7 +24,7 @@ from backend.launchers.boundary import runs_key
 from backend.launchers.pool import is_waiting
 from tests.backend import test_lifecycle_e2e as core
 from tests.backend.test_nest_sessions import _load
-from tests.support import Backend, example_files, loop_experiment, wait_until
+from tests.support import Backend, alive, example_files, loop_experiment, wait_until
 
 POOL = ("--pool-nest", "1", "--pool-python", "1")
 PYTHON_POOL = ("--pool-nest", "0", "--pool-python", "2")
@@ -203,7 +203,7 @@ def test_a_warm_server_is_in_its_runs_boundary(backend: Backend) -> None:
     assert not is_waiting(pid)
     backend.set_state(sim_id, "stopped")
     assert backend.wait_uploaded(sim_id)["state"] == "stopped"
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not alive(pid)
 
 
 def test_an_idle_warm_server_killed_is_replaced(backend: Backend) -> None:
@@ -230,8 +230,7 @@ def test_a_killed_backend_leaves_no_waiting_server_behind(backend: Backend) -> N
     backend.http = type(backend.http)()
     backend.args = ("--pool-nest", "0", "--pool-python", "0")
     backend.start()
-    wait_until(lambda: not psutil.pid_exists(stuck) or
-               psutil.Process(stuck).status() == psutil.STATUS_ZOMBIE, 20,
+    wait_until(lambda: not alive(stuck), 20,
                "the stuck waiting server to be killed")
     assert "killing orphan: a waiting warm server" in backend.log()
     assert pool_of(backend) == {"nest": {"idle": 0, "starting": 0, "size": 0},
