@@ -22,7 +22,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -262,13 +263,10 @@ class NestSession:
         Raises:
             SimulationStopped: the session was stopped while held.
         """
-        self._between_chunks()
-        self.spike_count = None
-        try:
+        with self._chunk():
+            self.spike_count = None
             self.nest.Run(t)
             self._time = float(self.nest.biological_time)
-        finally:
-            self._chunk_ended()
 
     def _steps_of(self, t: Any) -> int:
         """``t`` in resolution steps, refused as NEST refuses it.
@@ -296,15 +294,12 @@ class NestSession:
         done = 0
         self.spike_count = 0
         while done < steps:
-            self._between_chunks()
-            chunk = min(delays * per_delay, steps - done)
-            began = time.monotonic()
-            try:
+            with self._chunk():
+                chunk = min(delays * per_delay, steps - done)
+                began = time.monotonic()
                 nest.Run(chunk * resolution)
                 done += chunk
                 self._time = float(nest.biological_time)
-            finally:
-                self._chunk_ended()
             self.spike_count += nest.local_spike_counter
             delays = self._adapt(delays, time.monotonic() - began)
 
@@ -319,15 +314,21 @@ class NestSession:
             return delays * 2
         return delays
 
-    def _chunk_ended(self) -> None:
-        with self._cond:
-            self._in_chunk = False
-            self._cond.notify_all()  # settle() waits for it
+    @contextmanager
+    def _chunk(self) -> Iterator[None]:
+        """One chunk (a ``Run``) in flight: entered once :meth:`_between_chunks` lets
+        it, left with the chunk ended, which :meth:`settle` waits for."""
+        self._between_chunks()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._in_chunk = False
+                self._cond.notify_all()
 
     def _between_chunks(self) -> None:
         """Serve the calls waiting, block while held; raise if stopped. Returns with
-        a chunk in flight (``_in_chunk``): the caller runs one and ends it with
-        :meth:`_chunk_ended`.
+        a chunk in flight (``_in_chunk``): see :meth:`_chunk`.
 
         Raises:
             SimulationStopped: the session is stopping.
