@@ -515,9 +515,12 @@ file_logger.info("params %s", sim.params)
 try:
     while True:
         sim.run_loop(1)
-        gate = sim.params.get("gate")  # held after its first step until the file exists
-        while gate and sim.steps == 1 and not (sim.results_dir / gate).exists():
-            time.sleep(0.005)
+        gate = sim.params.get("gate")
+        if gate and sim.steps == 1:  # held after its first step until the file exists
+            for _ in range(12000):   # (60 s at most)
+                if (sim.results_dir / gate).exists():
+                    break
+                time.sleep(0.005)
         delay = sim.params.get("step_sleep", 0)
         if delay:
             time.sleep(delay)
