@@ -282,6 +282,9 @@ def test_a_server_reserved_during_the_fetch_is_in_the_runs_boundary_and_handed_i
         assert pid not in [w.pid for w in pool._idle["python"]]
     finally:
         pool.close()
+        # The run's own exit handling is not in this test (its on_exit does nothing):
+        # end and remove its boundary as the backend does once a run has ended.
+        local.boundary.kill("sim1")
 
 
 def test_a_reservation_no_spawn_follows_goes_back_to_the_pool(tmp_path: Path) -> None:
