@@ -155,9 +155,9 @@ def _service_paths() -> dict[str, Any]:
     return {
         "/": {"get": _op("What this service is", {"200": _json(_obj(
             ["name", "version", "api", "kernels"], name={"type": "string"},
-            version={"type": "string"}, api={"type": "string"}, storage={"type": "string"},
-            kernels=_obj(["nest", "python"], nest=_nullable({"type": "string"}),
-                         python={"type": "string"}),
+            version={"type": "string"}, api={"type": "string"},
+            kernels=_obj(["nest", "neuron", "python"], nest=_nullable({"type": "string"}),
+                         neuron=_nullable({"type": "string"}), python={"type": "string"}),
             launcher=_obj(["name"], name={"type": "string"},
                           boundary={"type": "string", "enum": ["cgroup", "marker"]}),
             pool={"type": "object", "description": "warm simulation servers by kind "

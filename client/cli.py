@@ -39,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common], description=help)
 
     verb("serve", "start the backend (simbackend serve --help)")
+    verb("nest-server", "start the backend with the drop-in NEST Server API "
+                        "(simbackend nest-server --help)")
     verb("keys", "create, list or revoke API keys (simbackend keys --help)")
     run = verb("run", "push a folder if it is one, create a simulation, start it")
     run.add_argument("target", help="an experiment folder (pushed first) or an experiment name")
@@ -83,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
-    if args.command in ("serve", "keys"):
+    if args.command in ("serve", "nest-server", "keys"):
         print(f"simbackend: '{args.command}' takes no options before it: "
               f"simbackend {args.command} [...]",
               file=sys.stderr)
