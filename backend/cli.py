@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from dataclasses import fields, replace
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from backend.config import Config
+    from backend.services import Services
 
 logger = logging.getLogger("backend")
 
@@ -177,8 +179,37 @@ def serve(args: argparse.Namespace) -> int:
     logger.info("listening: %s (data %s, storage %s)", address["url"], config.data_dir,
                 config.storage)
     print(f"simbackend listening on {address['url']}", flush=True)
-    server.run()
+    services = app.extensions["simbackend"]
+    _stop_on_signals(services)
+    server.run()  # until SIGTERM or SIGINT; then waitress lets its workers finish (<= 5 s)
+    try:
+        services.close()
+    except Exception:  # the simulations go on either way; the next start sweeps the rest
+        logger.exception("stopping: the backend's own threads could not all be stopped")
+        return 1
+    logger.info("stopped")
     return 0
+
+
+def _stop_on_signals(services: Services) -> None:
+    """Make SIGTERM and SIGINT stop the backend in order: event streams end and waits
+    for a run's end answer (:meth:`Services.end_long_requests`), waitress lets the
+    requests in flight finish, then :meth:`Services.close` stops the backend's threads
+    and lets the idle warm servers go. Simulations go on. A second signal ends the
+    process at once."""
+
+    def stop(signum: int, frame: Any) -> None:
+        for each in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(each, signal.SIG_DFL)
+        logger.info("stopping (%s): simulations go on; the same signal again ends this "
+                    "process at once", signal.Signals(signum).name)
+        # Only flags and wake-ups: the main thread, which this interrupts, runs
+        # waitress's socket loop and never holds the locks they take.
+        services.end_long_requests()
+        raise SystemExit(0)  # waitress's run() takes it as the end of its loop
+
+    for each in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(each, stop)
 
 
 def _serve_dropin(app: Any, config: Config) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 #: How long a request waits for its change to be persisted by the simulation's worker
 #: (which never blocks long while a simulation runs).
 _PERSIST_WAIT = 30.0
+#: A request waiting for a run's end looks this often whether the backend is stopping.
+_WAIT_SLICE = 0.5
 _LAUNCHING = (SimState.INITIALIZED, SimState.STARTED)
 _WAITING = (SimState.CREATED, SimState.QUEUED)
 
@@ -45,6 +48,8 @@ class SimulationManager:
         self.experiments = experiments
         self._sims: dict[str, SimulationSupervisor] = {}
         self._lock = threading.Lock()
+        #: Set when the backend stops: requests waiting for an end are answered at once.
+        self.stopping = threading.Event()
         # Admission: launching waits for capacity (see backend.queue).
         capacity = Capacity.of_host(runtime.config, runtime.launcher.reserved_memory_mb())
         self.scheduler = Scheduler(runtime.registry, capacity, self._sims.get, QueueRoles())
@@ -217,10 +222,13 @@ class SimulationManager:
 
     def wait_ended(self, sim_id: str, timeout: float) -> dict[str, Any]:
         """The record once the simulation has ended, with its ``results`` listed; or,
-        after ``timeout`` s, the record as it stands (without ``results``)."""
+        after ``timeout`` s or once the backend is stopping, the record as it stands
+        (without ``results``)."""
         sup = self.get(sim_id)
-        if not sup.ended.wait(timeout):
-            return sup.snapshot
+        deadline = time.monotonic() + timeout
+        while not sup.ended.wait(min(_WAIT_SLICE, max(0.0, deadline - time.monotonic()))):
+            if self.stopping.is_set() or time.monotonic() >= deadline:
+                return sup.snapshot
         return {**sup.snapshot, "results": self.list_files(sim_id, RESULTS_DIR)}
 
     def delete(self, sim_id: str) -> None:

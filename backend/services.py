@@ -65,10 +65,17 @@ class Services:
     event_visibility: Callable[[], Callable[[dict[str, Any]], bool]] = \
         field(default=lambda: see_everything)
 
+    def end_long_requests(self) -> None:
+        """End what holds a request open: event streams end (their clients reconnect to
+        the next start where they were), waits for a run's end answer with the record
+        as it stands. Only sets flags and wakes threads (safe in a signal handler)."""
+        self.manager.stopping.set()
+        self.runtime.events.close()
+
     def close(self) -> None:
         """Stop the backend's own threads; simulation servers live on (they are
         re-adopted by the next start)."""
-        self.runtime.events.close()
+        self.end_long_requests()
         self.watchdog.stop()
         self.nest.stop()
         self.experiments.stop_collector()

@@ -13,16 +13,19 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
+import requests
 
-from backend.launchers.boundary import runs_key
+from backend.launchers.boundary import cgroup_root, runs_key
 from backend.launchers.pool import is_waiting
 from tests.backend import test_lifecycle_e2e as core
+from tests.backend.test_events import sse, stream
 from tests.backend.test_nest_sessions import _load
 from tests.support import Backend, alive, example_files, loop_experiment, wait_until
 
@@ -236,6 +239,54 @@ def test_a_killed_backend_leaves_no_waiting_server_behind(backend: Backend) -> N
     assert pool_of(backend) == {"nest": {"idle": 0, "starting": 0, "size": 0},
                                 "python": {"idle": 0, "starting": 0, "size": 0}} or \
         pool_of(backend) == {}
+
+
+def test_a_backend_stopped_with_sigterm_stops_in_order_and_its_runs_go_on(
+        backend: Backend) -> None:
+    backend.upload("loop", loop_experiment(sim_time=1e9))
+    answers: list[requests.Response] = []  # a client waiting for the run's end
+    waiter = threading.Thread(target=lambda: answers.append(backend.post(
+        "/v1/simulations?wait=60", json={"experiment": "loop", "params": core.SLOW,
+                                         "state": "started"})), daemon=True)
+    waiter.start()
+    sim_id = wait_until(lambda: [r["id"] for r in backend.get("/v1/simulations").json()[
+        "simulations"]], 10, "the run")[0]
+    backend.wait_advancing(sim_id, beyond=5)
+    pid = server_pid(backend, sim_id)
+    wait_until(lambda: handed(backend, sim_id), 10, "the handoff to be logged")
+    idle = waiting_servers(backend)
+    assert idle
+    response = stream(backend, f"/v1/simulations/{sim_id}/events")
+    events: list[dict] = []
+    reader = threading.Thread(target=lambda: events.extend(sse(response)), daemon=True)
+    reader.start()
+    wait_until(lambda: events, 10, "the stream's first event")
+    boundary = backend.get("/").json()["launcher"]["boundary"]
+
+    backend.proc.send_signal(signal.SIGTERM)
+    assert backend.proc.wait(30) == 0
+    log = backend.log()
+    assert "stopping (SIGTERM)" in log and "INFO backend: stopped" in log
+    # The open stream and the wait were ended, not waited for: waitress gives up on a
+    # busy worker after 5 s and says so.
+    assert "still running" not in log
+    reader.join(10)
+    waiter.join(10)
+    assert not reader.is_alive() and not waiter.is_alive()
+    assert answers[0].status_code == 201, answers[0].text
+    assert answers[0].json()["state"] == "started"  # as it stood: the run goes on
+    wait_until(lambda: not any(alive(p) for p in idle), 20, "the idle servers to leave")
+    root = cgroup_root(runs_key((backend.data_dir / "runs").resolve()))
+    if boundary == "cgroup":  # the pool's waiting room is gone; the run's cgroup is not
+        assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [f"sim-{sim_id}"]
+
+    assert alive(pid), "the run outlives its backend"
+    backend.http = type(backend.http)()
+    backend.start()
+    wait_until(lambda: f"adopted: sim {sim_id} (pid {pid})" in backend.log(), 20, "adoption")
+    backend.wait_advancing(sim_id)
+    backend.set_state(sim_id, "stopped")
+    assert backend.wait_uploaded(sim_id)["state"] == "stopped"
 
 
 def test_a_server_set_aside_for_a_run_whose_fetch_fails_goes_back_to_the_pool(
