@@ -245,9 +245,10 @@ def test_a_backend_stopped_with_sigterm_stops_in_order_and_its_runs_go_on(
         backend: Backend) -> None:
     backend.upload("loop", loop_experiment(sim_time=1e9))
     answers: list[requests.Response] = []  # a client waiting for the run's end
-    waiter = threading.Thread(target=lambda: answers.append(backend.post(
-        "/v1/simulations?wait=60", json={"experiment": "loop", "params": core.SLOW,
-                                         "state": "started"})), daemon=True)
+    client = backend.as_token(backend.token)  # its own session: this thread has one
+    waiter = threading.Thread(target=lambda: answers.append(client.post(
+        backend.url + "/v1/simulations?wait=60", timeout=90,
+        json={"experiment": "loop", "params": core.SLOW, "state": "started"})), daemon=True)
     waiter.start()
     sim_id = wait_until(lambda: [r["id"] for r in backend.get("/v1/simulations").json()[
         "simulations"]], 10, "the run")[0]
