@@ -334,7 +334,11 @@ def _event_paths() -> dict[str, Any]:
     return {
         "/v1/simulations/{sim_id}/events": {
             "parameters": _SIM_ID,
-            "get": _op("Its events: state changes, status, log lines, end", {"200": stream},
+            "get": _op("Its events: state changes, status, log lines, end", {
+                "200": stream,
+                "204": {"description": "nothing more will ever come: the simulation is over "
+                                       "and the position is at or past its end (an "
+                                       "EventSource stops reconnecting)"}},
                        parameters=resume + [status, flag("logs", "log lines (default true)")],
                        operationId="getEvents")},
         "/v1/events": {"get": _op("The events of every simulation the caller may see",

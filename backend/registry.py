@@ -190,9 +190,13 @@ class Registry:
             return self._db.execute("SELECT 1 FROM events WHERE sim_id = ? AND type = ? LIMIT 1",
                                     (sim_id, type)).fetchone() is not None
 
-    def last_event_id(self) -> int:
+    def last_event_id(self, sim_id: str | None = None) -> int:
+        """The newest event's id (of one simulation, or of all); 0 if none."""
         with self._lock:
-            return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+            if sim_id is None:
+                return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+            return self._db.execute("SELECT COALESCE(MAX(id), 0) FROM events WHERE sim_id = ?",
+                                    (sim_id,)).fetchone()[0]
 
     def delete(self, sim_id: str) -> None:
         with self._lock:

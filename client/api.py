@@ -218,9 +218,10 @@ class Client:
     def events(self, sim_id: str | None = None, *, last_event_id: str | None = None,
                logs: bool = True, status: bool = True, reconnect: bool = True,
                ) -> Iterator[Event]:
-        """The events of one simulation (until its ``end``) or, without ``sim_id``, of
-        every simulation the caller may see (endless). A lost connection or a ``dropped``
-        stream is resumed from the last id seen, so no event is missed or repeated."""
+        """The events of one simulation (until its ``end``; none when ``last_event_id``
+        is at or past it) or, without ``sim_id``, of every simulation the caller may see
+        (endless). A lost connection or a ``dropped`` stream is resumed from the last id
+        seen, so no event is missed or repeated."""
         path = self._sim(sim_id, "events") if sim_id else "/v1/events"
         params = {"status": str(status).lower()}
         if sim_id:
@@ -232,6 +233,8 @@ class Client:
                 with self._call("GET", path, params=params, headers=headers, stream=True,
                                 timeout=(5.0, 60.0)) as reply:
                     failing_since = None
+                    if reply.status_code == 204:
+                        return  # the simulation has ended and this position had it all
                     for event in parse(reply):
                         if event.type in ("dropped", "error"):
                             last = event.data.get("last_event_id") or last

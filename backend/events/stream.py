@@ -17,6 +17,7 @@ from backend.events.cursor import Cursor
 from backend.events.hub import Event, EventHub, Subscription, end_data
 from backend.events.logs import chunks, read_from
 from backend.exceptions import BackendError
+from lifecycle import SimState
 from lifecycle.messages import LOGS_DIR
 from backend.wsgi_server import StreamControl
 from storage import StorageError
@@ -167,9 +168,38 @@ class SimulationStream(_Stream):
         if record["logs_uploaded"] and not self.registry.has_event(self.sim_id, "end"):
             # Ended before events were kept: its end is told from the record, unnumbered.
             return (yield from self._end(Event("end", self.sim_id, end_data(record))))
+        if self._over():
+            # Its end was behind the cursor already: what is left of the logs, and the
+            # stream is over (reconnecting then is answered 204: see told_all).
+            if self.logs:
+                yield from self._catch_up(final=True)
+            return True
         if self.logs:
             yield from self._catch_up(final=False)
         return False
+
+    def told_all(self) -> bool:
+        """Whether the client has had everything this stream would ever send: its run is
+        over (:meth:`_over`) and, with logs, the cursor is at the end of every log file.
+        The request is then answered 204 No Content, which tells an EventSource to stop
+        reconnecting (the SSE standard): a stream would only send heartbeats."""
+        if not self._over():
+            return False
+        if not self.logs:
+            return True
+        try:
+            files = self.manager.list_files(self.sim_id, LOGS_DIR)
+        except StorageError:
+            return False  # the stream says so, as for any client
+        return all(int(f["size"]) <= self.cursor.logs.get(str(f["name"]), 0) for f in files)
+
+    def _over(self) -> bool:
+        """The run is terminal and its ``end`` saved (neither is saved twice, and no
+        other event is numbered, so no event of it is ever saved again), and the cursor
+        has passed its last event."""
+        state = self.manager.get(self.sim_id).snapshot["state"]
+        return SimState(state).is_terminal and self.registry.has_event(self.sim_id, "end") \
+            and self.registry.last_event_id(self.sim_id) <= self.cursor.event
 
     def _live(self, event: Event) -> Iterator[bytes]:
         if event.type == "log":

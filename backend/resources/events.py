@@ -42,10 +42,13 @@ class SimulationEvents(Resource):
         manager = self.services.manager
         manager.get(sim_id)  # 404 before anything else
         cursor = Cursor.parse(_last_event_id())
-        return _answer(SimulationStream(
+        stream = SimulationStream(
             manager, self.services.runtime.events, sim_id, cursor,
             logs=bool_arg("logs", True), status=bool_arg("status", True), control=_control(),
-            max_lag=self.services.config.max_event_lag_bytes))
+            max_lag=self.services.config.max_event_lag_bytes)
+        if stream.told_all():
+            return Response(status=204)
+        return _answer(stream)
 
 
 class AllEvents(Resource):

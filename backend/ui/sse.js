@@ -5,7 +5,8 @@
 /**
  * Follow the event stream at `path`; `onEvent({type, data, id})` gets each event with its
  * data parsed as JSON. Returns `{close()}`. The stream stops for good when `onEvent`
- * returns `false` (e.g. after a simulation's `end`), on close(), or on a 401/403/404.
+ * returns `false` (e.g. after a simulation's `end`), on close(), on a 204 (an ended
+ * simulation's stream, from a position that has had everything), or on a 401/403/404.
  * `onTrouble(message|null)` hears about lost connections and recoveries.
  */
 export function follow(api, path, onEvent, {lastEventId = null, onTrouble = () => {}} = {}) {
@@ -21,6 +22,7 @@ export function follow(api, path, onEvent, {lastEventId = null, onTrouble = () =
         if (position) headers["Last-Event-ID"] = position;
         const response = await api.fetch(path, {headers, signal: abort.signal});
         onTrouble(null);
+        if (response.status === 204) return; // over: this position has had everything
         await read(response.body, (event) => {
           if (event.id !== null) position = event.id;
           if (event.retry !== null) retry = event.retry;

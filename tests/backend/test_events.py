@@ -131,6 +131,21 @@ def test_resume_by_last_event_id_after_the_upload_gives_every_event_once(
     stdout = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text
     assert log_text(whole)["stdout.log"] == stdout
 
+    # Resumed at the end, there is nothing more to say, ever: 204, which stops an
+    # EventSource reconnecting (a stream would only send heartbeats).
+    end = numbered[-1]
+    assert end["event"] == "end"
+    again = backend.get(path, headers={"Last-Event-ID": end["id"]})
+    assert again.status_code == 204 and again.content == b""
+    # Past the end but behind in the logs: the rest of the logs, then the stream closes
+    # (no end a second time); from where it left off, 204.
+    rest = list(sse(stream(backend, path, end["id"].split(";")[0])))
+    assert {e["event"] for e in rest} == {"log"}
+    assert log_text(rest) == log_text(whole)
+    assert backend.get(path, headers={"Last-Event-ID": rest[-1]["id"]}).status_code == 204
+    assert backend.get(path + "?logs=false",
+                       headers={"Last-Event-ID": end["id"].split(";")[0]}).status_code == 204
+
 
 def test_resume_across_a_backend_kill9_and_restart(make_backend: Callable[..., Backend]) -> None:
     backend = make_backend().start()

@@ -28,6 +28,8 @@ def test_a_whole_run_through_the_client(backend: Backend, tmp_path: Path) -> Non
         seen.setdefault(event.type, event)
     assert {"state", "log", "end"} <= set(seen)
     assert seen["end"].data["state"] == "completed"
+    # From the end on, there is nothing: the iteration ends at once instead of waiting.
+    assert list(sims.events(sim["id"], last_event_id=seen["end"].id)) == []
     record = sims.wait(sim["id"])
     assert record["state"] == "completed" and record["exit_code"] == 0
     assert sims.status(sim["id"])["sim_time"] == pytest.approx(800.0)
