@@ -37,8 +37,9 @@ export class LogViewer {
     this.pre.hidden = true;
   }
 
-  /** Read the list and each file's tail; return the stream cursor that follows on. */
-  async load() {
+  /** Read the list and each file's tail; return the stream cursor that follows on from
+   * them and from event `since`. */
+  async load(since = "0") {
     const answer = await this.api.json(`/v1/simulations/${enc(this.simId)}/logs?limit=1000`);
     const positions = [];
     for (const {name, size} of answer.logs) {
@@ -53,7 +54,7 @@ export class LogViewer {
       positions.push(`${encodeURIComponent(name)}=${size}`);
     }
     this.renderTabs();
-    return ["0", ...positions].join(";");
+    return [since, ...positions].join(";");
   }
 
   fileUrl(name, offset, limit) {

@@ -32,10 +32,14 @@ export function renderSimulation(ctx, {id}) {
 
 async function open(ctx, id, page, view) {
   const path = `/v1/simulations/${enc(id)}`;
+  // Where the events stand before the record is read: following from there misses
+  // nothing after the record and replays none of the run's history (a run that is over
+  // answers 204 then: the page has it all).
+  const {last_event_id: since} = await ctx.api.json("/v1/simulations?limit=1");
   const [record, status] = await Promise.all([ctx.api.json(path),
                                               ctx.api.json(`${path}/status`)]);
   const logs = new LogViewer(ctx.api, id);
-  const cursor = await logs.load();
+  const cursor = await logs.load(since);
   if (view.closed) return;
   view.results = new ResultsPanel(ctx.api, id);
   const live = new LiveSimulation(ctx, path, record, status, logs, view.results);
@@ -148,9 +152,9 @@ class Head {
   }
 
   /** Draw the buttons, only when they change: a state event that leaves them as they
-   * are (the stream replays the states the page opened with) keeps the focus where
-   * the keyboard put it. When they do change (Pause becomes Resume), a button that had
-   * the focus hands it to the one in its place, once that one is enabled. */
+   * are (one the page saw already in its record) keeps the focus where the keyboard put
+   * it. When they do change (Pause becomes Resume), a button that had the focus hands
+   * it to the one in its place, once that one is enabled. */
   renderControls() {
     const record = this.record;
     const mayControl = this.ctx.perms.mayControl(record);

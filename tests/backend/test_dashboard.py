@@ -191,6 +191,30 @@ def test_a_nest_run_shows_its_raster(dashboard: Dashboard) -> None:
     dashboard.shot("simulation-nest")
 
 
+def test_a_finished_runs_page_reads_it_once(dashboard: Dashboard) -> None:
+    """A run that is over: the page follows its events from where they stood before it
+    read the record, and is answered 204 (nothing more will come): it neither replays
+    the run's history nor lists its results a second time."""
+    from playwright.sync_api import expect
+
+    page, backend = dashboard.page, dashboard.backend
+    sim_id = backend.create("hello", timeout={"sim_time": 200.0}, state="started")["id"]
+    backend.wait_state(sim_id, "completed")
+    backend.wait_uploaded(sim_id)
+    answers: list[tuple[str, int]] = []  # (handlers run while Playwright is called)
+    page.on("response", lambda response: answers.append((response.url, response.status))
+            if f"/v1/simulations/{sim_id}/" in response.url else None)
+    dashboard.sign_in()
+    with page.expect_response(lambda r: f"/v1/simulations/{sim_id}/events" in r.url,
+                              timeout=30_000) as events:
+        dashboard.open(f"simulations/{sim_id}")
+    assert events.value.status == 204
+    expect(page.locator("#sim-state")).to_have_text("completed")
+    expect(page.get_by_role("row", name="trace.npz")).to_be_visible()
+    expect(page.locator("#log-text")).to_contain_text("reached the timeout")
+    assert sum("/results?" in u for u, _ in answers) == 1, answers
+
+
 def test_a_failed_run_shows_its_error(dashboard: Dashboard) -> None:
     from playwright.sync_api import expect
 
