@@ -165,10 +165,11 @@ class SimulationStream(_Stream):
             if len(page) < _PAGE:
                 break
         record = self.manager.record(self.sim_id)
-        if record["logs_uploaded"] and not self.registry.has_event(self.sim_id, "end"):
+        ended = self.registry.has_event(self.sim_id, "end")
+        if record["logs_uploaded"] and not ended:
             # Ended before events were kept: its end is told from the record, unnumbered.
             return (yield from self._end(Event("end", self.sim_id, end_data(record))))
-        if self._over():
+        if self._over(record["state"], ended):
             # Its end was behind the cursor already: what is left of the logs, and the
             # stream is over (reconnecting then is answered 204: see told_all).
             if self.logs:
@@ -183,7 +184,8 @@ class SimulationStream(_Stream):
         over (:meth:`_over`) and, with logs, the cursor is at the end of every log file.
         The request is then answered 204 No Content, which tells an EventSource to stop
         reconnecting (the SSE standard): a stream would only send heartbeats."""
-        if not self._over():
+        if not self._over(self.manager.get(self.sim_id).snapshot["state"],
+                          self.registry.has_event(self.sim_id, "end")):
             return False
         if not self.logs:
             return True
@@ -193,12 +195,11 @@ class SimulationStream(_Stream):
             return False  # the stream says so, as for any client
         return all(int(f["size"]) <= self.cursor.logs.get(str(f["name"]), 0) for f in files)
 
-    def _over(self) -> bool:
-        """The run is terminal and its ``end`` saved (neither is saved twice, and no
-        other event is numbered, so no event of it is ever saved again), and the cursor
-        has passed its last event."""
-        state = self.manager.get(self.sim_id).snapshot["state"]
-        return SimState(state).is_terminal and self.registry.has_event(self.sim_id, "end") \
+    def _over(self, state: str, ended: bool) -> bool:
+        """Given the run's ``state`` and whether its ``end`` is saved: both final
+        (neither is saved twice, and no other event is numbered, so no event of it is
+        ever saved again), and the cursor past its last event."""
+        return ended and SimState(state).is_terminal \
             and self.registry.last_event_id(self.sim_id) <= self.cursor.event
 
     def _live(self, event: Event) -> Iterator[bytes]:
