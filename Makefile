@@ -28,6 +28,8 @@ browser:
 	  fi; \
 	fi
 
+# One worker per CPU (pytest-xdist); a test file stays on one worker, so its module
+# fixtures (a backend, a browser) and the session's Slurm are started once.
 test: install browser
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -ra -n auto --dist loadfile $(PYTEST_ARGS)

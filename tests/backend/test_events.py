@@ -15,10 +15,14 @@ from tests.support import Backend, loop_experiment, wait_until
 
 pytestmark = pytest.mark.slow
 
+# 4 MB of stdout in 100 kB bursts, 20 a second: a subscriber that reads keeps up even
+# on a loaded machine; one that never reads falls behind all the same.
 CHATTY = '''
-line = "x" * 99
-for i in range(40000):
-    print(line)
+import time
+burst = ("x" * 99 + "\\n") * 1000
+for i in range(40):
+    print(burst, end="", flush=True)
+    time.sleep(0.05)
 file_logger.info("printed")
 while True:
     sim.run_loop(1)
