@@ -1,8 +1,11 @@
 """What the benchmarks share: a real backend in a temporary data dir, and statistics."""
 from __future__ import annotations
 
+import io
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from contextlib import contextmanager
@@ -11,7 +14,7 @@ from typing import Callable, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import Backend  # noqa: E402  (the same real-process harness as the tests)
+from tests.support import ROOT, Backend  # noqa: E402  (the harness of the tests)
 
 POLL = 0.001
 
@@ -59,3 +62,12 @@ def per_step(func: Callable[[], object], steps: int,
     for _ in range(steps):
         func()
     return (clock() - began) / steps
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The files of commit ``rev`` of this repository, unpacked into ``into``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
+                             capture_output=True, timeout=120).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into

@@ -41,8 +41,6 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import subprocess
-import tarfile
 import tempfile
 import time
 import zipfile
@@ -51,10 +49,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import Backend, running_backend, summary, wait
+from benchmarks.common import Backend, checkout, running_backend, summary, wait
 from benchmarks.nest_overhead import BRUNEL, PARAMS, SIM_TIME, in_process_simulate
 from tests.nest_server import RealNestServer
-from tests.support import ROOT, example_files
+from tests.support import example_files
 
 #: The last commit before the warm pool and the wind-down after ``completed``: what
 #: "cold start must not get slower than today" compares with (``--baseline``).
@@ -200,15 +198,6 @@ def measure(args: argparse.Namespace, pool: tuple[str, ...], nest: Any) -> dict[
         return {"first": first_steps(backend, args.trials),
                 "e2e": end_to_end(backend, args.runs, nest),
                 "batch": batch(backend, args.batch)}
-
-
-def checkout(rev: str, into: Path) -> Path:
-    """The files of commit ``rev`` of this repository, unpacked into ``into``."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
-                             capture_output=True, timeout=120).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def cold_against(rev: str, trials: int, runs: int) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The HTTP front under attack, with raw sockets: idle and slow connections, chunked
-bodies that never end, and the server's own errors in JSON."""
+bodies that never end, and the server's own errors in JSON; its worker threads, started
+as requests need them."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
+from backend.wsgi_server import GrowingDispatcher
 from tests.support import Backend, HealthProbe, loop_experiment, make_archive, wait_until
 
 IDLE_SOCKETS = 150
@@ -165,3 +167,81 @@ def test_the_servers_own_errors_are_json(backend: Backend, raw: bytes, statuses)
     status, headers, body = _answer(sock)
     sock.close()
     _assert_json_error(status, headers, body, *statuses)
+
+
+class _Blocking:
+    """A waitress task that holds its worker until released."""
+
+    def __init__(self) -> None:
+        self.running = threading.Event()
+        self.release = threading.Event()
+
+    def service(self) -> None:
+        self.running.set()
+        assert self.release.wait(10)
+
+    def cancel(self) -> None:
+        pass
+
+
+def test_the_dispatcher_starts_threads_as_tasks_need_them_up_to_its_most() -> None:
+    dispatcher = GrowingDispatcher(3)
+    dispatcher.set_thread_count(3)  # as waitress calls it: starts nothing
+    assert dispatcher.threads == set()
+    tasks = [_Blocking() for _ in range(4)]
+    try:
+        for task in tasks[:3]:
+            dispatcher.add_task(task)
+        for task in tasks[:3]:
+            assert task.running.wait(10)
+        assert len(dispatcher.threads) == 3
+        dispatcher.add_task(tasks[3])  # all three busy, and no more allowed: it waits
+        assert not tasks[3].running.wait(0.2) and len(dispatcher.threads) == 3
+        tasks[0].release.set()
+        assert tasks[3].running.wait(10)  # the freed thread takes it
+        for task in tasks[1:]:
+            task.release.set()
+        wait_until(lambda: dispatcher.active_count == 0, 10, "every thread idle")
+        again = _Blocking()
+        dispatcher.add_task(again)  # an idle thread takes it: none is started
+        assert again.running.wait(10) and len(dispatcher.threads) == 3
+        again.release.set()
+    finally:
+        for task in tasks:
+            task.release.set()
+        assert dispatcher.shutdown(timeout=10)
+    assert dispatcher.threads == set()
+    assert not [t for t in threading.enumerate() if t.name.startswith("waitress-")]
+
+
+def _open_stream(backend: Backend) -> socket.socket:
+    """An event stream on a raw socket, once the backend answered its head."""
+    sock = _connect(backend)
+    auth = "".join(f"{k}: {v}\r\n" for k, v in backend.auth_headers().items())
+    sock.sendall(f"GET /v1/events HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+    head = b""
+    while b"retry:" not in head:
+        chunk = sock.recv(4096)
+        assert chunk, head
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+def test_worker_threads_are_started_as_requests_need_them(backend: Backend) -> None:
+    process = psutil.Process(backend.proc.pid)
+    at_start = process.num_threads()
+    # 32 request workers and 256 event-stream workers are allowed (the defaults):
+    # none waits idle from the start.
+    assert at_start < 40, at_start
+    streams = []
+    try:
+        for _ in range(100):  # each holds a worker while it is open
+            streams.append(_open_stream(backend))
+        # One worker may be there from the start (it answered the harness's /health).
+        assert process.num_threads() >= at_start + 99
+        assert backend.get("/health").status_code == 200
+        assert backend.get("/v1/simulations").status_code == 200
+    finally:
+        for sock in streams:
+            sock.close()
