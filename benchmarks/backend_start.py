@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,7 +62,14 @@ def start_and_stop(root: Path, data: Path) -> dict[str, float]:
         threads = psutil.Process(proc.pid).num_threads()
         stopping = time.monotonic()
         proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
+        # wait() without a timeout blocks in waitpid; with one it polls in sleeps of up
+        # to 50 ms, which would round the figure.
+        guard = threading.Timer(30, proc.kill)
+        guard.start()
+        try:
+            code = proc.wait()
+        finally:
+            guard.cancel()
         return {"start": ready - began, "stop": time.monotonic() - stopping,
                 "threads": threads, "exit": code}
     finally:

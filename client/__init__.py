@@ -11,7 +11,24 @@ no NEST. ::
     for event in sims.events(sim["id"]):
         print(event.type, event.data)
 """
-from client.api import Client, SimbackendError
-from client.sse import Event
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from client.api import Client, SimbackendError
+    from client.sse import Event
 
 __all__ = ["Client", "Event", "SimbackendError"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported when first asked for: the backend, which shares ``client.settings``,
+    # need not import requests.
+    if name in ("Client", "SimbackendError"):
+        from client import api
+        return getattr(api, name)
+    if name == "Event":
+        from client.sse import Event
+        return Event
+    raise AttributeError(f"module 'client' has no attribute {name!r}")

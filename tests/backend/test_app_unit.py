@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from backend.app import create_app
 from backend.config import Config
-from tests.support import NO_POOL
+from tests.support import NO_POOL, ROOT
 
 
 @pytest.fixture
@@ -97,3 +99,13 @@ def test_close_stops_the_threads_the_app_started(tmp_path: Path) -> None:
     assert ours() - before == set() or {"watchdog", "upload-retry"} <= ours()
     app.extensions["simbackend"].close()
     assert ours() <= before, "close() left the watchdog or the upload retrier running"
+
+
+def test_the_backend_imports_no_http_client() -> None:
+    """It shares the client's settings, not its HTTP library: requests would add ~40 ms
+    to every start of the backend."""
+    code = ("import sys, backend.cli, backend.app; "
+            "print(sorted({'requests', 'urllib3'} & set(sys.modules)))")
+    found = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, check=True).stdout.strip()
+    assert found == "[]", found
