@@ -161,7 +161,8 @@ class GrowingDispatcher(ThreadedTaskDispatcher):
             self.queue.append(task)
             running = len(self.threads) - self.stop_count
             waiting = len(self.queue) - (running - self.active_count)
-            if waiting > 0 and running < self.most:
+            # Not while shutting down: a new thread would take an old one's stop.
+            if waiting > 0 and running < self.most and not self.stop_count:
                 number = min(set(range(len(self.threads) + 1)) - self.threads)
                 self.threads.add(number)
                 self.active_count += 1  # as waitress counts a thread until it first waits
