@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import jwt
 
 from backend.access import ROLES, Identity
 from backend.config import Config
 from client.settings import is_loopback
+
+if TYPE_CHECKING:
+    import jwt
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,15 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 
 
 class JwtVerifier:
-    """Verifies JWTs against one issuer, audience and JWKS."""
+    """Verifies JWTs against one issuer, audience and JWKS.
+
+    PyJWT (and cryptography under it) is imported by the methods that use it: ~50 ms,
+    which a backend without JWTs configured need not pay at every start.
+    """
 
     def __init__(self, config: Config) -> None:
+        import jwt
+
         self.issuer = config.jwt_issuer
         self.audience = config.jwt_audience
         self.role_claim = config.jwt_role_claim
@@ -55,6 +62,8 @@ class JwtVerifier:
 
     def verify(self, token: str) -> Identity | None:
         """The identity a valid token names, None (the reason logged) for any other."""
+        import jwt
+
         try:
             claims = jwt.decode(token, self._key(token), algorithms=ALGORITHMS,
                                 audience=self.audience, issuer=self.issuer, leeway=LEEWAY,
@@ -71,6 +80,8 @@ class JwtVerifier:
         return Identity(name, role, "jwt")
 
     def _key(self, token: str) -> Any:
+        import jwt
+
         if self._client is not None:
             return self._client.get_signing_key_from_jwt(token).key
         kid = jwt.get_unverified_header(token).get("kid")
