@@ -185,6 +185,10 @@ class _Blocking:
 
 
 def test_the_dispatcher_starts_threads_as_tasks_need_them_up_to_its_most() -> None:
+    def workers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("waitress-")}
+
+    others = workers()  # of servers that other tests ran in this process, if any
     dispatcher = GrowingDispatcher(3)
     dispatcher.set_thread_count(3)  # as waitress calls it: starts nothing
     assert dispatcher.threads == set()
@@ -211,7 +215,8 @@ def test_the_dispatcher_starts_threads_as_tasks_need_them_up_to_its_most() -> No
             task.release.set()
         assert dispatcher.shutdown(timeout=10)
     assert dispatcher.threads == set()
-    assert not [t for t in threading.enumerate() if t.name.startswith("waitress-")]
+    # Each has left its loop; the thread itself ends a moment later.
+    wait_until(lambda: workers() <= others, 10, "the workers to end")
 
 
 def _open_stream(backend: Backend) -> socket.socket:
