@@ -143,6 +143,7 @@ def serve(args: argparse.Namespace) -> int:
     from backend.app import create_app
     from backend.config import Config
     from backend.wsgi_server import create_server
+    from simserver.__main__ import exit_now
     from storage import StorageError
 
     # Registry, run files, tokens, uploads in flight: nobody else's business.
@@ -182,13 +183,21 @@ def serve(args: argparse.Namespace) -> int:
     services = app.extensions["simbackend"]
     _stop_on_signals(services)
     server.run()  # until SIGTERM or SIGINT; then waitress lets its workers finish (<= 5 s)
+    code, uploading = 0, []
     try:
-        services.close()
+        uploading = services.close()
     except Exception:  # the simulations go on either way; the next start sweeps the rest
         logger.exception("stopping: the backend's own threads could not all be stopped")
-        return 1
+        code = 1
+    if uploading:
+        logger.warning("stopping: the upload of %s did not end within 5 s (storage is not "
+                       "answering); the next start makes it again", ", ".join(uploading))
     logger.info("stopped")
-    return 0
+    # Without waiting for storage requests that hang: Python would join boto3's transfer
+    # threads at exit, up to its timeouts times its retries (~25 s by default). What they
+    # were doing is done again by the next start, as after a kill.
+    exit_now(code)
+    return code
 
 
 def _stop_on_signals(services: Services) -> None:

@@ -72,16 +72,18 @@ class Services:
         self.manager.stopping.set()
         self.runtime.events.close()
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
         """Stop the backend's own threads; simulation servers live on (they are
-        re-adopted by the next start)."""
+        re-adopted by the next start). Return the simulations whose upload was still
+        going on after its 5 s (the next start uploads them again)."""
         self.end_long_requests()
         self.watchdog.stop()
         self.nest.stop()
         self.experiments.stop_collector()
         self.manager.scheduler.close()
-        self.runtime.uploader.close()
+        uploading = self.runtime.uploader.close()
         self.runtime.launcher.close()
         if self.auth is not None:
             self.auth.keys.close()
         self.audit.close()
+        return uploading

@@ -67,8 +67,13 @@ class Uploader:
         self._thread.start()
 
     def upload(self, job: UploadJob) -> bool:
-        """Upload now; on failure, schedule retries and return False."""
+        """Upload now; on failure, schedule retries and return False. Once closed, leave
+        it to the next start (which uploads every ended run not uploaded yet)."""
         with self._cond:
+            if self._closed:
+                logger.info("upload deferred: sim %s: the backend is stopping; the next "
+                            "start uploads it", job.sim_id)
+                return False
             self._active.add(job.sim_id)
         return self._attempt(job, self.retry_delay)
 
@@ -84,12 +89,19 @@ class Uploader:
         """Retry `job` again after a :meth:`cancel`."""
         self._schedule(job, self.retry_delay)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop retrying (pending uploads are picked up again by the next start)."""
+    def close(self, timeout: float = 5.0) -> list[str]:
+        """Stop retrying, and give the uploads in flight ``timeout`` s to end; return the
+        simulations still uploading then (storage not answering). Pending and unfinished
+        uploads are made again by the next start, from the run dirs."""
+        deadline = time.monotonic() + timeout
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+            while self._active and self._cond.wait(max(0.0, deadline - time.monotonic())):
+                pass
+            left = sorted(self._active)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        return left
 
     def _transfer(self, job: UploadJob) -> None:
         prefix = simulation_prefix(job.sim_id)
@@ -120,21 +132,23 @@ class Uploader:
             self._cond.notify_all()
 
     def _retry_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed:
-                    due = [p for p in self._pending.values() if p[1] <= time.monotonic()]
-                    if due:
-                        break
-                    nxt = min((p[1] for p in self._pending.values()), default=None)
-                    self._cond.wait(None if nxt is None else max(0.0, nxt - time.monotonic()))
-                if self._closed:
-                    return
-                for job, _, _ in due:
+        while (due := self._next_due()) is not None:
+            self._attempt(*due)
+
+    def _next_due(self) -> tuple[UploadJob, float] | None:
+        """The retry due first once it is due, marked active, and the delay after it;
+        None once closed (what is left is for the next start)."""
+        with self._cond:
+            while not self._closed:
+                first = min(self._pending.values(), key=lambda p: p[1], default=None)
+                now = time.monotonic()
+                if first is not None and first[1] <= now:
+                    job, _, delay = first
                     del self._pending[job.sim_id]
                     self._active.add(job.sim_id)
-            for job, _, delay in due:
-                self._attempt(job, min(delay * 2, _MAX_DELAY))
+                    return job, min(delay * 2, _MAX_DELAY)
+                self._cond.wait(None if first is None else first[1] - now)
+            return None
 
     def _attempt(self, job: UploadJob, next_delay: float) -> bool:
         """Upload `job` (marked active by the caller); on any failure try again after
@@ -151,6 +165,7 @@ class Uploader:
         finally:
             with self._cond:
                 self._active.discard(job.sim_id)
+                self._cond.notify_all()
         job.on_uploaded()
         return True
 

@@ -234,6 +234,17 @@ class MotoServer:
         os.kill(self.proc.pid, signal.SIGCONT)
         wait_until(lambda: self._status() != psutil.STATUS_STOPPED, 5, "moto to thaw")
 
+    def unread_requests(self) -> int:
+        """Connections to this server with bytes it has not read: requests waiting at a
+        frozen server (from the kernel's table, ``/proc/net/tcp``)."""
+        port = f":{int(self.endpoint.rsplit(':', 1)[1]):04X}"
+        waiting = 0
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            local, state, queues = line.split()[1], line.split()[3], line.split()[4]
+            if local.endswith(port) and state == "01" and int(queues.split(":")[1], 16):
+                waiting += 1
+        return waiting
+
     def stop(self) -> None:
         """Thaw (a stopped process cannot act on SIGTERM), terminate, then kill, by PID."""
         if self.proc is None or self.proc.poll() is not None:

@@ -121,3 +121,36 @@ def test_uploads_resume_after_a_backend_restart_during_the_outage(
     backend.wait_run_dir_removed(sim_id)
     assert review(backend, sim_id) == seen
     assert backend.get("/ready").status_code == 200
+
+
+def test_a_stop_leaves_a_hanging_upload_to_the_next_start(
+        make_backend: Callable[..., Backend], own_s3_server: MotoServer) -> None:
+    """With S3's default timeouts and retries a hanging upload fails after ~25 s; a stop
+    waits 5 s for it, then ends, and the next start uploads the run all the same."""
+    own_s3_server.client().create_bucket(Bucket=BUCKET)
+    backend = make_backend(env={**own_s3_server.aws_env(),
+                                "SIMBACKEND_STORAGE": f"s3://{BUCKET}/lab"}).start()
+    assert backend.upload("loop", loop_experiment(sim_time=1e9)).status_code == 201
+    sim_id = backend.create("loop", params={"step_sleep": 0.001}, timeout={"real_time": 1.0},
+                            state="started")["id"]
+    backend.wait_advancing(sim_id, beyond=5)
+    own_s3_server.freeze()
+    backend.wait_state(sim_id, "completed", timeout=30)
+    wait_until(own_s3_server.unread_requests, 20, "the upload's request to wait at S3")
+    seen = assert_kept_locally(backend, sim_id)
+
+    began = time.monotonic()
+    backend.stop()  # SIGTERM; SIGKILL after 10 s
+    took = time.monotonic() - began
+    assert backend.proc.returncode == 0, "the backend did not end by itself"
+    assert 4.5 < took < 9, took
+    log = backend.log()
+    assert f"the upload of {sim_id} did not end within 5 s" in log
+    assert log.rstrip().endswith("backend: stopped")
+
+    backend.http = type(backend.http)()
+    backend.start()
+    own_s3_server.thaw()
+    assert backend.wait_uploaded(sim_id, timeout=60)["state"] == "completed"
+    backend.wait_run_dir_removed(sim_id)
+    assert review(backend, sim_id) == seen
