@@ -91,10 +91,11 @@ class RecordKeeper:
         self.save()
 
     def ended(self, error: dict[str, Any] | None) -> None:
+        """The end's time and error: saved by :meth:`set_state` with the terminal state,
+        which always comes next (one transaction, one write at the end of a run)."""
         self.record.ended_at = utc_now()
         if error is not None:
             self.record.error = error
-        self.save()
 
     def fetched(self, version: str) -> None:
         """The launch fetched this version of the experiment."""
