@@ -27,7 +27,7 @@ class Ending:
 
 def classify(reported: SimState | None, reported_error: dict[str, Any] | None,
              exit: Exit | None, *, had_process: bool = True, stderr_tail: str = "",
-             stop_requested: bool = True) -> Ending:
+             stop_requested: bool = True, status_problem: str | None = None) -> Ending:
     """Decide how a simulation ended.
 
     A server that reports ``stopped`` nobody asked for was ended by a signal from
@@ -42,6 +42,7 @@ def classify(reported: SimState | None, reported_error: dict[str, Any] | None,
         had_process: False when a restarted backend found no process to adopt.
         stderr_tail: the last lines of ``stderr.log``, for a crash's error.
         stop_requested: the backend asked the server to stop (or failed it).
+        status_problem: what was wrong with its ``status.json``, for a crash's error.
     """
     trigger = _TRIGGERS.get(reported) if reported is not None else None
     if trigger == "fail":
@@ -52,15 +53,18 @@ def classify(reported: SimState | None, reported_error: dict[str, Any] | None,
             return Ending(None)
         if exit.error_type:
             return Ending("fail", crash_error(exit, had_process=had_process,
-                                              stderr_tail=stderr_tail))
+                                              stderr_tail=stderr_tail,
+                                              status_problem=status_problem))
     if trigger is not None:
         return Ending(trigger)
     if exit is None:
         return Ending(None)
-    return Ending("fail", crash_error(exit, had_process=had_process, stderr_tail=stderr_tail))
+    return Ending("fail", crash_error(exit, had_process=had_process, stderr_tail=stderr_tail,
+                                      status_problem=status_problem))
 
 
-def crash_error(exit: Exit, *, had_process: bool, stderr_tail: str) -> dict[str, Any]:
+def crash_error(exit: Exit, *, had_process: bool, stderr_tail: str,
+                status_problem: str | None = None) -> dict[str, Any]:
     """The error of a server that ended without reporting an end."""
     if not had_process and exit.code is None and exit.signal is None and exit.reason is None:
         message = ("the simulation server is gone: the backend restarted and found no live "
@@ -73,6 +77,8 @@ def crash_error(exit: Exit, *, had_process: bool, stderr_tail: str) -> dict[str,
                              "exit_code": exit.code, "signal": exit.signal_name}
     if stderr_tail:
         error["stderr_tail"] = stderr_tail
+    if status_problem:
+        error["status_problem"] = status_problem
     return error
 
 

@@ -18,10 +18,10 @@ from backend.exceptions import SimulationBusy
 from backend.launchers import Exit, file_tail
 from backend.registry import SimulationRecord, utc_now
 from backend.services import Runtime
-from backend.status import FINAL_STATUS_KEYS
+from backend.status import FINAL_STATUS_KEYS, final_status
 from backend.uploader import UploadJob, simulation_prefix
 from lifecycle import SimState
-from lifecycle.messages import LOGS_DIR, RESULTS_DIR, STATUS_FILE, STDERR_LOG, read_json
+from lifecycle.messages import LOGS_DIR, RESULTS_DIR, STDERR_LOG
 from storage import StorageError
 from storage.tree import remove_tree, scan
 
@@ -106,16 +106,19 @@ class RecordKeeper:
         self.record.status = {}
         self.save()
 
-    def exited(self, exit: Exit) -> tuple[SimState | None, dict | None, str]:
+    def exited(self, exit: Exit) -> tuple[SimState | None, dict | None, str, str | None]:
         """Take in what a gone server left (``status.json``, the end of ``stderr.log``);
-        return its reported state, its error and that tail, for the verdict."""
-        status = read_json(self.run_dir / STATUS_FILE) or {}
+        return its reported state, its error, that tail and what was wrong with its
+        ``status.json`` (None if nothing), for the verdict."""
+        status, problem = final_status(self.run_dir)
+        if problem is not None:
+            logger.warning("sim %s: %s", self.record.id, problem)
         self.record.exit_code = exit_code(exit, status.get("exit_code"))
         self.record.status = {**self.record.status,
                               **{k: status[k] for k in FINAL_STATUS_KEYS if k in status}}
-        reported = SimState(status["state"]) if status.get("state") else None
+        reported = SimState(status["state"]) if "state" in status else None
         tail = file_tail(self.run_dir / LOGS_DIR / STDERR_LOG, _STDERR_TAIL_LINES)
-        return reported, status.get("error"), tail
+        return reported, status.get("error"), tail, problem
 
     # -- after the end -------------------------------------------------------------
 

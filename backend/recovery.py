@@ -36,7 +36,7 @@ class Recovery(Enum):
 def recover_all(runtime: Runtime, sups: Iterable[SimulationSupervisor]) -> dict[str, Recovery]:
     """Recover every simulation, then clean up what no record owns."""
     sups = list(sups)
-    outcomes = {sup.sim_id: recover(runtime, sup) for sup in sups}
+    outcomes = {sup.sim_id: _recover_one(runtime, sup) for sup in sups}
     owned = {sup.sim_id: sup.server for sup in sups if sup.server is not None}
     runtime.launcher.clean_orphans(runtime.config.runs_dir, owned)
     _remove_orphan_run_dirs(runtime, {sup.sim_id for sup in sups})
@@ -58,14 +58,33 @@ def recover(runtime: Runtime, sup: SimulationSupervisor) -> Recovery:
         sup.link.server = handle  # seen by the orphan sweep; the mailbox takes it from here
         sup.mailbox.post(_adopt, runtime, sup, handle, info)
         return Recovery.ADOPTED
-    if state.is_terminal:
+    if not state.is_terminal and not (sup.run_dir / STATUS_FILE).exists():
+        return Recovery.RELAUNCH
+    return _gone(sup)
+
+
+def _gone(sup: SimulationSupervisor) -> Recovery:
+    """Wind up a simulation without a server: ended already, or to be ended from what
+    its ``status.json`` says."""
+    if sup.state.is_terminal:
         sup.done.clear()
         sup.mailbox.post(sup.wind_up_if_done)
         return Recovery.WIND_UP
-    if read_json(sup.run_dir / STATUS_FILE) is None:
-        return Recovery.RELAUNCH
     sup.mailbox.post(sup.exit_callback, None, Exit(None, None))
     return Recovery.ENDED
+
+
+def _recover_one(runtime: Runtime, sup: SimulationSupervisor) -> Recovery:
+    """:func:`recover`; but one simulation's trouble never keeps the backend from
+    starting: it is ended as if its server were gone (the orphan sweep kills what it
+    left), or, ended already, wound up."""
+    try:
+        return recover(runtime, sup)
+    except Exception:
+        logger.exception("sim %s: recovery failed; ending it as if its server were gone",
+                         sup.sim_id)
+    sup.link.server = None
+    return _gone(sup)
 
 
 def _adopt(runtime: Runtime, sup: SimulationSupervisor, handle: ServerHandle,

@@ -2,6 +2,9 @@
 stream of events it pushes."""
 from __future__ import annotations
 
+import json
+import math
+import os
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -10,6 +13,8 @@ from backend.control_client import ControlClient, ControlError
 from backend.launchers import ServerHandle
 from lifecycle import SimState
 from lifecycle.live import read_live_status
+from lifecycle.messages import STATUS_FILE
+from storage.tree import read_regular
 
 #: The status fields a simulation server reports (and ``status.json`` keeps).
 STATUS_KEYS = ("sim_time", "steps", "timestep", "real_time", "timeout")
@@ -17,6 +22,65 @@ STATUS_KEYS = ("sim_time", "steps", "timestep", "real_time", "timeout")
 #: (CPU seconds, peak memory), which a live status gives as ``resources`` instead.
 FINAL_STATUS_KEYS = (*STATUS_KEYS, "usage")
 NO_RESOURCES = {"cpu_percent": 0.0, "rss_bytes": 0}
+#: A server's ``status.json`` is well under a kilobyte; a bigger one is not its own.
+MAX_STATUS_BYTES = 256 * 1024
+
+
+_STATES = frozenset(state.value for state in SimState)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+#: The shape of each field of ``status.json`` the backend takes in.
+_FINAL_FIELDS: dict[str, Callable[[Any], bool]] = {
+    "state": lambda v: v in _STATES,
+    "exit_code": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "error": lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("type"), str)
+                                     and isinstance(v.get("message"), str)),
+    "sim_time": _number,
+    "steps": _count,
+    "timestep": lambda v: v is None or _number(v),
+    "real_time": _number,
+    "timeout": lambda v: isinstance(v, dict) and all(
+        k in ("sim_time", "real_time") and (x is None or _number(x)) for k, x in v.items()),
+    "usage": lambda v: isinstance(v, dict) and _number(v.get("cpu_seconds"))
+    and _count(v.get("max_rss_bytes")),
+}
+
+
+def final_status(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """What a gone server's ``status.json`` says, and what was wrong with it (None: all
+    was well, or there is none). The script runs as the server and can write the file,
+    so it is input like any other: only fields of the shapes the server writes are
+    taken, and a file that is not a JSON object of at most :data:`MAX_STATUS_BYTES` is
+    none at all."""
+    try:
+        raw = read_regular(run_dir, STATUS_FILE, MAX_STATUS_BYTES)
+    except FileNotFoundError:
+        if os.path.lexists(run_dir / STATUS_FILE):
+            return {}, f"{STATUS_FILE} is not a regular file"
+        return {}, None
+    except OSError as exc:
+        return {}, f"{STATUS_FILE} could not be read ({exc.strerror})"
+    if len(raw) > MAX_STATUS_BYTES:
+        return {}, f"{STATUS_FILE} is over {MAX_STATUS_BYTES // 1024} KiB"
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}, f"{STATUS_FILE} is not JSON"
+    if not isinstance(data, dict):
+        return {}, f"{STATUS_FILE} is not a JSON object"
+    wrong = sorted(k for k, fits in _FINAL_FIELDS.items() if k in data and not fits(data[k]))
+    kept = {k: data[k] for k in _FINAL_FIELDS if k in data and k not in wrong}
+    return kept, f"{STATUS_FILE}: fields of the wrong shape ignored: {', '.join(wrong)}" \
+        if wrong else None
 
 
 def live_status(snapshot: dict[str, Any], client: ControlClient | None,

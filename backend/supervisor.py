@@ -226,10 +226,11 @@ class SimulationSupervisor:
             return  # a server of an earlier launch
         self.link.server = self.server or handle
         self._exit_handled = True
-        reported, error, tail = self.keeper.exited(exit)
+        reported, error, tail, problem = self.keeper.exited(exit)
         self.link.state = reported or self.link.state
         ending = classify(reported, error, exit, had_process=self.server is not None,
-                          stderr_tail=tail, stop_requested=self.stop_requested.is_set())
+                          stderr_tail=tail, stop_requested=self.stop_requested.is_set(),
+                          status_problem=problem)
         if ending.trigger is not None:
             self._system(ending.trigger, error=ending.error)
         try:

@@ -110,8 +110,15 @@ class ServerInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServerInfo:
-        return cls(pid=int(data["pid"]), create_time=float(data["create_time"]),
-                   host=str(data["host"]), port=int(data["port"]), token=str(data["token"]))
+        """Raises:
+            ValueError, KeyError, TypeError: not the shape a server writes."""
+        info = cls(pid=int(data["pid"]), create_time=float(data["create_time"]),
+                   host=data["host"], port=int(data["port"]), token=data["token"])
+        if info.pid <= 0 or not 0 < info.port < 65536 or not (
+                isinstance(info.host, str) and isinstance(info.token, str)
+                and info.host and info.token):
+            raise ValueError(f"not a server's address: {data!r:.200}")
+        return info
 
 
 #: Kinds of warm simulation servers (``python -m simserver --warm KIND``): ``nest`` has

@@ -152,3 +152,20 @@ def open_regular(top: Path, relative: str) -> tuple[int, int]:
         os.close(child)
         raise FileNotFoundError(relative)
     return child, info.st_size
+
+
+def read_regular(top: Path, relative: str, limit: int, *, tail: bool = False) -> bytes:
+    """The first ``limit`` bytes of ``top/relative`` and one more if there are more (the
+    last ``limit`` with ``tail``), opened as :func:`open_regular` opens it: a file a
+    script may have replaced by a link or a FIFO never blocks nor leads elsewhere.
+
+    Raises:
+        FileNotFoundError: missing, a link, or not a regular file.
+        OSError: it could not be read.
+    """
+    fd, size = open_regular(top, relative)
+    with os.fdopen(fd, "rb") as f:
+        if tail:
+            f.seek(max(0, size - limit))
+            return f.read(limit)
+        return f.read(limit + 1)

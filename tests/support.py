@@ -429,9 +429,11 @@ class Backend:
         pids = set()
         for server in (self.data_dir / "runs").glob("*/server.json"):
             try:
-                pids.add(json.loads(server.read_text())["pid"])
-            except (ValueError, KeyError, FileNotFoundError):
+                pid = json.loads(server.read_text())["pid"]
+            except (ValueError, KeyError, TypeError, FileNotFoundError):
                 continue
+            if isinstance(pid, int):  # a script may have written anything there
+                pids.add(pid)
         return pids
 
     def _remember_children(self) -> None:

@@ -10,6 +10,7 @@ pool of warm processes, or submit it to a batch system.
 from __future__ import annotations
 
 import abc
+import json
 import os
 import signal
 import sys
@@ -21,9 +22,12 @@ from typing import Any, Callable
 
 import lifecycle
 from backend.launchers.environment import allowed_environment
-from lifecycle.messages import SERVER_FILE, TOKEN_ENV, ServerInfo, read_json
+from lifecycle.messages import SERVER_FILE, TOKEN_ENV, ServerInfo
+from storage.tree import read_regular
 
 # simserver sits beside lifecycle in the distribution; the server must find both.
+#: A server's ``server.json`` is ~150 bytes.
+_MAX_SERVER_FILE_BYTES = 4096
 _CODE_ROOT = str(Path(lifecycle.__file__).resolve().parent.parent)
 
 
@@ -45,12 +49,11 @@ def server_environment(token: str, environ: Mapping[str, str] | None = None,
 
 
 def file_tail(path: Path, lines: int) -> str:
-    """The last ``lines`` lines of a (log) file, "" if it cannot be read."""
+    """The last ``lines`` lines of a (log) file, "" if it cannot be read (or is not a
+    regular file: the script may have put a FIFO in its place)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, 2)
-            f.seek(max(0, f.tell() - 16384))
-            text = f.read().decode("utf-8", "replace")
+        text = read_regular(path.parent, path.name, 16384, tail=True).decode(
+            "utf-8", "replace")
     except OSError:
         return ""
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
@@ -145,6 +148,17 @@ class ServerHandle(abc.ABC):
         return False
 
 
+def read_server_info(run_dir: Path) -> ServerInfo | None:
+    """The ``server.json`` of ``run_dir``; None if there is none yet, or none of the
+    server's shape (being written by a foreign writer, not atomically; or written by
+    the script, which runs as the server)."""
+    try:
+        data = json.loads(read_regular(run_dir, SERVER_FILE, _MAX_SERVER_FILE_BYTES))
+        return ServerInfo.from_dict(data) if data else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class Launcher(abc.ABC):
     """Starts simulation servers and ends them, escalating when they do not obey."""
 
@@ -182,11 +196,7 @@ class Launcher(abc.ABC):
 
     def server_info(self, run_dir: Path) -> ServerInfo | None:
         """How to reach the server's control API, once it listens (``server.json``)."""
-        try:
-            data = read_json(run_dir / SERVER_FILE)
-        except ValueError:
-            return None  # being written (not atomically, by a foreign writer)
-        return ServerInfo.from_dict(data) if data else None
+        return read_server_info(run_dir)
 
     @abc.abstractmethod
     def terminate(self, handle: ServerHandle, grace: float) -> None:

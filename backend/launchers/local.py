@@ -23,11 +23,12 @@ from typing import Any, Iterable, Iterator
 import psutil
 
 from backend.launchers.base import (
-    Exit, ExitCallback, Launcher, LaunchSpec, ServerHandle, server_command, server_environment,
+    Exit, ExitCallback, Launcher, LaunchSpec, ServerHandle, read_server_info, server_command,
+    server_environment,
 )
 from backend.launchers.boundary import RUN_ENV, Boundary, MarkerBoundary, join_argv
 from lifecycle.messages import (
-    EXPERIMENT_DIR, LOGS_DIR, SERVER_FILE, STDERR_LOG, STDOUT_LOG, ServerInfo, read_json,
+    EXPERIMENT_DIR, LOGS_DIR, SERVER_FILE, STDERR_LOG, STDOUT_LOG, ServerInfo,
 )
 
 logger = logging.getLogger(__name__)
@@ -308,11 +309,8 @@ def _find_servers(runs_dir: Path) -> dict[str, psutil.Process]:
 def _recorded_servers(runs_dir: Path) -> dict[str, psutil.Process]:
     found: dict[str, psutil.Process] = {}
     for path in runs_dir.glob(f"*/{SERVER_FILE}"):
-        try:
-            info = ServerInfo.from_dict(read_json(path) or {})
-        except (ValueError, KeyError, TypeError):
-            continue
-        proc = recorded_process(info)
+        info = read_server_info(path.parent)
+        proc = recorded_process(info) if info is not None else None
         if proc is not None:
             found[path.parent.name] = proc
     return found

@@ -5,8 +5,10 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from backend.control_client import ControlClient
+from backend.launchers.base import read_server_info
 from lifecycle.messages import ServerInfo
 from tests.support import wait_until
 
@@ -60,3 +62,16 @@ def test_a_command_is_not_held_up_by_status_reads_in_flight() -> None:
         client.close()
         server.shutdown()
         server.server_close()
+
+
+def test_a_server_file_of_another_shape_names_no_server(tmp_path: Path) -> None:
+    good = {"pid": 12, "create_time": 1.5, "host": "127.0.0.1", "port": 8000, "token": "t"}
+    (tmp_path / "server.json").write_text(json.dumps(good))
+    assert read_server_info(tmp_path) == ServerInfo(**good)
+    for wrong in ({"pid": "x"}, {"port": 99999}, {"port": 0}, {"pid": -1}, {"host": ""},
+                  {"token": ""}, {"create_time": None}, {"token": None, "host": None}):
+        (tmp_path / "server.json").write_text(json.dumps({**good, **wrong}))
+        assert read_server_info(tmp_path) is None, wrong
+    for text in ("[1]", '"x"', "{", '{"pid": 1}'):
+        (tmp_path / "server.json").write_text(text)
+        assert read_server_info(tmp_path) is None, text

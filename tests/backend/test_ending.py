@@ -1,12 +1,17 @@
 """How a run ended, classified: every combination of report and exit, as a table."""
 from __future__ import annotations
 
+import json
+import os
 import signal
+from pathlib import Path
 
 import pytest
 
 from backend.ending import Ending, classify, exit_code
-from backend.launchers import Exit
+from backend.launchers import Exit, file_tail
+from backend.launchers.base import read_server_info
+from backend.status import final_status
 from lifecycle import SimState
 
 BOOM = {"type": "script_error", "message": "ValueError: boom"}
@@ -91,3 +96,58 @@ def test_a_stop_nobody_asked_for_waits_for_the_launchers_verdict(exit, trigger,
 def test_a_stop_the_backend_asked_for_stays_a_stop_whatever_the_launcher_says() -> None:
     assert classify(SimState.STOPPED, None, CANCELLED, stop_requested=True).trigger == "stop"
     assert classify(SimState.STOPPED, None, None, stop_requested=True).trigger == "stop"
+
+
+# -- final_status: status.json as input ------------------------------------------------
+
+
+def test_final_status_takes_what_the_server_writes(tmp_path: Path) -> None:
+    written = {"state": "completed", "sim_time": 100.0, "steps": 100, "timestep": 1.0,
+               "real_time": 0.25, "timeout": {"sim_time": 100.0, "real_time": None},
+               "error": None, "exit_code": 0,
+               "usage": {"cpu_seconds": 0.2, "max_rss_bytes": 40_000_000},
+               "pid": 7, "updated_at": 1.0}
+    (tmp_path / "status.json").write_text(json.dumps(written))
+    found, problem = final_status(tmp_path)
+    assert problem is None
+    assert found == {k: v for k, v in written.items() if k not in ("pid", "updated_at")}
+    assert final_status(tmp_path / "nowhere") == ({}, None)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("state", "exploded"), ("state", 3), ("exit_code", True), ("exit_code", 1.5),
+    ("error", "boom"), ("error", {"type": "x"}), ("sim_time", "lots"), ("steps", -1),
+    ("steps", 2.5), ("timestep", [1]), ("real_time", None),
+    ("timeout", {"sim_time": "x"}), ("timeout", {"wall": 1}), ("usage", [1]),
+    ("usage", {"cpu_seconds": 1.0, "max_rss_bytes": -5}),
+])
+def test_final_status_drops_a_field_of_the_wrong_shape(tmp_path: Path, field: str,
+                                                       value: object) -> None:
+    (tmp_path / "status.json").write_text(json.dumps({"state": "started", "steps": 3,
+                                                      field: value}))
+    found, problem = final_status(tmp_path)
+    assert problem == f"status.json: fields of the wrong shape ignored: {field}"
+    assert found == {k: v for k, v in {"state": "started", "steps": 3}.items() if k != field}
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("{", "status.json is not JSON"), ('"started"', "status.json is not a JSON object"),
+    ('{"sim_time": NaN}', "status.json: fields of the wrong shape ignored: sim_time"),
+    ('{"pad": "' + "x" * 300_000 + '"}', "status.json is over 256 KiB"),
+])
+def test_final_status_says_what_is_wrong(tmp_path: Path, text: str, problem: str) -> None:
+    (tmp_path / "status.json").write_text(text)
+    assert final_status(tmp_path) == ({}, problem)
+
+
+def test_final_status_never_waits_on_a_fifo_nor_follows_a_link(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "status.json")
+    assert final_status(tmp_path) == ({}, "status.json is not a regular file")
+    os.remove(tmp_path / "status.json")
+    (tmp_path / "elsewhere.json").write_text('{"state": "completed"}')
+    os.symlink(tmp_path / "elsewhere.json", tmp_path / "status.json")
+    assert final_status(tmp_path) == ({}, "status.json is not a regular file")
+    os.mkfifo(tmp_path / "stderr.log")
+    assert file_tail(tmp_path / "stderr.log", 5) == ""
+    os.mkfifo(tmp_path / "server.json")
+    assert read_server_info(tmp_path) is None

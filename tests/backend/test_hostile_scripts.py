@@ -1,13 +1,17 @@
 """What a careless or hostile script leaves in its run dir cannot reach beyond it:
-FIFOs, links to anywhere, trees nested thousands deep."""
+FIFOs, links to anywhere, trees nested thousands deep, its server's own files
+(``status.json``, ``server.json``) rewritten."""
 from __future__ import annotations
 
+import json
 import threading
 import time
+from collections.abc import Callable
 
+import psutil
 import requests
 
-from tests.support import Backend, loop_experiment, wait_until
+from tests.support import Backend, alive, loop_experiment, wait_until
 
 # The script runs with experiment/ as its cwd: the data dir is two levels above the run dir.
 HOSTILE = '''
@@ -118,3 +122,98 @@ def test_a_live_deep_tree_is_listed_without_failing(backend: Backend) -> None:
     assert backend.set_state(sim_id, "stopped").status_code == 200
     backend.wait_uploaded(sim_id, timeout=30)
     backend.wait_run_dir_removed(sim_id)  # the tree is gone: nothing is left to trip on
+
+
+# Writes sim.params["text"] over its server's ../<sim.params["file"]> after one step;
+# then ends the process at once ("exit") or runs on.
+REWRITES = '''
+import os, pathlib, time
+sim.run_loop(1)
+pathlib.Path("..", sim.params["file"]).write_text(sim.params["text"])
+print("rewritten", flush=True)
+if sim.params["then"] == "exit":
+    os._exit(0)
+while True:
+    sim.run_loop(1)
+    time.sleep(0.01)
+'''
+
+
+def rewriting(backend: Backend, file: str, text: str, then: str) -> str:
+    sim_id = backend.create("rewrites", params={"file": file, "text": text, "then": then},
+                            state="started")["id"]
+    wait_until(lambda: "rewritten" in backend.get(
+        f"/v1/simulations/{sim_id}/logs/stdout.log").text, 20, "the script to rewrite")
+    return sim_id
+
+
+def test_a_status_file_the_script_rewrote_is_read_as_input(backend: Backend) -> None:
+    """Not JSON, not an object, or fields of the wrong shape: the run gets a clear error
+    of its own (not a backend error), and the record only numbers where numbers go."""
+    backend.upload("rewrites", loop_experiment(sim_time=1e9, script=REWRITES))
+    for text, problem in (("{not json", "status.json is not JSON"),
+                          ("[1, 2]", "status.json is not a JSON object"),
+                          ('{"state": "exploded"}', "status.json: fields of the wrong "
+                                                     "shape ignored: state")):
+        sim_id = rewriting(backend, "status.json", text, "exit")
+        record = backend.wait_state(sim_id, "failed")
+        assert record["error"]["type"] == "crashed", record["error"]
+        assert record["error"]["status_problem"] == problem
+        assert record["exit_code"] == 0
+    sim_id = rewriting(backend, "status.json", json.dumps(
+        {"state": "completed", "sim_time": "lots", "steps": -1, "exit_code": "x",
+         "usage": [1], "real_time": 0.5}), "exit")
+    record = backend.wait_state(sim_id, "completed")     # the state it wrote is taken
+    assert record["exit_code"] == 0 and record["error"] is None
+    assert record["status"]["real_time"] == 0.5
+    assert all(isinstance(record["status"].get(k, 0), (int, float))
+               for k in ("sim_time", "steps")), record["status"]
+    assert not isinstance(record["status"].get("usage", {}), list)
+    assert "backend_error" not in backend.log() and "Traceback" not in backend.log()
+
+
+def test_a_server_file_the_script_rewrote_does_not_stop_the_next_start(
+        make_backend: Callable[..., Backend]) -> None:
+    """A ``server.json`` of the wrong shape names no server: after a restart the run is
+    ended as gone and its process killed; the backend starts and serves."""
+    backend = make_backend().start()
+    backend.upload("rewrites", loop_experiment(sim_time=1e9, script=REWRITES))
+    sim_id = rewriting(backend, "server.json", json.dumps(
+        {"pid": "x", "create_time": 1, "host": "h", "port": 99999, "token": "t"}), "run on")
+    cwd = str(backend.data_dir / "runs" / sim_id / "experiment")
+    (server,) = [p.pid for p in psutil.Process(backend.proc.pid).children(recursive=True)
+                 if p.cwd() == cwd]
+    backend.kill9()
+    backend.http = type(backend.http)()
+    backend.start()
+    assert backend.get("/health").status_code == 200
+    error = backend.wait_state(sim_id, "failed")["error"]
+    assert error["type"] == "crashed" and "gone" in error["message"], error
+    wait_until(lambda: not alive(server), 10, "the unrecognised server to be killed")
+    assert backend.create("rewrites", params={"file": "x", "text": "", "then": "exit"},
+                          state="started")["state"] in ("started", "initialized")
+
+
+FIFOS = '''
+import os, time
+sim.run_loop(1)
+for _ in range(2000):  # its first write may still be to come (10 s at most)
+    if os.path.exists("../status.json"):
+        break
+    time.sleep(0.005)
+for name in ("../status.json", "../logs/stderr.log"):
+    os.remove(name)
+    os.mkfifo(name)
+os._exit(3)
+'''
+
+
+def test_fifos_in_place_of_the_server_files_do_not_hold_up_the_end(backend: Backend) -> None:
+    """Opening a FIFO for reading waits for a writer: the end is read without waiting."""
+    backend.upload("fifos", loop_experiment(sim_time=1e9, script=FIFOS))
+    sim_id = backend.create("fifos", state="started")["id"]
+    record = backend.wait_state(sim_id, "failed")
+    assert record["exit_code"] == 3
+    assert record["error"]["type"] == "crashed"
+    assert record["error"]["status_problem"] == "status.json is not a regular file"
+    assert backend.wait_uploaded(sim_id)["logs_uploaded"] is True
