@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import stat
 import struct
 import threading
 import time
@@ -117,10 +118,14 @@ def read_live_status(run_dir: Path) -> dict[str, Any] | None:
     is none to read (no file, no consistent copy, or not ready after ``created``): ask
     the server."""
     try:
-        fd = os.open(run_dir / LIVE_FILE, os.O_RDONLY)
+        # Never a FIFO (an open would wait for a writer) nor a link: the script can
+        # write to the run dir.
+        fd = os.open(run_dir / LIVE_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         for _ in range(_READ_ATTEMPTS):
             # The sequence number alone before and after the whole: a copy is only
             # whole if no write began or ended in between.

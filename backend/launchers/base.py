@@ -26,8 +26,8 @@ from lifecycle.messages import SERVER_FILE, TOKEN_ENV, ServerInfo
 from storage.tree import read_regular
 
 # simserver sits beside lifecycle in the distribution; the server must find both.
-#: A server's ``server.json`` is ~150 bytes.
-_MAX_SERVER_FILE_BYTES = 4096
+#: The run dir's own JSON files (``run.json``, ``server.json``) are a few hundred bytes.
+_MAX_RUN_FILE_BYTES = 1024 * 1024
 _CODE_ROOT = str(Path(lifecycle.__file__).resolve().parent.parent)
 
 
@@ -148,14 +148,26 @@ class ServerHandle(abc.ABC):
         return False
 
 
+def read_run_json(run_dir: Path, name: str) -> Any | None:
+    """The JSON of the file ``name`` of ``run_dir`` (``run.json``, ``server.json``, a
+    launcher's own); None if it is missing, is no regular file (the script, which can
+    write there, may have put a FIFO or a link in its place), is over
+    :data:`_MAX_RUN_FILE_BYTES` or is not JSON."""
+    try:
+        raw = read_regular(run_dir, name, _MAX_RUN_FILE_BYTES)
+        return json.loads(raw) if len(raw) <= _MAX_RUN_FILE_BYTES else None
+    except (OSError, ValueError):
+        return None
+
+
 def read_server_info(run_dir: Path) -> ServerInfo | None:
     """The ``server.json`` of ``run_dir``; None if there is none yet, or none of the
     server's shape (being written by a foreign writer, not atomically; or written by
     the script, which runs as the server)."""
+    data = read_run_json(run_dir, SERVER_FILE)
     try:
-        data = json.loads(read_regular(run_dir, SERVER_FILE, _MAX_SERVER_FILE_BYTES))
         return ServerInfo.from_dict(data) if data else None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 

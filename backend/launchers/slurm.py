@@ -33,15 +33,15 @@ from typing import Any
 
 from backend.config import Config
 from backend.launchers.base import (
-    Exit, ExitCallback, Launcher, LaunchSpec, ServerHandle, file_tail, server_command,
-    server_environment,
+    Exit, ExitCallback, Launcher, LaunchSpec, ServerHandle, file_tail, read_run_json,
+    server_command, server_environment,
 )
 from backend.launchers.slurm_queue import (
     QUEUED_STATES, JobRow, SlurmCommands, SlurmError, job_dir_sim, parse_job_id, verdict,
 )
 from lifecycle.experiment import EXPERIMENT_FILE
 from lifecycle.messages import (
-    EXPERIMENT_DIR, LOGS_DIR, NODE_HOST, STDERR_LOG, STDOUT_LOG, read_json,
+    EXPERIMENT_DIR, LOGS_DIR, NODE_HOST, STDERR_LOG, STDOUT_LOG,
 )
 from storage import write_json_atomic
 
@@ -170,10 +170,7 @@ class SlurmLauncher(Launcher):
         """Follow again the job ``job.json`` names, if Slurm says it is not over and
         it is this run's job (its name). If Slurm cannot be asked, the job is adopted
         all the same: the poller learns its fate once Slurm answers."""
-        try:
-            record = read_json(run_dir / JOB_FILE)
-        except ValueError:
-            return None
+        record = read_run_json(run_dir, JOB_FILE)
         if not isinstance(record, dict) or not str(record.get("job_id", "")).isdigit():
             return None
         job = SlurmJob(sim_id, str(record["job_id"]), run_dir, on_exit)
