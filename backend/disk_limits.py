@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,15 @@ def cap_log(path: Path, cap: int, keep: int | None = None) -> int:
     if cap <= 0:
         return 0
     try:
-        fd = os.open(path, os.O_RDWR)  # not O_APPEND: pwrite must write where it is told
+        # Not O_APPEND: pwrite must write where it is told. Never through a link nor
+        # into anything but a regular file: the script may swap one in after a look.
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return 0
     try:
-        size = os.fstat(fd).st_size
-        if size <= cap:
+        info = os.fstat(fd)
+        size = info.st_size
+        if size <= cap or not stat.S_ISREG(info.st_mode):
             return 0
         earlier = _cut_before(os.pread(fd, 256, 0))
         start = size - max(0, min(keep or cap, cap) - _MARKER_ROOM)

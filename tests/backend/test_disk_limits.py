@@ -3,6 +3,7 @@ kept, a marker), its results held to --max-results-bytes (results_limit)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -108,3 +109,15 @@ def test_cutting_again_counts_every_byte_cut_and_keeps_whole_lines(tmp_path: Pat
     assert int(marker.split()[1]) == 132000 - len(kept)                   # in all
     assert kept.endswith(b"more 000999\n")
     assert cap_log(log, 10000) == 0                                       # under the cap
+
+
+def test_a_cut_never_goes_through_a_link_nor_into_a_fifo(tmp_path: Path) -> None:
+    """The script may swap a link to another file (the registry...) in for a log after
+    the look that found a regular file: the cut must not reach it."""
+    elsewhere = tmp_path / "registry"
+    elsewhere.write_bytes(b"x" * 50_000)
+    (tmp_path / "stdout.log").symlink_to(elsewhere)
+    assert cap_log(tmp_path / "stdout.log", 10_000) == 0
+    assert elsewhere.read_bytes() == b"x" * 50_000
+    os.mkfifo(tmp_path / "stderr.log")
+    assert cap_log(tmp_path / "stderr.log", 10_000) == 0
