@@ -51,6 +51,10 @@ def recover(runtime: Runtime, sup: SimulationSupervisor) -> Recovery:
     """Decide what to do with one simulation; the work is posted to its mailbox."""
     state, uploaded = sup.state, sup.snapshot["logs_uploaded"]
     if state not in ACTIVE_STATES and (uploaded or not state.is_terminal):
+        if uploaded and sup.run_dir.is_dir():
+            # Uploaded and saved as such, then stopped or killed before its run dir went.
+            logger.info("removing: the run dir of sim %s (uploaded already)", sup.sim_id)
+            remove_tree(sup.run_dir)
         return Recovery.NOTHING
     info = runtime.launcher.server_info(sup.run_dir)
     handle = runtime.launcher.adopt(sup.sim_id, sup.run_dir, sup.exit_callback) \

@@ -204,3 +204,20 @@ def test_launch_cut_short_by_a_restart_is_launched_again(backend: Backend, loop:
     record = backend.wait_uploaded("cut-short")
     assert record["state"] == "stopped" and record["error"] is None
     assert "relaunching: sim cut-short" in backend.log()
+
+
+def test_the_run_dir_of_an_uploaded_run_left_by_a_kill_goes_at_start(
+        backend: Backend, loop: str) -> None:
+    """Its record says uploaded, but the backend was killed before it removed the run
+    dir: the next start removes it (the stored copy is what is served)."""
+    sim_id = backend.create(loop, timeout={"sim_time": 10.0}, state="started")["id"]
+    backend.wait_uploaded(sim_id)
+    backend.wait_run_dir_removed(sim_id)
+    served = backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text
+    left = backend.data_dir / "runs" / sim_id
+    (left / "logs").mkdir(parents=True)
+    (left / "logs" / "stdout.log").write_text("not what was uploaded")
+    backend.kill9()
+    restart(backend)
+    assert not left.exists()
+    assert backend.get(f"/v1/simulations/{sim_id}/logs/stdout.log").text == served
