@@ -26,9 +26,9 @@ from lifecycle.messages import SERVER_FILE, TOKEN_ENV, ServerInfo
 from storage.tree import read_regular
 
 # simserver sits beside lifecycle in the distribution; the server must find both.
+_CODE_ROOT = str(Path(lifecycle.__file__).resolve().parent.parent)
 #: The run dir's own JSON files (``run.json``, ``server.json``) are a few hundred bytes.
 _MAX_RUN_FILE_BYTES = 1024 * 1024
-_CODE_ROOT = str(Path(lifecycle.__file__).resolve().parent.parent)
 
 
 def server_command(run_dir: Path, python: str = "") -> list[str]:
