@@ -8,8 +8,9 @@ cost the backend.
    receiving ``server_state``, and ``PUT .../state`` to the client receiving ``state``.
 2. Cost: the backend's CPU (user+system, % of one core) and RSS over a window while a
    simulation runs and logs a line every 10 ms, with no subscriber and with N (each
-   reading its own stream of status ticks and log lines), side by side; and in each,
-   how long the state change itself takes (PUT -> the server's change, by its clock).
+   reading its own stream of status ticks and log lines, from where the stream stood
+   when it connected), side by side; and in each, how long the state change itself
+   takes (PUT -> the server's change, by its clock).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import socket
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 import psutil
 import requests
@@ -87,6 +89,9 @@ class Crowd:
         host, port = backend.url.removeprefix("http://").split(":")
         self.selector = selectors.DefaultSelector()
         self.bytes = 0
+        self.answered: set[int] = set()  # sockets that have received something
+        self.dropped = 0                   # streams the backend dropped (they end)
+        self.logs = 0                      # log events received, all streams together
         self.socks = []
         auth = "".join(f"{k}: {v}\r\n" for k, v in backend.auth_headers().items())
         for _ in range(n):
@@ -103,15 +108,43 @@ class Crowd:
         while not self._stop.is_set():
             for key, _ in self.selector.select(0.2):
                 try:
-                    self.bytes += len(key.fileobj.recv(1 << 16))
+                    data = key.fileobj.recv(1 << 16)
                 except BlockingIOError:
-                    pass
+                    continue
+                self.bytes += len(data)
+                self.answered.add(key.fd)
+                # A chunk boundary may cut one in two: counts, not proofs.
+                self.dropped += data.count(b"event: dropped")
+                self.logs += data.count(b"event: log")
+
+    def wait_answered(self, timeout: float = 30.0) -> None:
+        """Until every stream has begun (its response headers came)."""
+        deadline = time.monotonic() + timeout
+        while len(self.answered) < len(self.socks):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.socks) - len(self.answered)} streams "
+                                   "never answered")
+            time.sleep(0.01)
 
     def close(self) -> None:
         self._stop.set()
         self.thread.join(2)
         for sock in self.socks:
             sock.close()
+
+
+def the_end(backend: Backend, sim_id: str) -> str:
+    """A ``last_event_id`` at the end of the simulation's stream as it stands (its last
+    event, the sizes of its logs): a stream opened there tails, it replays nothing."""
+    event = backend.get("/v1/simulations", params={"limit": 1}).json()["last_event_id"]
+    logs = backend.get(f"/v1/simulations/{sim_id}/logs").json()["logs"]
+    return ";".join([event, *(f"{quote(f['name'], safe='')}={f['size']}" for f in logs)])
+
+
+def log_bytes(backend: Backend, sim_id: str) -> int:
+    """Bytes in the simulation's logs now."""
+    logs = backend.get(f"/v1/simulations/{sim_id}/logs").json()["logs"]
+    return sum(f["size"] for f in logs)
 
 
 def latencies(backend: Backend, sim_id: str, listener: Listener,
@@ -161,18 +194,24 @@ def main() -> None:
         print(f"backend pid {proc.pid}; simulation {sim_id} logs a line every ~10 ms")
         idle = cost(proc, args.window)
         alone = latencies(backend, sim_id, listener, args.rounds)
-        # Dashboards: status ticks and state changes only.
-        watchers = Crowd(backend, path + "?logs=false", args.subscribers)
-        time.sleep(2.0)
+        # Dashboards: status ticks and state changes only. Each crowd tails from the
+        # stream's end: replaying a run's history to N new streams at once is a burst of
+        # its own, which would land in the window or not by the machine's pace.
+        watchers = Crowd(backend, path + "?logs=false&last_event_id="
+                         + quote(the_end(backend, sim_id)), args.subscribers)
+        watchers.wait_answered()
         watching = cost(proc, args.window)
         watched = latencies(backend, sim_id, listener, args.rounds)
         watchers.close()
         # Everyone tailing the logs of a chatty run: the worst case.
-        crowd = Crowd(backend, path, args.subscribers)
-        time.sleep(2.0)  # let every stream replay what it missed
+        crowd = Crowd(backend, path + "?last_event_id=" + quote(the_end(backend, sim_id)),
+                      args.subscribers)
+        crowd.wait_answered()
+        received, written, events = crowd.bytes, log_bytes(backend, sim_id), crowd.logs
         busy = cost(proc, args.window)
+        received, written = crowd.bytes - received, log_bytes(backend, sim_id) - written
+        events = (crowd.logs - events) / args.subscribers / args.window
         crowded = latencies(backend, sim_id, listener, args.rounds)
-        received = crowd.bytes
         crowd.close()
 
         n = args.subscribers
@@ -193,7 +232,9 @@ def main() -> None:
             print(f"{'per subscriber, ' + name[len(str(n)) + 2:]:<34} "
                   f"{(cpu - idle[0]) / n:16.3f} {(rss - idle[1]) / n / 1024:8.1f}K")
         print(f"the {args.subscribers} subscribers read {received / 2**20:.1f} MiB "
-              f"({received / args.window / 1024:.0f} KiB/s)")
+              f"({received / args.window / 1024:.0f} KiB/s) while the run logged "
+              f"{written / args.window / 1024:.1f} KiB/s, {events:.1f} log events a second "
+              f"each; {crowd.dropped} of them dropped")
         ratio = percentile(crowded[0], 99) / max(percentile(alone[0], 99), 1e-9)
         print(f"p99 server change -> SSE, crowded / alone: {ratio:.2f}")
         listener.response.close()
