@@ -24,24 +24,27 @@ FINAL_STATUS_KEYS = (*STATUS_KEYS, "usage")
 NO_RESOURCES = {"cpu_percent": 0.0, "rss_bytes": 0}
 #: A server's ``status.json`` is well under a kilobyte; a bigger one is not its own.
 MAX_STATUS_BYTES = 256 * 1024
-
-
 _STATES = frozenset(state.value for state in SimState)
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) \
-        and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2 ** 63
 
 
 #: The shape of each field of ``status.json`` the backend takes in.
 _FINAL_FIELDS: dict[str, Callable[[Any], bool]] = {
-    "state": lambda v: v in _STATES,
-    "exit_code": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "state": lambda v: isinstance(v, str) and v in _STATES,
+    "exit_code": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                         and -256 < v < 256),
     "error": lambda v: v is None or (isinstance(v, dict) and isinstance(v.get("type"), str)
                                      and isinstance(v.get("message"), str)),
     "sim_time": _number,

@@ -111,7 +111,8 @@ class ServerInfo:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServerInfo:
         """Raises:
-            ValueError, KeyError, TypeError: not the shape a server writes."""
+            ValueError, KeyError, TypeError, OverflowError: not the shape a server
+            writes."""
         info = cls(pid=int(data["pid"]), create_time=float(data["create_time"]),
                    host=data["host"], port=int(data["port"]), token=data["token"])
         if info.pid <= 0 or not 0 < info.port < 65536 or not (

@@ -167,7 +167,7 @@ def read_server_info(run_dir: Path) -> ServerInfo | None:
     data = read_run_json(run_dir, SERVER_FILE)
     try:
         return ServerInfo.from_dict(data) if data else None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):
         return None
 
 

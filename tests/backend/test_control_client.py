@@ -69,7 +69,8 @@ def test_a_server_file_of_another_shape_names_no_server(tmp_path: Path) -> None:
     (tmp_path / "server.json").write_text(json.dumps(good))
     assert read_server_info(tmp_path) == ServerInfo(**good)
     for wrong in ({"pid": "x"}, {"port": 99999}, {"port": 0}, {"pid": -1}, {"host": ""},
-                  {"token": ""}, {"create_time": None}, {"token": None, "host": None}):
+                  {"token": ""}, {"create_time": None}, {"token": None, "host": None},
+                  {"create_time": 10 ** 400}):
         (tmp_path / "server.json").write_text(json.dumps({**good, **wrong}))
         assert read_server_info(tmp_path) is None, wrong
     for text in ("[1]", '"x"', "{", '{"pid": 1}'):

@@ -115,7 +115,8 @@ def test_final_status_takes_what_the_server_writes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("field, value", [
-    ("state", "exploded"), ("state", 3), ("exit_code", True), ("exit_code", 1.5),
+    ("state", "exploded"), ("state", 3), ("state", [1]), ("exit_code", True),
+    ("exit_code", 1.5), ("exit_code", 10 ** 30), ("sim_time", 10 ** 400),
     ("error", "boom"), ("error", {"type": "x"}), ("sim_time", "lots"), ("steps", -1),
     ("steps", 2.5), ("timestep", [1]), ("real_time", None),
     ("timeout", {"sim_time": "x"}), ("timeout", {"wall": 1}), ("usage", [1]),
