@@ -53,8 +53,8 @@ _FINAL_FIELDS: dict[str, Callable[[Any], bool]] = {
     "real_time": _number,
     "timeout": lambda v: isinstance(v, dict) and all(
         k in ("sim_time", "real_time") and (x is None or _number(x)) for k, x in v.items()),
-    "usage": lambda v: isinstance(v, dict) and _number(v.get("cpu_seconds"))
-    and _count(v.get("max_rss_bytes")),
+    "usage": lambda v: isinstance(v, dict) and set(v) == {"cpu_seconds", "max_rss_bytes"}
+    and _number(v["cpu_seconds"]) and _count(v["max_rss_bytes"]),
 }
 
 

@@ -121,6 +121,7 @@ def test_final_status_takes_what_the_server_writes(tmp_path: Path) -> None:
     ("steps", 2.5), ("timestep", [1]), ("real_time", None),
     ("timeout", {"sim_time": "x"}), ("timeout", {"wall": 1}), ("usage", [1]),
     ("usage", {"cpu_seconds": 1.0, "max_rss_bytes": -5}),
+    ("usage", {"cpu_seconds": 1.0, "max_rss_bytes": 5, "junk": "x" * 1000}),
 ])
 def test_final_status_drops_a_field_of_the_wrong_shape(tmp_path: Path, field: str,
                                                        value: object) -> None:
