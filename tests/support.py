@@ -240,7 +240,7 @@ class MotoServer:
         port = f":{int(self.endpoint.rsplit(':', 1)[1]):04X}"
         waiting = 0
         for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            local, state, queues = line.split()[1], line.split()[3], line.split()[4]
+            _, local, _, state, queues, *_ = line.split()
             if local.endswith(port) and state == "01" and int(queues.split(":")[1], 16):
                 waiting += 1
         return waiting
