@@ -142,8 +142,9 @@ def test_a_stop_leaves_a_hanging_upload_to_the_next_start(
     began = time.monotonic()
     backend.stop()  # SIGTERM; SIGKILL after 10 s
     took = time.monotonic() - began
+    # Ended by itself (else SIGKILL: -9) within those 10 s, not after boto3's ~25.
     assert backend.proc.returncode == 0, "the backend did not end by itself"
-    assert 4.5 < took < 9, took
+    assert took > 4.5, f"the upload in flight was not given its 5 s ({took:.1f} s)"
     log = backend.log()
     assert f"the upload of {sim_id} did not end within 5 s" in log
     assert log.rstrip().endswith("backend: stopped")
