@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import requests
@@ -178,6 +179,18 @@ def test_a_status_file_the_script_rewrote_is_read_as_input(backend: Backend) -> 
     assert "backend_error" not in backend.log() and "Traceback" not in backend.log()
 
 
+def in_folder(backend: Backend, folder: Path) -> list[int]:
+    """The backend's descendants working in ``folder`` (its server.json may lie)."""
+    found = []
+    for proc in psutil.Process(backend.proc.pid).children(recursive=True):
+        try:
+            if proc.cwd() == str(folder):
+                found.append(proc.pid)
+        except psutil.Error:
+            continue  # gone meanwhile, as warm servers may be
+    return found
+
+
 def test_a_server_file_the_script_rewrote_does_not_stop_the_next_start(
         make_backend: Callable[..., Backend]) -> None:
     """A ``server.json`` of the wrong shape names no server: after a restart the run is
@@ -186,9 +199,7 @@ def test_a_server_file_the_script_rewrote_does_not_stop_the_next_start(
     backend.upload("rewrites", loop_experiment(sim_time=1e9, script=REWRITES))
     sim_id = rewriting(backend, "server.json", json.dumps(
         {"pid": "x", "create_time": 1, "host": "h", "port": 99999, "token": "t"}), "run on")
-    cwd = str(backend.data_dir / "runs" / sim_id / "experiment")
-    (server,) = [p.pid for p in psutil.Process(backend.proc.pid).children(recursive=True)
-                 if p.cwd() == cwd]
+    (server,) = in_folder(backend, backend.data_dir / "runs" / sim_id / "experiment")
     backend.kill9()
     backend.http = type(backend.http)()
     backend.start()
