@@ -58,7 +58,10 @@ class Launch(threading.Thread):
         self.rt = sup.rt
         self.run_dir = sup.run_dir
         self.limits: Limits | None = None
+        #: The version of the experiment fetched (None: none was).
+        self.version: str | None = None
         self._reserved = False
+        self._on_record = threading.Event()  # the version and limits are saved
 
     def run(self) -> None:
         try:
@@ -86,6 +89,9 @@ class Launch(threading.Thread):
             return
         token = secrets.token_urlsafe(32)
         limits = self.limits = self._write_run_config(record, token)
+        if not self._on_record.wait(_START_SAVE_WAIT):
+            logger.warning("sim %s: its limits were not saved within %g s; starting all the "
+                           "same", self.sup.sim_id, _START_SAVE_WAIT)
         if self._stopped():
             return
         deadline = time.monotonic() + limits.start_timeout
@@ -143,7 +149,7 @@ class Launch(threading.Thread):
                                                        self.run_dir / EXPERIMENT_DIR)
             logger.info("sim %s: fetched experiment %s version %s", self.sup.sim_id,
                         experiment, version)
-            self.sup.mailbox.post(self.sup.keeper.fetched, version)
+            self.version = version
         except ExperimentNotFound:
             files = 0
         except StorageError as exc:
@@ -177,6 +183,9 @@ class Launch(threading.Thread):
         except InvalidExperiment:
             config = {}  # the simulation server reports what is wrong with it
         limits = resolve(self.rt.config, config, record["timeout"], record["limits"])
+        # On record before the server starts (waited for in _launch), while run.json is
+        # written.
+        self.sup.mailbox.post(self._save_launch, limits)
         timeout = dict(record["timeout"])
         if limits.real_time is not None:
             timeout["real_time"] = limits.real_time
@@ -189,6 +198,13 @@ class Launch(threading.Thread):
         # a crash of the machine leaves none (backend.recovery relaunches or ends it).
         write_json_atomic(self.run_dir / RUN_CONFIG_FILE, run.to_dict(), durable=False)
         return limits
+
+    def _save_launch(self, limits: Limits) -> None:
+        """Put the version fetched and the limits resolved on record (on the mailbox)."""
+        try:
+            self.sup.keeper.launching(self.version, limits.to_dict())
+        finally:
+            self._on_record.set()
 
     def _wait_listening(self, handle: ServerHandle, token: str,
                         deadline: float) -> tuple[ServerInfo, float] | None:

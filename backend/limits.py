@@ -33,6 +33,17 @@ class Limits:
                    start_timeout=data.get("start_timeout") or default_start_timeout)
 
 
+def adopted(config: Config, record: dict[str, Any]) -> Limits:
+    """The limits of a run adopted after a restart: those its launch saved (the run
+    dir's ``run.json`` is the script's to rewrite); for a launch whose save a crash cut
+    short, those of its POST and the backend's defaults (its experiment.json's copy in
+    the run dir is the script's too)."""
+    saved = record.get("effective_limits")
+    if saved is not None:
+        return Limits.from_dict(saved, config.start_timeout)
+    return resolve(config, {}, record["timeout"], record["limits"])
+
+
 def _lenient(read: Any, config: dict[str, Any]) -> dict[str, float]:
     """A section of experiment.json, or {} if it is malformed: the simulation server
     refuses it with a clear error at initialize."""

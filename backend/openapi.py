@@ -69,6 +69,10 @@ SCHEMAS: dict[str, Any] = {
         created_at={"type": "string"}, updated_at={"type": "string"},
         ended_at=_nullable({"type": "string"}), params={"type": "object"},
         timeout={"type": "object"}, limits={"type": "object"},
+        effective_limits=_nullable(_obj(
+            ["real_time", "memory_mb", "start_timeout"],
+            real_time=_nullable({"type": "number"}), memory_mb=_nullable({"type": "number"}),
+            start_timeout={"type": "number"})),
         error=_nullable({"type": "object"}), exit_code=_nullable({"type": "integer"}),
         logs_uploaded={"type": "boolean"}, status={"type": "object"},
         upload=_nullable({"type": "object"}),

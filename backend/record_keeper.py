@@ -97,9 +97,14 @@ class RecordKeeper:
         if error is not None:
             self.record.error = error
 
-    def fetched(self, version: str) -> None:
-        """The launch fetched this version of the experiment."""
-        self.record.experiment_version = version
+    def launching(self, version: str | None, limits: dict[str, Any]) -> None:
+        """The version of the experiment the launch fetched (None: it fetched none) and
+        the limits it resolved. Saved before the server starts: a backend adopting the
+        server after a restart takes its limits from here, not from the run dir, which
+        is the script's to rewrite."""
+        if version is not None:
+            self.record.experiment_version = version
+        self.record.effective_limits = limits
         self.save()
 
     def reset_status(self) -> None:

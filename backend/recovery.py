@@ -13,12 +13,11 @@ from enum import Enum
 
 from backend.control_client import ControlClient, ControlError
 from backend.launchers import Exit, ServerHandle
-from backend.launchers.base import read_run_json
-from backend.limits import Limits
+from backend.limits import adopted
 from backend.services import Runtime
 from backend.supervisor import SimulationSupervisor
 from lifecycle import ACTIVE_STATES
-from lifecycle.messages import RUN_CONFIG_FILE, STATUS_FILE, ServerInfo
+from lifecycle.messages import STATUS_FILE, ServerInfo
 from storage.tree import remove_tree
 
 logger = logging.getLogger(__name__)
@@ -96,9 +95,7 @@ def _adopt(runtime: Runtime, sup: SimulationSupervisor, handle: ServerHandle,
            info: ServerInfo) -> None:
     """Take over a live server, tell it what it missed (on the supervisor's mailbox)."""
     sup.link.server = handle
-    run = read_run_json(sup.run_dir, RUN_CONFIG_FILE)
-    run = run if isinstance(run, dict) else {}
-    sup.limits = Limits.from_dict(run.get("limits") or {}, runtime.config.start_timeout)
+    sup.limits = adopted(runtime.config, sup.snapshot)
     sup.listening(info)
     if sup.lifecycle.is_terminal:
         sup.stop()

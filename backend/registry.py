@@ -57,6 +57,9 @@ class SimulationRecord:
     params: dict[str, Any] = field(default_factory=dict)
     timeout: dict[str, float] = field(default_factory=dict)
     limits: dict[str, float] = field(default_factory=dict)
+    #: The limits its launch resolved (POST, experiment.json, the backend's defaults):
+    #: ``real_time`` (s), ``memory_mb``, ``start_timeout`` (s); None before a launch.
+    effective_limits: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     exit_code: int | None = None
     logs_uploaded: bool = False

@@ -128,7 +128,8 @@ def test_a_live_deep_tree_is_listed_without_failing(backend: Backend) -> None:
 
 
 # Writes sim.params["text"] over its server's ../<sim.params["file"]> after one step;
-# then ends the process at once ("exit") or runs on. It holds the server's status lock
+# then ends the process at once ("exit"), runs on ("run on") or hangs outside run_loop
+# ("hang": only the backend's watchdog can end it). It holds the server's status lock
 # meanwhile (as a hostile script can): no status.json write of the server's own is
 # under way, so none replaces what it wrote.
 REWRITES = '''
@@ -140,6 +141,8 @@ with server._status_lock:
     print("rewritten", flush=True)
     if sim.params["then"] == "exit":
         os._exit(0)
+while sim.params["then"] == "hang":
+    time.sleep(0.05)
 while True:
     sim.run_loop(1)
     time.sleep(0.01)
@@ -209,6 +212,28 @@ def test_a_server_file_the_script_rewrote_does_not_stop_the_next_start(
     wait_until(lambda: not alive(server), 10, "the unrecognised server to be killed")
     assert backend.create("rewrites", params={"file": "x", "text": "", "then": "exit"},
                           state="started")["state"] in ("started", "initialized")
+
+
+def test_limits_the_script_rewrote_in_run_json_do_not_outlive_a_restart(
+        make_backend: Callable[..., Backend]) -> None:
+    """A backend adopting a run after a restart takes its limits from the registry,
+    where its launch saved them: the run dir's ``run.json`` is the script's to rewrite."""
+    backend = make_backend().start()
+    backend.upload("rewrites", loop_experiment(sim_time=1e9, script=REWRITES))
+    sim_id = backend.create("rewrites", params={
+        "file": "run.json", "then": "hang",
+        "text": json.dumps({"limits": {"real_time": None, "memory_mb": None}})},
+        timeout={"real_time": 3}, limits={"memory_mb": 400}, state="started")["id"]
+    wait_until(lambda: "rewritten" in backend.get(
+        f"/v1/simulations/{sim_id}/logs/stdout.log").text, 20, "the script to rewrite")
+    assert backend.record(sim_id)["effective_limits"] == {
+        "real_time": 3, "memory_mb": 400, "start_timeout": 120}
+    backend.kill9()
+    backend.http = type(backend.http)()
+    backend.start()
+    record = backend.wait_state(sim_id, "failed", timeout=30)
+    assert record["error"]["type"] == "real_time_limit", record["error"]
+    assert record["effective_limits"]["real_time"] == 3
 
 
 FIFOS = '''
