@@ -196,6 +196,10 @@ def lowered_priority(unless: Callable[[], bool] = lambda: False) -> Iterator[Cal
     os.setpriority(os.PRIO_PROCESS, 0, min(19, original + WARM_UP_NICE))
     if _IDLE is not None:
         os.sched_setscheduler(0, _IDLE, os.sched_param(0))
+    if unless():
+        # Handed a run between the look above and the lowering, after the pool raised
+        # this process's priority (simserver's side of PoolOps.raise_priority).
+        restore()
     try:
         yield restore
     finally:

@@ -379,6 +379,10 @@ class WarmPool(Launcher):
         ps = psutil.Process(warm.pid)
         handoff.boundary = str(self.local.boundary.prepare(spec.sim_id) or "")
         self.ops.hand(warm.popen.stdin, handoff.to_bytes())
+        if not warm.ready.is_set():
+            # Again: one set aside in its first ~0.1 s may have lowered its priority
+            # since _claim raised it; from now on it sees the run before lowering it.
+            self.ops.raise_priority(warm.pid)
         with self._cond:
             self._recent.append((time.monotonic(), warm.popen))
         logger.info("handed: sim %s (pid %d, a warm %s server)", spec.sim_id, warm.pid,

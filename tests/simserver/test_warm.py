@@ -62,6 +62,16 @@ def test_a_run_waiting_keeps_or_gives_back_the_priority() -> None:
     assert priority() == before
 
 
+def test_a_run_handed_while_it_lowers_the_priority_gets_it_back_at_once() -> None:
+    """Handed between the look and the lowering (the pool raised the priority just
+    before the lowering undid that): the look after the lowering gives it back."""
+    looks = iter([False, True])
+    before = priority()
+    with warm.lowered_priority(unless=lambda: next(looks)):
+        assert priority() == before
+    assert next(looks, None) is None  # looked twice: before and after the lowering
+
+
 def test_where_it_could_not_be_raised_back_it_is_not_lowered(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(warm, "_may_raise_priority", lambda *args: False)
