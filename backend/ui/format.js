@@ -37,6 +37,17 @@ export function bytes(n) {
   return i === 0 ? `${n} B` : `${n.toFixed(1)} ${units[i]}`;
 }
 
+/** The limits a run was launched with (the record's ``effective_limits``), in a line:
+ * "real time 10 min 00 s · memory 512 MiB · start 60.0 s"; "none" for a limit it has
+ * not; "—" before the launch resolved them. */
+export function limits(l) {
+  if (!l) return "—";
+  const memory = l.memory_mb === null || l.memory_mb === undefined ? "none"
+    : `${number.format(l.memory_mb)} MiB`;
+  const real = l.real_time === null || l.real_time === undefined ? "none" : seconds(l.real_time);
+  return `real time ${real} · memory ${memory} · start ${seconds(l.start_timeout)}`;
+}
+
 /** "2026-12-01T21:03:11.254Z" -> "2026-12-01 21:03:11" (UTC, as the API keeps it). */
 export function when(iso) {
   if (!iso) return "—";

@@ -138,6 +138,8 @@ class Head {
         ? fact("Exit code", String(record.exit_code)) : null,
       record.state === "queued" && record.queue
         ? fact("In the queue", `#${record.queue.position + 1}: ${record.queue.reason}`) : null,
+      // Known once the launch resolved them (POST, experiment.json, the defaults).
+      record.effective_limits ? fact("Limits", fmt.limits(record.effective_limits)) : null,
       record.params && Object.keys(record.params).length
         ? fact("Params", h("code", {class: "params"}, JSON.stringify(record.params))) : null);
     this.renderControls();

@@ -188,6 +188,11 @@ def test_a_nest_run_shows_its_raster(dashboard: Dashboard) -> None:
     saved = Path(download.value.path()).read_bytes()
     assert saved == backend.get(f"/v1/simulations/{sim_id}/results/spikes.npz").content
     expect(page.locator("#log-text")).to_contain_text("ex_spikes")
+    # The limits it ran with: experiment.json's real time, the backend's start timeout.
+    limits = backend.record(sim_id)["effective_limits"]
+    assert limits == {"real_time": 600, "memory_mb": None, "start_timeout": 120}, limits
+    expect(page.locator(".facts")).to_contain_text(
+        "real time 10 min 00 s · memory none · start 2 min 00 s")
     dashboard.shot("simulation-nest")
 
 

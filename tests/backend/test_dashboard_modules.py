@@ -88,3 +88,13 @@ def test_the_tar_writer_makes_archives_tarfile_and_the_backend_read(
 def test_the_tar_writer_refuses_a_path_it_cannot_store(page: Any) -> None:
     with pytest.raises(Exception, match="too long for a tar archive"):
         page.evaluate(TAR, [["x" * 120, "no folder to split at", 1]])
+
+
+def test_a_runs_limits_read_in_one_line(page: Any) -> None:
+    shown = page.evaluate("""async (cases) => {
+      const fmt = await import("./format.js");
+      return cases.map((limits) => fmt.limits(limits));
+    }""", [{"real_time": 600, "memory_mb": 512, "start_timeout": 60},
+           {"real_time": None, "memory_mb": None, "start_timeout": 5.5}, None])
+    assert shown == ["real time 10 min 00 s · memory 512 MiB · start 1 min 00 s",
+                     "real time none · memory none · start 5.5 s", "—"]
