@@ -106,3 +106,18 @@ def test_a_warm_server_whose_channel_ends_while_it_warms_up_leaves_early() -> No
     assert done.returncode == 0, done.stderr
     assert done.stdout == WARM_READY
     assert b"skipped exercise_nest, import_matplotlib" in done.stderr
+
+
+def test_what_a_warm_server_imported_is_all_saving_the_spikes_needs(tmp_path) -> None:
+    """The save between the script's end and ``completed`` imports nothing (np.savez
+    would import zipfile, ~1.5 ms, on a run's critical path)."""
+    code = (
+        "import sys, pathlib, numpy as np, simserver.server\n"
+        "from simserver.spikes import save_spikes\n"
+        "before = set(sys.modules)\n"
+        "save_spikes({'ex': (np.arange(3.0), np.arange(3))}, pathlib.Path(sys.argv[1]))\n"
+        "print(sorted(set(sys.modules) - before))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+    assert (tmp_path / "spikes.npz").stat().st_size > 0
