@@ -19,8 +19,6 @@ import select
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,7 +44,6 @@ def warm_up(kind: str, handed: Callable[[], bool] = lambda: False) -> list[str]:
 
     if kind != "nest":
         return []
-    handed()  # NEST is needed all the same, but at the run's priority once it waits
     from simserver.nest_engine import import_nest
 
     try:
@@ -162,48 +159,16 @@ def waiting_to_be_inside(procs: str) -> Callable[[], None]:
     return inside
 
 
-#: How much lower the CPU priority of a warm-up is than the process's own (nice).
+#: How much lower the CPU priority of a warm-up beside live runs is than the backend's
+#: (nice).
 WARM_UP_NICE = 10
-#: The scheduling policy of a warm-up, beside its nice value: it runs only on a CPU
-#: nothing else wants, and a CPU running only such work counts as idle when a run's
-#: process wakes up. Nice alone left a warm-up ~0.6 of a core beside a run starting on
-#: the other (two cores): the first run after a backend started, handed a server still
-#: warming up, took 785 ms to its first step against 599 ms without a pool; 622 with it.
+#: The scheduling policy of a warm-up beside live runs, beside its nice value: it runs
+#: only on a CPU nothing else wants, and a CPU running only such work counts as idle
+#: when a run's process wakes up. Nice alone left a warm-up ~0.6 of a core beside a run
+#: starting on the other (two cores): the first run after a backend started, handed a
+#: server still warming up, took 785 ms to its first step against 599 ms without a
+#: pool; 622 with it.
 _IDLE = getattr(os, "SCHED_IDLE", None)
-
-
-@contextmanager
-def lowered_priority(unless: Callable[[], bool] = lambda: False) -> Iterator[Callable[[], None]]:
-    """Run the block at a lower CPU priority (nice, and ``SCHED_IDLE``), where every
-    thread of the process can be given its own back after it (root with CAP_SYS_NICE,
-    or RLIMIT_NICE allows): a warm-up then takes the CPU from no run on a busy host.
-    Elsewhere, or if ``unless()`` (a run is waiting already), at the same priority: a
-    handed server must run its run as a cold one would. Yields what gives it back before
-    the block ends (idempotent).
-    """
-    original = os.getpriority(os.PRIO_PROCESS, 0)
-    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
-    if unless() or not _may_raise_priority(original, policy, param):
-        yield lambda: None
-        return
-    lowered = [True]
-
-    def restore() -> None:
-        if lowered:
-            lowered.clear()
-            give_priority(os.getpid(), original, policy, param)  # threads started meanwhile too
-
-    os.setpriority(os.PRIO_PROCESS, 0, min(19, original + WARM_UP_NICE))
-    if _IDLE is not None:
-        os.sched_setscheduler(0, _IDLE, os.sched_param(0))
-    if unless():
-        # Handed a run between the look above and the lowering, after the pool raised
-        # this process's priority (simserver's side of PoolOps.raise_priority).
-        restore()
-    try:
-        yield restore
-    finally:
-        restore()
 
 
 def give_priority(pid: int, nice: int, policy: int, param: Any) -> None:
@@ -220,6 +185,14 @@ def give_priority(pid: int, nice: int, policy: int, param: Any) -> None:
             os.setpriority(os.PRIO_PROCESS, int(task), nice)
 
 
+def idle_priority(pid: int) -> None:
+    """Give every thread of process ``pid`` a warm-up's priority beside live runs: nice
+    :data:`WARM_UP_NICE` above the calling thread's, and ``SCHED_IDLE`` where there is
+    one. Threads it starts later inherit it."""
+    give_priority(pid, min(19, os.getpriority(os.PRIO_PROCESS, 0) + WARM_UP_NICE),
+                  os.SCHED_OTHER if _IDLE is None else _IDLE, os.sched_param(0))
+
+
 def lower_priority() -> None:
     """Lower the calling thread's CPU priority for good (no privilege needed): for work
     after a run's end, such as drawing its plots, that must not slow the next run."""
@@ -227,8 +200,12 @@ def lower_priority() -> None:
                                            + WARM_UP_NICE))
 
 
-def _may_raise_priority(original: int, policy: int, param: Any) -> bool:
-    """Try it on a thread of its own (Linux priorities are per thread)."""
+def may_raise_priority() -> bool:
+    """Whether this process may give a thread its priority back after
+    :func:`idle_priority` (root with CAP_SYS_NICE, or RLIMIT_NICE allows it): tried on a
+    thread of its own (Linux priorities are per thread)."""
+    original = os.getpriority(os.PRIO_PROCESS, 0)
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
     worked: list[bool] = []
 
     def probe() -> None:
@@ -249,18 +226,11 @@ def _may_raise_priority(original: int, policy: int, param: Any) -> bool:
 
 
 def wait_for_run(kind: str) -> int:
-    """Warm up, wait for the run, run it; the exit code."""
-    with lowered_priority(unless=readable) as restore:
-        def handed() -> bool:
-            # The pool raises a server's priority when it hands it a run; one it hands
-            # before the server lowered it (in its first ~0.2 s) finds it low all the
-            # same: the server raises it back as soon as it sees the run.
-            if readable():
-                restore()
-                return True
-            return False
-
-        skipped = warm_up(kind, handed)
+    """Warm up, wait for the run, run it; the exit code. The pool sets the warm-up's CPU
+    priority from outside (``backend.launchers.pool``): the backend's while the host has
+    no run of its own, a warm-up's (:func:`idle_priority`) from the moment one starts,
+    and the backend's again when it hands this server a run."""
+    skipped = warm_up(kind, readable)
     if skipped:
         print(f"simserver: its channel was written to while it warmed up (a run, or the "
               f"pool's end); skipped {', '.join(skipped)}", file=sys.stderr, flush=True)

@@ -23,10 +23,16 @@ Idle servers that die are replaced (with a growing delay when they keep dying); 
 kind still has a server, its refill waits :data:`REFILL_DELAY` after a handoff, and then
 while a run handed in the last :data:`REFILL_MAX_WAIT` seconds still runs, so the
 warm-up of the next server does not take the CPU (and the memory bandwidth: on a small
-host both cores share it) from the runs just handed; an empty kind is refilled at once;
-warm-ups themselves run at a lower CPU priority where the server can take its own back
-(:mod:`simserver.warm`), and a server handed while still warming up is given the
-backend's priority at once.
+host both cores share it) from the runs just handed; an empty kind is refilled at once.
+
+A warm-up runs at the backend's CPU priority while the host has no run of this backend
+(none live, none starting): a backend that just started gets its servers warm as fast
+as it can, and the first run it is asked for is handed one further along. From the
+moment a run starts (set aside a server, spawned, handed or adopted), every warm-up
+still going on drops to a warm-up's priority (:func:`simserver.warm.idle_priority`:
+nice +10 and ``SCHED_IDLE``), and so does one that starts while runs are live; a server
+taken for a run gets the backend's priority back before it is handed the run. Where the
+backend could not raise it back (no CAP_SYS_NICE or RLIMIT_NICE), nothing is lowered.
 
 An idle server exits by itself when its backend dies (end of file on its stdin); a
 starting backend kills any it finds still waiting (:func:`sweep_waiting`, pool or not).
@@ -59,7 +65,7 @@ from lifecycle.experiment import read_experiment
 from lifecycle.messages import (
     EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG, TOKEN_ENV, WARM_KINDS, WARM_READY, Handoff,
 )
-from simserver.warm import give_priority
+from simserver.warm import give_priority, idle_priority, may_raise_priority
 
 logger = logging.getLogger(__name__)
 
@@ -134,10 +140,17 @@ class PoolOps(ProcessOps):
     def available_mb(self) -> float:
         return psutil.virtual_memory().available / 2**20
 
+    def may_lower(self) -> bool:
+        """Whether a server's priority may be lowered: only where it can be raised back."""
+        return may_raise_priority()
+
+    def lower_priority(self, pid: int) -> None:
+        """Give every thread of ``pid`` a warm-up's priority beside live runs."""
+        idle_priority(pid)
+
     def raise_priority(self, pid: int) -> None:
         """Give every thread of ``pid`` this thread's CPU priority and scheduling policy
-        (a server that warms up at a lower one, ``SCHED_IDLE``:
-        simserver.warm.lowered_priority); nothing where not allowed."""
+        (one :meth:`lower_priority` lowered); nothing where not allowed."""
         give_priority(pid, os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0),
                       os.sched_getparam(0))
 
@@ -152,6 +165,7 @@ class WarmServer:
         self.started = clock()
         self.ready = threading.Event()
         self.handed = False
+        self.lowered = False  # by the pool, to a warm-up's priority (see _lower)
         #: Set once a server set aside for a run is in the run's boundary, or failed to
         #: get there (``move_error``); set already for any other.
         self.moved = _DONE
@@ -182,6 +196,11 @@ class WarmPool(Launcher):
         self._handed_at = -REFILL_DELAY  # when the last run was handed
         #: (when, process) of the runs handed in the last REFILL_MAX_WAIT s (see _settling)
         self._recent: list[tuple[float, subprocess.Popen]] = []
+        #: Runs of this backend on the host (a warm-up beside them runs at idle priority),
+        #: and how many are being spawned or handed right now.
+        self._runs: list[ServerHandle] = []
+        self._starting = 0
+        self._may_lower = self.ops.may_lower()
         self._deaths = 0
         self._filler = threading.Thread(target=self._fill, name="pool-fill", daemon=True)
         self._filler.start()
@@ -189,6 +208,19 @@ class WarmPool(Launcher):
     # -- the Launcher interface ---------------------------------------------------------
 
     def spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> ServerHandle:
+        with self._cond:
+            self._starting += 1  # a warm-up starting meanwhile starts at idle priority
+        try:
+            handle = self._spawn(spec, on_exit)
+        finally:
+            with self._cond:
+                self._starting -= 1
+        with self._cond:
+            self._runs.append(handle)
+            self._quieten()
+        return handle
+
+    def _spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> ServerHandle:
         kind = warm_kind(spec.run_dir)
         with self._cond:
             warm = self._reserved.get(spec.sim_id)
@@ -225,6 +257,8 @@ class WarmPool(Launcher):
         then off the run's start. Returns at once."""
         kind = kind_of(config)
         warm = self._take(kind, sim_id) if kind else None
+        with self._cond:
+            self._quieten()  # the run starts (warm or cold): the other warm-ups go quiet
         if warm is None:
             return
         logger.info("set aside: a warm %s server (pid %d) for sim %s", kind, warm.pid, sim_id)
@@ -251,7 +285,12 @@ class WarmPool(Launcher):
             self._give_back(sim_id, warm)
 
     def adopt(self, sim_id: str, run_dir: Path, on_exit: ExitCallback) -> ServerHandle | None:
-        return self.local.adopt(sim_id, run_dir, on_exit)
+        handle = self.local.adopt(sim_id, run_dir, on_exit)
+        if handle is not None:
+            with self._cond:
+                self._runs.append(handle)
+                self._quieten()
+        return handle
 
     def terminate(self, handle: ServerHandle, grace: float) -> None:
         self.local.terminate(handle, grace)
@@ -325,8 +364,7 @@ class WarmPool(Launcher):
     def _claim(self, warm: WarmServer, sim_id: str) -> None:
         """Move a server taken out of the pool into the run's boundary (raises if it
         cannot be: see :meth:`spawn` and :meth:`_move` for what becomes of it)."""
-        if not warm.ready.is_set():
-            self.ops.raise_priority(warm.pid)  # the rest of its warm-up is the run's start
+        self._raise(warm)  # the rest of its warm-up, if any, is the run's start
         self.local.boundary.prepare(sim_id)
         self.local.boundary.enter(sim_id, warm.pid)
 
@@ -354,6 +392,8 @@ class WarmPool(Launcher):
                     self._count(warm.kind) < self.sizes[warm.kind]:
                 warm.handed = False
                 self._idle[warm.kind].append(warm)
+                if self._busy():
+                    self._lower(warm)
                 self._cond.notify_all()
                 logger.info("given back: the warm %s server (pid %d) set aside for sim %s",
                             warm.kind, warm.pid, sim_id)
@@ -378,11 +418,8 @@ class WarmPool(Launcher):
                           stderr=str(logs / STDERR_LOG), limits=spec.limits)
         ps = psutil.Process(warm.pid)
         handoff.boundary = str(self.local.boundary.prepare(spec.sim_id) or "")
+        self._raise(warm)  # done by _claim already, unless that runs on (set aside)
         self.ops.hand(warm.popen.stdin, handoff.to_bytes())
-        if not warm.ready.is_set():
-            # Again: one set aside in its first ~0.1 s may have lowered its priority
-            # since _claim raised it; from now on it sees the run before lowering it.
-            self.ops.raise_priority(warm.pid)
         with self._cond:
             self._recent.append((time.monotonic(), warm.popen))
         logger.info("handed: sim %s (pid %d, a warm %s server)", spec.sim_id, warm.pid,
@@ -413,6 +450,8 @@ class WarmPool(Launcher):
                     self.ops.signal_group(warm.pid, signal.SIGKILL)
                     return
                 self._idle[kind].append(warm)
+                if self._busy():
+                    self._lower(warm)
 
     def _wait_for_gap(self) -> str | None:
         """Block until a kind is short of warm servers and refilling may go on; None
@@ -446,6 +485,34 @@ class WarmPool(Launcher):
         self._recent = [(at, popen) for at, popen in self._recent
                         if now < at + REFILL_MAX_WAIT and popen.poll() is None]
         return _SETTLE_POLL if self._recent else 0.0
+
+    # -- CPU priority of warm-ups ------------------------------------------------------
+
+    def _busy(self) -> bool:
+        """Whether a run of this backend is live or starting on the host (under
+        ``_cond``)."""
+        self._runs = [h for h in self._runs if not h.exited.is_set()]
+        return bool(self._runs or self._starting or self._reserved)
+
+    def _quieten(self) -> None:
+        """A run starts: every warm-up still going on drops to idle priority (under
+        ``_cond``, as taking a server is: one taken for the run is out of ``_idle``
+        already, and lowered no more)."""
+        for kind in WARM_KINDS:
+            for warm in self._idle[kind]:
+                self._lower(warm)
+
+    def _lower(self, warm: WarmServer) -> None:
+        """Give an idle server still warming up a warm-up's priority (under ``_cond``)."""
+        if self._may_lower and not warm.lowered and not warm.ready.is_set():
+            warm.lowered = True
+            self.ops.lower_priority(warm.pid)
+
+    def _raise(self, warm: WarmServer) -> None:
+        """Give a server taken for a run the backend's priority back, if it was lowered."""
+        if warm.lowered:
+            warm.lowered = False
+            self.ops.raise_priority(warm.pid)
 
     def _count(self, kind: str) -> int:
         """Servers of ``kind`` the pool holds: idle, or set aside for a run that may

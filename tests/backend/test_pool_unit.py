@@ -24,8 +24,8 @@ from simserver.warm import read_handoff
 from tests.support import alive, wait_until
 
 
-def experiment(tmp_path: Path, config: dict) -> Path:
-    run_dir = tmp_path / "runs" / "sim1"
+def experiment(tmp_path: Path, config: dict, sim_id: str = "sim1") -> Path:
+    run_dir = tmp_path / "runs" / sim_id
     (run_dir / EXPERIMENT_DIR).mkdir(parents=True)
     (run_dir / LOGS_DIR).mkdir()
     (run_dir / EXPERIMENT_DIR / "experiment.json").write_text(json.dumps(config))
@@ -164,6 +164,15 @@ def test_the_pool_hands_a_run_once_refills_and_lets_its_idle_go(tmp_path: Path) 
         assert not alive(pid)
 
 
+class Stub:
+    """A run's handle as the pool sees it: over (``exited`` set) unless ``live``."""
+
+    def __init__(self, live: bool = False) -> None:
+        self.exited = threading.Event()
+        if not live:
+            self.exited.set()
+
+
 class _Run:
     """A handed server's process as the pool sees it: running until ``code`` is set."""
 
@@ -200,7 +209,7 @@ def test_a_warm_server_dead_at_handoff_is_replaced_by_a_cold_spawn(tmp_path: Pat
     class ColdLauncher(LocalLauncher):
         def spawn(self, spec, on_exit):  # type: ignore[override]
             spawned.append(spec.sim_id)
-            return None  # type: ignore[return-value]
+            return Stub()
 
     pool = WarmPool(ColdLauncher(boundary=MarkerBoundary("k")), tmp_path / "runs",
                     {"python": 1}, ops)
@@ -245,7 +254,7 @@ class ColdSpawns(LocalLauncher):
 
     def spawn(self, spec, on_exit):  # type: ignore[override]
         self.spawned.append(spec.sim_id)
-        return None  # type: ignore[return-value]
+        return Stub()
 
 
 def reserving_pool(tmp_path: Path) -> tuple[WarmPool, FakeWarmOps, ColdSpawns]:
@@ -358,5 +367,131 @@ def test_a_server_that_cannot_be_moved_in_is_killed_and_the_run_spawned_cold(
         assert local.spawned == ["sim1"]  # never handed: no run outside its boundary
         assert warm.popen.poll() is not None and not (tmp_path / "handed-0.json").exists()
         pool.release("sim1")
+    finally:
+        pool.close()
+
+
+class GatedWarmOps(FakeWarmOps):
+    """Fake warm servers that warm up until their gate file exists (``open_gate``), and
+    the pool's priority calls, recorded (and made: the real ones, on the real processes)."""
+
+    SERVER = ("import os, sys, time\n"
+              "while not os.path.exists(sys.argv[1] + '.go'):\n"
+              "    time.sleep(0.005)\n"  # warming up
+              "os.write(1, " + repr(WARM_READY) + ")\n"
+              "data = sys.stdin.buffer.read()\n"
+              "if data:\n"
+              "    open(sys.argv[1], 'wb').write(data)\n")
+
+    def __init__(self, out: Path, may_lower: bool = True) -> None:
+        super().__init__(out)
+        self._may = may_lower
+        self.pids: list[int] = []
+        self.gates: dict[int, Path] = {}
+
+    def spawn_warm(self, argv, **kwargs):  # type: ignore[override]
+        popen = super().spawn_warm(argv, **kwargs)
+        self.pids.append(popen.pid)
+        self.gates[popen.pid] = Path(popen.args[-1] + ".go")
+        return popen
+
+    def open_gate(self, pid: int) -> None:
+        self.gates[pid].touch()
+
+    def may_lower(self) -> bool:
+        return self._may
+
+    def lower_priority(self, pid: int) -> None:
+        with self.lock:
+            self.calls.append(("lower", pid))
+        super().lower_priority(pid)
+
+    def raise_priority(self, pid: int) -> None:
+        with self.lock:
+            self.calls.append(("raise", pid))
+        super().raise_priority(pid)
+
+    def priority_calls(self) -> list[tuple]:
+        with self.lock:
+            return [c for c in self.calls if c[0] in ("lower", "raise")]
+
+
+def nice_and_policy(pid: int) -> tuple[int, int]:
+    return os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid)
+
+
+OURS = (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0))
+IDLE = (min(19, OURS[0] + 10), os.SCHED_IDLE)
+#: Lowering is only done where the backend could raise it back.
+MAY_LOWER = PoolOps().may_lower()
+
+
+@pytest.mark.skipif(not MAY_LOWER, reason="this process may not raise a priority back")
+def test_warm_ups_run_at_full_priority_until_a_run_starts(tmp_path: Path) -> None:
+    """No run on the host: the warm-ups run at the backend's priority. A run starting
+    (even one spawned cold) drops every warm-up still going on to idle priority; the
+    one then taken for a run gets the backend's priority back before its handoff."""
+    ops = GatedWarmOps(tmp_path)
+    local = ColdSpawns(MarkerBoundary("k"))
+    pool = WarmPool(local, tmp_path / "runs", {"nest": 0, "python": 2}, ops)
+    try:
+        wait_until(lambda: pool.pool()["python"]["starting"] == 2, 20, "two warm-ups")
+        first, second = ops.pids
+        assert ops.priority_calls() == []
+        assert nice_and_policy(first) == nice_and_policy(second) == OURS
+        cold = experiment(tmp_path, {"main_script": "m.py", "engines": {"c": {"type": "neuron"}}})
+        pool.spawn(LaunchSpec("sim1", cold, "t", {}), lambda h, e: None)
+        assert local.spawned == ["sim1"]
+        assert sorted(ops.priority_calls()) == sorted([("lower", first), ("lower", second)])
+        assert nice_and_policy(first) == nice_and_policy(second) == IDLE
+        ops.open_gate(second)
+        wait_until(lambda: pool.pool()["python"]["idle"] == 1, 20, "the second warm")
+        run_dir = experiment(tmp_path, {"main_script": "main.py"}, "sim2")
+        handle = pool.spawn(LaunchSpec("sim2", run_dir, "t", {}), lambda h, e: None)
+        assert handle.pid == second  # the ready one, raised before it was handed
+        assert ops.priority_calls()[2:] == [("raise", second)]
+        assert ops.calls.index(("raise", second)) < ops.calls.index(("hand", str(run_dir)))
+        assert nice_and_policy(first) == IDLE  # still warming up, beside a run
+    finally:
+        pool.close()
+
+
+@pytest.mark.skipif(not MAY_LOWER, reason="this process may not raise a priority back")
+def test_a_warm_up_that_starts_beside_a_live_run_starts_at_idle_priority(
+        tmp_path: Path) -> None:
+    ops = GatedWarmOps(tmp_path)
+    run = Stub(live=True)
+
+    class LiveRuns(ColdSpawns):
+        def spawn(self, spec, on_exit):  # type: ignore[override]
+            super().spawn(spec, on_exit)
+            return run
+
+    pool = WarmPool(LiveRuns(MarkerBoundary("k")), tmp_path / "runs", {"python": 1}, ops)
+    try:
+        wait_until(lambda: pool.pool()["python"]["starting"] == 1, 20, "a warm-up")
+        cold = experiment(tmp_path, {"main_script": "m.py", "engines": {"c": {"type": "neuron"}}})
+        pool.spawn(LaunchSpec("sim1", cold, "t", {}), lambda h, e: None)
+        first = ops.pids[0]
+        os.kill(first, signal.SIGKILL)  # dies idle: replaced, while the run is live
+        wait_until(lambda: len(ops.pids) == 2 and pool.pool()["python"]["starting"] == 1,
+                   20, "the replacement")
+        assert ops.priority_calls() == [("lower", first), ("lower", ops.pids[1])]
+        assert nice_and_policy(ops.pids[1]) == IDLE
+    finally:
+        run.exited.set()
+        pool.close()
+
+
+def test_nothing_is_lowered_where_it_could_not_be_raised_back(tmp_path: Path) -> None:
+    ops = GatedWarmOps(tmp_path, may_lower=False)
+    local = ColdSpawns(MarkerBoundary("k"))
+    pool = WarmPool(local, tmp_path / "runs", {"python": 1}, ops)
+    try:
+        wait_until(lambda: pool.pool()["python"]["starting"] == 1, 20, "a warm-up")
+        cold = experiment(tmp_path, {"main_script": "m.py", "engines": {"c": {"type": "neuron"}}})
+        pool.spawn(LaunchSpec("sim1", cold, "t", {}), lambda h, e: None)
+        assert ops.priority_calls() == []
+        assert nice_and_policy(ops.pids[0]) == OURS
     finally:
         pool.close()

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from backend.launchers.boundary import cgroup_root, runs_key
-from backend.launchers.pool import is_waiting
+from backend.launchers.pool import PoolOps, is_waiting
 from tests.backend import test_lifecycle_e2e as core
 from tests.backend.test_events import sse, stream
 from tests.backend.test_nest_sessions import _load
@@ -310,6 +310,30 @@ def test_a_server_set_aside_for_a_run_whose_fetch_fails_goes_back_to_the_pool(
     backend.upload("loop", loop_experiment(sim_time=20.0))
     done = run_to_end(backend, "loop")
     assert handed(backend, done["id"])
+
+
+def test_warm_ups_take_the_cpu_from_no_run(backend: Backend) -> None:
+    """With no run on the host the pool's servers warm up at the backend's priority; the
+    one that replaces a server handed a run starts beside that run, at idle priority
+    (nice +10, SCHED_IDLE), where the backend may raise it back; the run's own server
+    runs at the backend's."""
+    def priority(pid: int) -> tuple[int, int]:
+        return os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid)
+
+    ours = priority(0)  # the backend's: it inherited this process's
+    boot = waiting_servers(backend)
+    assert len(boot) == 2 and {priority(pid) for pid in boot} == {ours}
+    backend.upload("loop", loop_experiment(sim_time=1e9))
+    sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
+    backend.wait_advancing(sim_id, beyond=5)
+    wait_until(lambda: handed(backend, sim_id), 10, "the handoff to be logged")
+    assert priority(server_pid(backend, sim_id)) == ours
+    wait_until(lambda: len(waiting_servers(backend) - boot) == 1, 30, "the refill")
+    refill = (waiting_servers(backend) - boot).pop()
+    lowered = (min(19, ours[0] + 10), os.SCHED_IDLE) if PoolOps().may_lower() else ours
+    assert priority(refill) == lowered
+    backend.set_state(sim_id, "stopped")
+    backend.wait_uploaded(sim_id)
 
 
 def test_pause_resume_and_stop_a_warm_run(backend: Backend) -> None:
