@@ -149,11 +149,11 @@ def end_to_end(backend: Backend, runs: int, nest: Any) -> dict[str, float]:
         measure_reference()
     around = [(before + after) / 2 for before, after in zip(reference[:-1], reference[1:],
                                                             strict=True)]
+    # Each run against the references either side of it, then the median.
+    ratios = sorted(h / r for h, r in zip(in_hand, around, strict=True))
     return {"completed": statistics.median(completed), "in_hand": statistics.median(in_hand),
             "in_process": statistics.median(reference), "build": statistics.median(build),
-            # Each run against the references either side of it, then the median.
-            "vs_in_process": statistics.median(h / r for h, r in zip(in_hand, around,
-                                                                      strict=True))}
+            "vs_in_process": statistics.median(ratios), "ratios": ratios}
 
 
 def nest_server_runs(runs: int) -> float:
@@ -251,7 +251,7 @@ def report_boot(found: dict[str, list[float]]) -> None:
         print("   " + summary(f"first step, {name}", seconds))
     ratio = statistics.median(a / b for a, b in zip(found["pool"], found["no pool"],
                                                     strict=True))
-    print(f"   pool / no pool {ratio:5.2f}x (median of each pair)")
+    print(f"   pool / no pool {ratio:5.3f}x (median of each pair)")
 
 
 def report_against(found: dict[str, Any], rev: str) -> None:
@@ -265,7 +265,7 @@ def report_against(found: dict[str, Any], rev: str) -> None:
               f"{statistics.median(seconds) * 1e3:8.1f} ms (median)")
     for label, pairs in (("first step", first), ("1 s in hand", in_hand)):
         ratio = statistics.median(a / b for a, b in zip(pairs["now"], pairs[rev], strict=True))
-        print(f"   {label}: now / {rev} {ratio:5.2f}x (median of each pair)")
+        print(f"   {label}: now / {rev} {ratio:5.3f}x (median of each pair)")
 
 
 def report(warm: dict[str, Any], cold: dict[str, Any], nest_server: float,
@@ -284,9 +284,11 @@ def report(warm: dict[str, Any], cold: dict[str, Any], nest_server: float,
               f"of each run) {e2e['in_process'] * 1e3:8.1f} ms")
         print(f"   {name}: POST -> completed {e2e['completed'] * 1e3:8.1f} ms, "
               f"-> spikes in hand {e2e['in_hand'] * 1e3:8.1f} ms   "
-              f"vs NEST Server {e2e['in_hand'] / nest_server:5.2f}x, "
-              f"vs in process {e2e['vs_in_process']:5.2f}x (median of each run against the "
+              f"vs NEST Server {e2e['in_hand'] / nest_server:5.3f}x, "
+              f"vs in process {e2e['vs_in_process']:5.3f}x (median of each run against the "
               f"mean of its two)")
+        print(f"   {name}: each run against the mean of its two: "
+              + " ".join(f"{r:.3f}" for r in e2e["ratios"]))
     print(f"   in this process, build + 1000 x Run(1) (run_loop(1)'s steps) {stepped * 1e3:7.1f}"
           f" ms  (Simulate x {stepped / warm['e2e']['in_process']:4.2f})")
     ratio_server = warm["e2e"]["in_hand"] / nest_server
