@@ -215,9 +215,7 @@ class WarmPool(Launcher):
         finally:
             with self._cond:
                 self._starting -= 1
-        with self._cond:
-            self._runs.append(handle)
-            self._quieten()
+        self._track(handle)
         return handle
 
     def _spawn(self, spec: LaunchSpec, on_exit: ExitCallback) -> ServerHandle:
@@ -287,9 +285,7 @@ class WarmPool(Launcher):
     def adopt(self, sim_id: str, run_dir: Path, on_exit: ExitCallback) -> ServerHandle | None:
         handle = self.local.adopt(sim_id, run_dir, on_exit)
         if handle is not None:
-            with self._cond:
-                self._runs.append(handle)
-                self._quieten()
+            self._track(handle)
         return handle
 
     def terminate(self, handle: ServerHandle, grace: float) -> None:
@@ -487,6 +483,13 @@ class WarmPool(Launcher):
         return _SETTLE_POLL if self._recent else 0.0
 
     # -- CPU priority of warm-ups ------------------------------------------------------
+
+    def _track(self, handle: ServerHandle) -> None:
+        """A run is live: follow it (forgetting those over), quieten the warm-ups."""
+        with self._cond:
+            self._runs = [h for h in self._runs if not h.exited.is_set()]
+            self._runs.append(handle)
+            self._quieten()
 
     def _busy(self) -> bool:
         """Whether a run of this backend is live or starting on the host (under

@@ -495,3 +495,16 @@ def test_nothing_is_lowered_where_it_could_not_be_raised_back(tmp_path: Path) ->
         assert nice_and_policy(ops.pids[0]) == OURS
     finally:
         pool.close()
+
+
+def test_the_pool_forgets_the_runs_that_are_over(tmp_path: Path) -> None:
+    """Cold runs never make the pool refill: the handles it follows must not pile up."""
+    local = ColdSpawns(MarkerBoundary("k"))
+    pool = WarmPool(local, tmp_path / "runs", {"nest": 0, "python": 0}, GatedWarmOps(tmp_path))
+    try:
+        cold = experiment(tmp_path, {"main_script": "m.py", "engines": {"c": {"type": "neuron"}}})
+        for n in range(50):
+            pool.spawn(LaunchSpec(f"sim{n}", cold, "t", {}), lambda h, e: None)
+        assert len(local.spawned) == 50 and len(pool._runs) == 1  # the last, just spawned
+    finally:
+        pool.close()
