@@ -223,22 +223,37 @@ class ExperimentStore:
                 "timestep": config.get("timestep", 1.0),
                 "engines": {k: v.get("type") for k, v in engines.items() if isinstance(v, dict)}}
 
-    def config(self, name: str, prefix: str | None = None) -> dict[str, Any]:
-        """The parsed ``experiment.json`` of the current version (or the one at ``prefix``).
+    def config(self, name: str, prefix: str | None = None,
+               version: str | None = None) -> dict[str, Any]:
+        """The parsed ``experiment.json`` of the current version (or the one at ``prefix``;
+        from this backend's copy of it when ``version`` is given and there is one).
 
         Raises:
             ExperimentNotFound: no such experiment.
             InvalidArchive: its ``experiment.json`` is unreadable.
         """
-        prefix = prefix or self.resolve(name)[1]
+        if prefix is None:
+            version, prefix = self.resolve(name)
         try:
-            raw = self.storage.read_bytes(prefix + EXPERIMENT_FILE)
-        except ObjectNotFound:
+            raw = self._copied(name, version, EXPERIMENT_FILE)
+            if raw is None:
+                raw = self.storage.read_bytes(prefix + EXPERIMENT_FILE)
+        except (ObjectNotFound, FileNotFoundError):
             raise ExperimentNotFound(f"no experiment named {name!r}") from None
         try:
             return json.loads(raw)
         except ValueError as exc:
             raise InvalidArchive(f"{name}/{EXPERIMENT_FILE} is not valid JSON: {exc}") from None
+
+    def _copied(self, name: str, version: str | None, path: str) -> bytes | None:
+        """A file of this backend's copy of ``version`` (None: no copy to read from).
+
+        Raises:
+            FileNotFoundError: the copy, hence the version, has no such file.
+        """
+        if self.cache is None or version is None or version == PLAIN_VERSION:
+            return None
+        return self.cache.read(self.storage, name, version, path)
 
     def files(self, name: str, prefix: str | None = None) -> builtins.list[dict[str, Any]]:
         prefix = prefix or self.resolve(name)[1]
@@ -249,11 +264,20 @@ class ExperimentStore:
     def describe(self, name: str) -> dict[str, Any]:
         version, prefix = self.resolve(name)
         return {"name": name, "version": version, "owner": self.owner(name),
-                "config": self.config(name, prefix),
+                "config": self.config(name, prefix, version),
                 "files": self.files(name, prefix)}
 
-    def has_file(self, name: str, path: str) -> bool:
-        return self.storage.exists(self.resolve(name)[1] + path)
+    def has_file(self, name: str, path: str, prefix: str | None = None,
+                 version: str | None = None) -> bool:
+        """Whether the current version (or the one at ``prefix``, as :meth:`config`) has
+        the file ``path``."""
+        if prefix is None:
+            version, prefix = self.resolve(name)
+        if self.cache is not None and version is not None and version != PLAIN_VERSION:
+            found = self.cache.has(self.storage, name, version, path)
+            if found is not None:
+                return found
+        return self.storage.exists(prefix + path)
 
     # -- writing ----------------------------------------------------------------
 
@@ -291,10 +315,11 @@ class ExperimentStore:
     def _publish(self, name: str, folder: Path, owner: str | None = None) -> bool:
         """Upload ``folder`` as a new version, then switch the pointer to it."""
         version = new_version()
+        prefix = version_prefix(name, version)
         with self._guard:
             self._writing.add((name, version))
         try:
-            stored = self.storage.upload_dir(folder, version_prefix(name, version))
+            stored = self.storage.upload_dir(folder, prefix)
             with self._locks[name]:
                 is_new = not self._exists(name)
                 if not is_new:
@@ -307,6 +332,12 @@ class ExperimentStore:
             with self._guard:
                 self._writing.discard((name, version))
         logger.info("stored: experiment %s version %s (%d files)", name, version, len(stored))
+        if self.cache is not None:
+            try:
+                self.cache.seed(self.storage, name, version, prefix, folder, stored)
+            except OSError as exc:  # the version is stored: its first run fetches it
+                logger.warning("version cache: no copy of experiment %s version %s kept: %s",
+                               name, version, exc)
         self.collect(name)
         return is_new
 

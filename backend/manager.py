@@ -137,11 +137,14 @@ class SimulationManager:
         if new.experiment is None:
             threads = (new.nest or {}).get("threads", 1)
             return "", new.kernel, {"resources": {"threads": threads}}
-        config = self.experiments.config(new.experiment)
+        # One look at storage for the current version; its files from this backend's
+        # copy of it where there is one (on S3, two round trips fewer per run).
+        version, prefix = self.experiments.resolve(new.experiment)
+        config = self.experiments.config(new.experiment, prefix, version)
         main_script = new.main_script or config.get("main_script")
         if main_script is None and "nest_session" in config:
             return "", "nest", config
-        if not self.experiments.has_file(new.experiment, main_script):
+        if not self.experiments.has_file(new.experiment, main_script, prefix, version):
             raise InvalidRequest(f"main_script {main_script!r} is not in experiment "
                                  f"{new.experiment!r}", code="invalid_main_script")
         return main_script, None, config

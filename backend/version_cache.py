@@ -9,6 +9,11 @@ place: a copy cut short (a crash, a storage outage) is never used, and is remove
 next start. Storage still says which version is current: a run never gets a version
 other than the one a fetch from storage would have given it.
 
+A version just stored by this backend is kept from the files it uploaded
+(:meth:`VersionCache.seed`), checked against the sizes storage listed and synced the
+same way, so that its first run (the next one after an upload, most often) does not
+fetch back what it sent.
+
 Layout: ``<root>/<storage>/<experiment>/<version>/``, ``<storage>`` and ``<version>``
 hashed. Filling a version removes the experiment's other versions no run is copying
 from (new runs fetch the current one only); :meth:`VersionCache.forget` removes an
@@ -27,8 +32,9 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
-from storage import Storage
+from storage import ObjectInfo, Storage, atomic_write, validate_key
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +74,62 @@ class VersionCache:
                 return 0
             return _copy_tree(entry, dest)
 
+    def seed(self, storage: Storage, name: str, version: str, prefix: str, folder: Path,
+             stored: list[ObjectInfo]) -> bool:
+        """Keep a copy of ``name``'s ``version``, just uploaded from ``folder`` to
+        ``prefix`` (``stored``: what storage listed after the upload), unless there is
+        one; whether one was made. Nothing is kept if a file in ``folder`` is no longer
+        the size storage has (it changed since the upload).
+
+        Raises:
+            OSError: the copy could not be written (nothing is kept of it).
+        """
+        files = {info.key[len(prefix):]: info.size for info in stored
+                 if info.key.startswith(prefix)}
+        entry = self._experiment(storage, name) / _digest(version)
+
+        def copy(filling: Path) -> bool:
+            for path, size in files.items():
+                source = folder / path
+                with source.open("rb") as src, atomic_write(filling / path) as out:
+                    shutil.copyfileobj(src, out)
+                if (filling / path).stat().st_size != size:
+                    logger.warning("version cache: %s changed since its upload; version %s "
+                                   "of %s is fetched from storage instead", source, version,
+                                   name)
+                    return False
+            return True
+
+        with self._using(entry):
+            return not entry.is_dir() and self._make(entry, copy)
+
+    def read(self, storage: Storage, name: str, version: str, path: str) -> bytes | None:
+        """The file ``path`` of the copy of ``name``'s ``version``; None if there is no
+        copy.
+
+        Raises:
+            InvalidKey: ``path`` is no valid key; FileNotFoundError: the copy has no
+                such file (nor has the version, then).
+        """
+        entry = self._experiment(storage, name) / _digest(version)
+        target = entry / validate_key(path)
+        with self._using(entry):
+            if not entry.is_dir():
+                return None
+            return target.read_bytes()
+
+    def has(self, storage: Storage, name: str, version: str, path: str) -> bool | None:
+        """Whether the copy of ``name``'s ``version`` has the file ``path``; None if
+        there is no copy.
+
+        Raises:
+            InvalidKey: ``path`` is no valid key.
+        """
+        entry = self._experiment(storage, name) / _digest(version)
+        target = entry / validate_key(path)
+        with self._using(entry):
+            return target.is_file() if entry.is_dir() else None
+
     def forget(self, storage: Storage, name: str) -> None:
         """Remove every copy of ``name``'s versions no run is copying from (deleted)."""
         self._drop(self._experiment(storage, name), keep=None)
@@ -92,17 +154,22 @@ class VersionCache:
     def _fill(self, storage: Storage, prefix: str, entry: Path) -> bool:
         """Download the version into a folder of its own, then rename it into place;
         False when storage holds no file under ``prefix``."""
+        return self._make(entry, lambda filling: bool(storage.download_prefix(prefix, filling)))
+
+    def _make(self, entry: Path, write: Callable[[Path], bool]) -> bool:
+        """Let ``write`` fill a folder of its own (every file synced), then rename it into
+        place as ``entry``; False (nothing kept) if ``write`` says so."""
         entry.parent.mkdir(parents=True, exist_ok=True)
         filling = Path(tempfile.mkdtemp(prefix=_FILLING, dir=entry.parent))
         try:
-            if not storage.download_prefix(prefix, filling):
+            if not write(filling):
                 return False
             try:
                 filling.rename(entry)
             except OSError:
                 if not entry.is_dir():
                     raise
-                # Another run's fill of the same version won the race: the same files.
+                # Another fill of the same version won the race: the same files.
         finally:
             shutil.rmtree(filling, ignore_errors=True)
         self._drop(entry.parent, keep=entry)

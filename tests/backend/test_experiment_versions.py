@@ -36,14 +36,20 @@ def _folder(tmp: Path, gen: int) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cached", [False, True], ids=["from-storage", "through-the-cache"])
+@pytest.mark.parametrize("cached", [None, "kept", "fetched"],
+                         ids=["from-storage", "through-the-cache", "fetched-into-the-cache"])
 def test_readers_see_one_whole_version_while_it_is_replaced(tmp_path: Path,
-                                                            cached: bool) -> None:
+                                                            cached: str | None) -> None:
+    """Through the cache, each version is either kept from its upload (and may be fetched
+    at the same time by a reader that saw the new pointer first) or, stored by another
+    backend, fetched into it."""
     cache = VersionCache(tmp_path / "cache", 1 << 30) if cached else None
     store = ExperimentStore(LocalStorage(tmp_path / "storage"), tmp_path / "scratch", 1 << 30,
                             grace=60, cache=cache)
+    writer = store if cached != "fetched" else \
+        ExperimentStore(store.storage, tmp_path / "scratch", 1 << 30, grace=60)
     folders = [_folder(tmp_path, gen) for gen in range(4)]
-    store.put_dir("big", folders[0])
+    writer.put_dir("big", folders[0])
     done, problems, reads = threading.Event(), [], []
 
     def read(reader: int) -> None:
@@ -69,7 +75,7 @@ def test_readers_see_one_whole_version_while_it_is_replaced(tmp_path: Path,
         read_before = len(reads)
         # Replaced while reads are going on, each version read once at least.
         wait_until(lambda n=read_before: len(reads) > n or problems, 60, "a read")
-        store.put_dir("big", folder)
+        writer.put_dir("big", folder)
     done.set()
     for thread in readers:
         thread.join(60)

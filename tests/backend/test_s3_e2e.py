@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Backend, aws_env, free_port, loop_experiment
+from tests.support import Backend, MotoServer, aws_env, free_port, loop_experiment
 
 PREFIX = "lab/one"
 
@@ -86,6 +86,40 @@ def test_runs_are_reviewed_from_the_bucket_once_the_run_dir_is_gone(
     assert backend.get(f"{api}/results/count.txt").text == "200"
     assert backend.delete(api).status_code == 204
     assert bucket_keys(s3_client, s3_bucket, f"{base}/") == {}
+
+
+def test_the_first_run_of_a_version_just_uploaded_reads_none_of_it_back(
+        make_backend: Callable[..., Backend], own_s3_server: MotoServer) -> None:
+    """The backend keeps a copy of the files it uploads: the version's first run takes
+    them from there (the bucket is asked only which version is current). A version put
+    in the bucket by another tool is read from the bucket, once."""
+    bucket = f"test-{uuid.uuid4().hex[:16]}"
+    own_s3_server.client().create_bucket(Bucket=bucket)
+    backend = s3_backend(make_backend, own_s3_server.endpoint, bucket)
+
+    def gets_of(experiment: str, since: int) -> list[str]:
+        log = own_s3_server.log_path.read_text()[since:]
+        return [line for line in log.splitlines()
+                if '"GET ' in line and f"/experiments/{experiment}/" in line
+                and "current.json" not in line]
+
+    assert backend.upload("flow", loop_experiment(sim_time=30.0)).status_code == 201
+    since = len(own_s3_server.log_path.read_text())
+    sim_id = backend.create("flow", state="started")["id"]
+    assert backend.wait_state(sim_id, "completed", timeout=30)["error"] is None
+    assert backend.get(f"/v1/simulations/{sim_id}/results/count.txt").text == "30"
+    assert gets_of("flow", since) == []
+    # The check sees a read from the bucket: a version another tool put there.
+    version = backend.get("/v1/experiments/flow").json()["version"]
+    client = own_s3_server.client()
+    for name, text in loop_experiment(sim_time=20.0).items():
+        client.put_object(Bucket=bucket, Key=f"{PREFIX}/experiments/other/{name}",
+                          Body=text.encode())
+    since = len(own_s3_server.log_path.read_text())
+    sim_id = backend.create("other", state="started")["id"]
+    assert backend.wait_state(sim_id, "completed", timeout=30)["error"] is None
+    assert any("/experiments/other/main.py" in line for line in gets_of("other", since))
+    assert version
 
 
 BIG_LOG_SCRIPT = '''

@@ -1,6 +1,7 @@
-"""The local copies of experiment versions: a version is fetched from storage once, a
-replaced experiment gives the new version, a fetch cut short leaves nothing behind, a
-deleted experiment's copies go, the copies stay within their bound."""
+"""The local copies of experiment versions: a version is fetched from storage once (and
+one this backend stored, not at all), a replaced experiment gives the new version, a
+fetch cut short leaves nothing behind, a deleted experiment's copies go, the copies stay
+within their bound."""
 from __future__ import annotations
 
 import json
@@ -54,9 +55,37 @@ def store(tmp_path: Path) -> ExperimentStore:
                            cache=VersionCache(tmp_path / "cache", 1 << 30))
 
 
+def put_elsewhere(store: ExperimentStore, name: str, src: Path) -> None:
+    """Store a version as another backend sharing the storage would: this one has no
+    copy of it."""
+    ExperimentStore(store.storage, store.scratch_dir, 1 << 30).put_dir(name, src)
+
+
+def test_a_version_just_stored_is_not_fetched_back(store: ExperimentStore,
+                                                   tmp_path: Path) -> None:
+    store.put_dir("exp", folder(tmp_path, "v1", {"data/a.txt": "one"}))
+    version, count = store.fetch("exp", tmp_path / "run1")
+    assert count == 3 and store.storage.downloads == 0
+    assert contents(tmp_path / "run1") == contents(tmp_path / "src" / "v1")
+    assert version == store.resolve("exp")[0]
+
+
+def test_a_file_changed_since_its_upload_is_not_kept(store: ExperimentStore,
+                                                     tmp_path: Path) -> None:
+    src = folder(tmp_path, "v1", {"a.txt": "one"})
+    put_elsewhere(store, "exp", src)
+    version, prefix = store.resolve("exp")
+    stored = store.storage.list(prefix)
+    (src / "a.txt").write_text("changed after the upload")
+    assert not store.cache.seed(store.storage, "exp", version, prefix, src, stored)
+    assert list((tmp_path / "cache").glob("*/exp/*")) == []
+    store.fetch("exp", tmp_path / "run1")
+    assert contents(tmp_path / "run1")["a.txt"] == "one" and store.storage.downloads == 1
+
+
 def test_a_version_comes_from_storage_once_and_a_replaced_one_anew(
         store: ExperimentStore, tmp_path: Path) -> None:
-    store.put_dir("exp", folder(tmp_path, "v1", {"data/a.txt": "one"}))
+    put_elsewhere(store, "exp", folder(tmp_path, "v1", {"data/a.txt": "one"}))
     version, count = store.fetch("exp", tmp_path / "run1")
     assert count == 3 and contents(tmp_path / "run1")["data/a.txt"] == "one"
     assert store.fetch("exp", tmp_path / "run2") == (version, 3)
@@ -67,7 +96,7 @@ def test_a_version_comes_from_storage_once_and_a_replaced_one_anew(
     store.fetch("exp", tmp_path / "run3")
     assert contents(tmp_path / "run3")["data/a.txt"] == "one"
 
-    store.put_dir("exp", folder(tmp_path, "v2", {"data/b.txt": "two"}))
+    put_elsewhere(store, "exp", folder(tmp_path, "v2", {"data/b.txt": "two"}))
     new, count = store.fetch("exp", tmp_path / "run4")
     assert new != version and count == 3 and store.storage.downloads == 2
     assert "data/a.txt" not in contents(tmp_path / "run4")
@@ -78,7 +107,7 @@ def test_a_version_comes_from_storage_once_and_a_replaced_one_anew(
 
 def test_a_fetch_cut_short_by_an_outage_leaves_no_copy(store: ExperimentStore,
                                                         tmp_path: Path) -> None:
-    store.put_dir("exp", folder(tmp_path, "v1", {"data/a.txt": "one", "data/b.txt": "b"}))
+    put_elsewhere(store, "exp", folder(tmp_path, "v1", {"data/a.txt": "one", "data/b.txt": "b"}))
     store.storage.fail_after = 2
     with pytest.raises(StorageError):
         store.fetch("exp", tmp_path / "run1")
@@ -105,7 +134,7 @@ def test_copies_stay_within_their_bound_least_recently_used_going_first(
     store = ExperimentStore(storage, tmp_path / "scratch", 1 << 30,
                             cache=VersionCache(tmp_path / "cache", 2500))
     for name in ("a", "b", "c"):
-        store.put_dir(name, folder(tmp_path, name, {"data.bin": "x" * 1000}))
+        put_elsewhere(store, name, folder(tmp_path, name, {"data.bin": "x" * 1000}))
     store.fetch("a", tmp_path / "run-a")
     store.fetch("b", tmp_path / "run-b")
     store.fetch("a", tmp_path / "run-a2")  # a is now the more recently used
@@ -133,3 +162,33 @@ def test_the_plain_layout_is_always_fetched_from_storage(store: ExperimentStore,
     store.fetch("plain", tmp_path / "run2")
     assert store.storage.downloads == 2
     assert list((tmp_path / "cache").glob("*/plain/*")) == []
+
+
+def test_a_runs_checks_read_the_copy_and_storage_only_for_the_version(
+        store: ExperimentStore, tmp_path: Path) -> None:
+    """experiment.json and whether the main script is there come from the copy of the
+    version storage names; a copy's missing file is missing (storage is not asked)."""
+    class Watched(CountingStorage):
+        reads: list[str] = []
+
+        def read_bytes(self, key: str) -> bytes:
+            self.reads.append(key)
+            return super().read_bytes(key)
+
+        def exists(self, key: str) -> bool:
+            self.reads.append(key)
+            return super().exists(key)
+
+    store.storage.__class__ = Watched
+    store.put_dir("exp", folder(tmp_path, "v1", {"a.txt": "1"}))
+    Watched.reads.clear()
+    version, prefix = store.resolve("exp")
+    assert store.config("exp", prefix, version) == {"main_script": "main.py"}
+    assert store.has_file("exp", "main.py", prefix, version)
+    assert not store.has_file("exp", "gone.py", prefix, version)
+    assert [key for key in Watched.reads if not key.endswith("current.json")] == []
+    put_elsewhere(store, "exp", folder(tmp_path, "v2", {"b.txt": "2"}))  # no copy here
+    version, prefix = store.resolve("exp")
+    assert store.has_file("exp", "b.txt", prefix, version)
+    assert store.config("exp", prefix, version)["main_script"] == "main.py"
+    assert f"{prefix}b.txt" in Watched.reads and f"{prefix}experiment.json" in Watched.reads
