@@ -460,27 +460,40 @@ class Backend:
     def _orphans(self) -> set[int]:
         """Simulation servers of this data dir that no snapshot caught: spawned between
         the last look at the backend's children and its end, before writing server.json;
-        and warm servers of its pool (``--pool <key of its runs folder>``)."""
+        warm servers of its pool (``--pool <key of its runs folder>``); and, once the
+        backend is gone, copies of it: a launch under way as it stopped may have forked a
+        server that has not yet become one (it would, in its run's cgroup, after this
+        look and the cgroups' removal)."""
         from backend.launchers.boundary import runs_key
 
         runs = str(self.data_dir / "runs") + os.sep
         key = runs_key((self.data_dir / "runs").resolve())
+        gone = self.proc is None or self.proc.poll() is not None
         found = set()
         for proc in psutil.process_iter(["cmdline"]):
             args = proc.info["cmdline"] or []
             if "simserver" in args and (any(a.startswith(runs) for a in args) or key in args):
+                found.add(proc.pid)
+            elif gone and "backend.cli" in args and str(self.data_dir) in args:
                 found.add(proc.pid)
         return found
 
     def cleanup(self) -> None:
         """Stop the backend and every simulation server it started, by PID."""
         self.stop()
+        killed = []
         for pid in self.children | self._orphans():
             try:
                 proc = psutil.Process(pid)
                 os.killpg(pid, signal.SIGKILL) if os.getpgid(pid) == pid else proc.kill()
             except (psutil.Error, ProcessLookupError, PermissionError):
                 continue
+            killed.append(pid)
+        # One killed while it joined its run's cgroup (a launch under way as the backend
+        # stopped) joins it all the same, then dies (a zombie is out of every cgroup):
+        # the cgroups go once all are gone.
+        wait_until(lambda: not any(alive(pid) for pid in killed), 10,
+                   "the killed servers to end")
         self._remove_run_cgroups()
 
     def _remove_run_cgroups(self) -> None:
@@ -500,6 +513,7 @@ class Backend:
                     return not (root / "pool").exists()
 
                 wait_until(removed, 10, "the warm pool's cgroup to empty")
+            boundary.close()  # the backend's own cgroup, once it holds none
 
 
 # -- experiments used across the tests -----------------------------------------
