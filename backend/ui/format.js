@@ -38,14 +38,16 @@ export function bytes(n) {
 }
 
 /** The limits a run was launched with (the record's ``effective_limits``), in a line:
- * "real time 10 min 00 s · memory 512 MiB · start 60.0 s"; "none" for a limit it has
- * not; "—" before the launch resolved them. */
+ * "real time 10 min 00 s · memory 512 MiB · start 1 min 00 s"; "none" for a limit it
+ * has not; "—" before the launch resolved them. A narrow screen breaks the line between
+ * two limits, never inside one (no-break spaces). */
 export function limits(l) {
   if (!l) return "—";
   const memory = l.memory_mb === null || l.memory_mb === undefined ? "none"
     : `${number.format(l.memory_mb)} MiB`;
   const real = l.real_time === null || l.real_time === undefined ? "none" : seconds(l.real_time);
-  return `real time ${real} · memory ${memory} · start ${seconds(l.start_timeout)}`;
+  return [`real time ${real}`, `memory ${memory}`, `start ${seconds(l.start_timeout)}`]
+    .map((part) => part.replaceAll(" ", "\u00a0")).join(" · ");
 }
 
 /** "2026-12-01T21:03:11.254Z" -> "2026-12-01 21:03:11" (UTC, as the API keeps it). */

@@ -96,5 +96,8 @@ def test_a_runs_limits_read_in_one_line(page: Any) -> None:
       return cases.map((limits) => fmt.limits(limits));
     }""", [{"real_time": 600, "memory_mb": 512, "start_timeout": 60},
            {"real_time": None, "memory_mb": None, "start_timeout": 5.5}, None])
-    assert shown == ["real time 10 min 00 s · memory 512 MiB · start 1 min 00 s",
-                     "real time none · memory none · start 5.5 s", "—"]
+    # No-break spaces inside a limit: a narrow screen breaks between two, not in one.
+    assert [line.replace("\u00a0", " ") for line in shown] == [
+        "real time 10 min 00 s · memory 512 MiB · start 1 min 00 s",
+        "real time none · memory none · start 5.5 s", "—"]
+    assert shown[0].split(" · ")[2] == "start\u00a01\u00a0min\u00a000\u00a0s"
