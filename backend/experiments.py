@@ -235,25 +235,21 @@ class ExperimentStore:
         if prefix is None:
             version, prefix = self.resolve(name)
         try:
-            raw = self._copied(name, version, EXPERIMENT_FILE)
+            raw = self.cache.read(self.storage, name, version, EXPERIMENT_FILE) \
+                if self._copies(version) else None
             if raw is None:
                 raw = self.storage.read_bytes(prefix + EXPERIMENT_FILE)
-        except (ObjectNotFound, FileNotFoundError):
+        except (ObjectNotFound, FileNotFoundError):  # (a copy has every file its version has)
             raise ExperimentNotFound(f"no experiment named {name!r}") from None
         try:
             return json.loads(raw)
         except ValueError as exc:
             raise InvalidArchive(f"{name}/{EXPERIMENT_FILE} is not valid JSON: {exc}") from None
 
-    def _copied(self, name: str, version: str | None, path: str) -> bytes | None:
-        """A file of this backend's copy of ``version`` (None: no copy to read from).
-
-        Raises:
-            FileNotFoundError: the copy, hence the version, has no such file.
-        """
-        if self.cache is None or version is None or version == PLAIN_VERSION:
-            return None
-        return self.cache.read(self.storage, name, version, path)
+    def _copies(self, version: str | None) -> bool:
+        """Whether this backend may hold a copy of ``version`` (a stored version, with a
+        version cache; a plain folder's files can change in place)."""
+        return self.cache is not None and version not in (None, PLAIN_VERSION)
 
     def files(self, name: str, prefix: str | None = None) -> builtins.list[dict[str, Any]]:
         prefix = prefix or self.resolve(name)[1]
@@ -273,11 +269,9 @@ class ExperimentStore:
         the file ``path``."""
         if prefix is None:
             version, prefix = self.resolve(name)
-        if self.cache is not None and version is not None and version != PLAIN_VERSION:
-            found = self.cache.has(self.storage, name, version, path)
-            if found is not None:
-                return found
-        return self.storage.exists(prefix + path)
+        found = self.cache.has(self.storage, name, version, path) \
+            if self._copies(version) else None
+        return self.storage.exists(prefix + path) if found is None else found
 
     # -- writing ----------------------------------------------------------------
 

@@ -43,6 +43,11 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0,
         time.sleep(POLL_INTERVAL)
 
 
+def cpu_priority(tid: int = 0) -> tuple[int, int]:
+    """A thread's (or a process's main thread's) nice value and scheduling policy."""
+    return os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)
+
+
 def alive(pid: int) -> bool:
     """Whether ``pid`` is a live process (not gone, not a zombie). One look: a zombie
     that is not ours may be reaped between two."""

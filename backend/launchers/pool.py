@@ -487,15 +487,18 @@ class WarmPool(Launcher):
     def _track(self, handle: ServerHandle) -> None:
         """A run is live: follow it (forgetting those over), quieten the warm-ups."""
         with self._cond:
-            self._runs = [h for h in self._runs if not h.exited.is_set()]
+            self._forget_ended()
             self._runs.append(handle)
             self._quieten()
 
     def _busy(self) -> bool:
         """Whether a run of this backend is live or starting on the host (under
         ``_cond``)."""
-        self._runs = [h for h in self._runs if not h.exited.is_set()]
+        self._forget_ended()
         return bool(self._runs or self._starting or self._reserved)
+
+    def _forget_ended(self) -> None:
+        self._runs = [h for h in self._runs if not h.exited.is_set()]
 
     def _quieten(self) -> None:
         """A run starts: every warm-up still going on drops to idle priority (under

@@ -21,7 +21,11 @@ from backend.launchers.pool import (REFILL_DELAY, REFILL_MAX_WAIT, PoolOps, Warm
 from backend.queue import Capacity
 from lifecycle.messages import EXPERIMENT_DIR, LOGS_DIR, WARM_READY, Handoff
 from simserver.warm import read_handoff
-from tests.support import alive, wait_until
+from tests.support import alive, cpu_priority, wait_until
+
+
+#: An experiment no warm server takes: spawned cold.
+NEURON = {"main_script": "m.py", "engines": {"c": {"type": "neuron"}}}
 
 
 def experiment(tmp_path: Path, config: dict, sim_id: str = "sim1") -> Path:
@@ -416,11 +420,7 @@ class GatedWarmOps(FakeWarmOps):
             return [c for c in self.calls if c[0] in ("lower", "raise")]
 
 
-def nice_and_policy(pid: int) -> tuple[int, int]:
-    return os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid)
-
-
-OURS = (os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0))
+OURS = cpu_priority()
 IDLE = (min(19, OURS[0] + 10), os.SCHED_IDLE)
 #: Lowering is only done where the backend could raise it back.
 MAY_LOWER = PoolOps().may_lower()
@@ -438,12 +438,12 @@ def test_warm_ups_run_at_full_priority_until_a_run_starts(tmp_path: Path) -> Non
         wait_until(lambda: pool.pool()["python"]["starting"] == 2, 20, "two warm-ups")
         first, second = ops.pids
         assert ops.priority_calls() == []
-        assert nice_and_policy(first) == nice_and_policy(second) == OURS
-        cold = experiment(tmp_path, {"main_script": "m.py", "engines": {"c": {"type": "neuron"}}})
+        assert cpu_priority(first) == cpu_priority(second) == OURS
+        cold = experiment(tmp_path, NEURON)
         pool.spawn(LaunchSpec("sim1", cold, "t", {}), lambda h, e: None)
         assert local.spawned == ["sim1"]
         assert sorted(ops.priority_calls()) == sorted([("lower", first), ("lower", second)])
-        assert nice_and_policy(first) == nice_and_policy(second) == IDLE
+        assert cpu_priority(first) == cpu_priority(second) == IDLE
         ops.open_gate(second)
         wait_until(lambda: pool.pool()["python"]["idle"] == 1, 20, "the second warm")
         run_dir = experiment(tmp_path, {"main_script": "main.py"}, "sim2")
@@ -451,7 +451,7 @@ def test_warm_ups_run_at_full_priority_until_a_run_starts(tmp_path: Path) -> Non
         assert handle.pid == second  # the ready one, raised before it was handed
         assert ops.priority_calls()[2:] == [("raise", second)]
         assert ops.calls.index(("raise", second)) < ops.calls.index(("hand", str(run_dir)))
-        assert nice_and_policy(first) == IDLE  # still warming up, beside a run
+        assert cpu_priority(first) == IDLE  # still warming up, beside a run
     finally:
         pool.close()
 
@@ -470,14 +470,14 @@ def test_a_warm_up_that_starts_beside_a_live_run_starts_at_idle_priority(
     pool = WarmPool(LiveRuns(MarkerBoundary("k")), tmp_path / "runs", {"python": 1}, ops)
     try:
         wait_until(lambda: pool.pool()["python"]["starting"] == 1, 20, "a warm-up")
-        cold = experiment(tmp_path, {"main_script": "m.py", "engines": {"c": {"type": "neuron"}}})
+        cold = experiment(tmp_path, NEURON)
         pool.spawn(LaunchSpec("sim1", cold, "t", {}), lambda h, e: None)
         first = ops.pids[0]
         os.kill(first, signal.SIGKILL)  # dies idle: replaced, while the run is live
         wait_until(lambda: len(ops.pids) == 2 and pool.pool()["python"]["starting"] == 1,
                    20, "the replacement")
         assert ops.priority_calls() == [("lower", first), ("lower", ops.pids[1])]
-        assert nice_and_policy(ops.pids[1]) == IDLE
+        assert cpu_priority(ops.pids[1]) == IDLE
     finally:
         run.exited.set()
         pool.close()
@@ -489,10 +489,10 @@ def test_nothing_is_lowered_where_it_could_not_be_raised_back(tmp_path: Path) ->
     pool = WarmPool(local, tmp_path / "runs", {"python": 1}, ops)
     try:
         wait_until(lambda: pool.pool()["python"]["starting"] == 1, 20, "a warm-up")
-        cold = experiment(tmp_path, {"main_script": "m.py", "engines": {"c": {"type": "neuron"}}})
+        cold = experiment(tmp_path, NEURON)
         pool.spawn(LaunchSpec("sim1", cold, "t", {}), lambda h, e: None)
         assert ops.priority_calls() == []
-        assert nice_and_policy(ops.pids[0]) == OURS
+        assert cpu_priority(ops.pids[0]) == OURS
     finally:
         pool.close()
 
@@ -502,7 +502,7 @@ def test_the_pool_forgets_the_runs_that_are_over(tmp_path: Path) -> None:
     local = ColdSpawns(MarkerBoundary("k"))
     pool = WarmPool(local, tmp_path / "runs", {"nest": 0, "python": 0}, GatedWarmOps(tmp_path))
     try:
-        cold = experiment(tmp_path, {"main_script": "m.py", "engines": {"c": {"type": "neuron"}}})
+        cold = experiment(tmp_path, NEURON)
         for n in range(50):
             pool.spawn(LaunchSpec(f"sim{n}", cold, "t", {}), lambda h, e: None)
         assert len(local.spawned) == 50 and len(pool._runs) == 1  # the last, just spawned

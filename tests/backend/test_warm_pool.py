@@ -27,7 +27,8 @@ from backend.launchers.pool import PoolOps, is_waiting
 from tests.backend import test_lifecycle_e2e as core
 from tests.backend.test_events import sse, stream
 from tests.backend.test_nest_sessions import _load
-from tests.support import Backend, alive, example_files, loop_experiment, wait_until
+from tests.support import (Backend, alive, cpu_priority, example_files, loop_experiment,
+                           wait_until)
 
 POOL = ("--pool-nest", "1", "--pool-python", "1")
 PYTHON_POOL = ("--pool-nest", "0", "--pool-python", "2")
@@ -317,21 +318,18 @@ def test_warm_ups_take_the_cpu_from_no_run(backend: Backend) -> None:
     one that replaces a server handed a run starts beside that run, at idle priority
     (nice +10, SCHED_IDLE), where the backend may raise it back; the run's own server
     runs at the backend's."""
-    def priority(pid: int) -> tuple[int, int]:
-        return os.getpriority(os.PRIO_PROCESS, pid), os.sched_getscheduler(pid)
-
-    ours = priority(0)  # the backend's: it inherited this process's
+    ours = cpu_priority(0)  # the backend's: it inherited this process's
     boot = waiting_servers(backend)
-    assert len(boot) == 2 and {priority(pid) for pid in boot} == {ours}
+    assert len(boot) == 2 and {cpu_priority(pid) for pid in boot} == {ours}
     backend.upload("loop", loop_experiment(sim_time=1e9))
     sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
     backend.wait_advancing(sim_id, beyond=5)
     wait_until(lambda: handed(backend, sim_id), 10, "the handoff to be logged")
-    assert priority(server_pid(backend, sim_id)) == ours
+    assert cpu_priority(server_pid(backend, sim_id)) == ours
     wait_until(lambda: len(waiting_servers(backend) - boot) == 1, 30, "the refill")
     refill = (waiting_servers(backend) - boot).pop()
     lowered = (min(19, ours[0] + 10), os.SCHED_IDLE) if PoolOps().may_lower() else ours
-    assert priority(refill) == lowered
+    assert cpu_priority(refill) == lowered
     backend.set_state(sim_id, "stopped")
     backend.wait_uploaded(sim_id)
 

@@ -11,12 +11,7 @@ import pytest
 
 from lifecycle.messages import WARM_READY
 from simserver import warm
-from tests.support import ROOT
-
-
-def priority(tid: int = 0) -> tuple[int, int]:
-    """A thread's nice value and scheduling policy."""
-    return os.getpriority(os.PRIO_PROCESS, tid), os.sched_getscheduler(tid)
+from tests.support import ROOT, cpu_priority
 
 
 def said(child: subprocess.Popen, timeout: float = 30.0) -> str:
@@ -44,7 +39,7 @@ def test_a_process_lowered_to_a_warm_ups_priority_is_given_its_own_back() -> Non
                              stdout=subprocess.PIPE, text=True)
     try:
         assert said(child) == "ready\n"
-        before = priority()
+        before = cpu_priority()
         warm.idle_priority(child.pid)
         child.stdin.write("go\n")
         child.stdin.flush()
@@ -52,19 +47,19 @@ def test_a_process_lowered_to_a_warm_ups_priority_is_given_its_own_back() -> Non
         tasks = [int(t) for t in os.listdir(f"/proc/{child.pid}/task")]
         assert len(tasks) == 3
         idle = (min(19, before[0] + warm.WARM_UP_NICE), os.SCHED_IDLE)
-        assert [priority(t) for t in tasks] == [idle] * 3
+        assert [cpu_priority(t) for t in tasks] == [idle] * 3
         warm.give_priority(child.pid, before[0], os.sched_getscheduler(0),
                            os.sched_getparam(0))
-        assert [priority(t) for t in tasks] == [before] * 3
+        assert [cpu_priority(t) for t in tasks] == [before] * 3
     finally:
         child.kill()
         child.wait()
 
 
 def test_the_probe_leaves_the_callers_priority_as_it_was() -> None:
-    before = priority()
+    before = cpu_priority()
     assert warm.may_raise_priority() in (True, False)
-    assert priority() == before
+    assert cpu_priority() == before
 
 
 def test_the_optional_steps_are_skipped_once_the_channel_is_written() -> None:
