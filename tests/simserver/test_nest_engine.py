@@ -484,6 +484,22 @@ def test_spikes_sort_by_time_then_sender_as_lexsort_does(count: int, senders: in
     assert found[1].tolist() == ids[order].tolist()
 
 
+@pytest.mark.parametrize("times, ids", [
+    ([1.0000004, 1.0000001, 0.5], [1, 2, 3]),          # closer than the key's µs
+    ([2.0, 1.0 + 1e-12, 1.0, 1.0], [1, 9, 5, 4]),      # off the grid, a hair apart
+    ([3.0, np.inf, 1.0, np.inf], [1, 2, 3, 1]),        # not finite: no integer key
+    ([7.5, 7.5, 7.5], [3, 3, 1]),                      # one time, a sender twice
+])
+def test_spikes_the_key_cannot_order_sort_as_lexsort_does(times: list[float],
+                                                          ids: list[int]) -> None:
+    """Times the integer key would put out of order (or cannot key) still come out in
+    lexsort's order."""
+    found = sorted_spikes([{"times": np.array(times), "senders": np.array(ids)}])
+    order = np.lexsort((ids, times))
+    assert found[0].tolist() == np.array(times)[order].tolist()
+    assert found[1].tolist() == np.array(ids)[order].tolist()
+
+
 @pytest.mark.parametrize("slice_ms", [0.1, 1.5, 10.0])
 def test_spikes_in_recording_order_sort_as_lexsort_does(slice_ms: float) -> None:
     """Events as a recorder gets them (slice by slice, each sender's in turn: the times
