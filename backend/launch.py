@@ -71,6 +71,7 @@ class Launch(threading.Thread):
             self._fail({"type": "backend_error", "message": f"launch failed: {exc}"})
         finally:
             self._release()
+            self.rt.launcher.launched(self.sup.sim_id)
             self.sup.mailbox.post(self.sup.launch_ended)
 
     def _fail(self, error: dict[str, Any]) -> None:

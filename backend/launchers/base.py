@@ -199,6 +199,11 @@ class Launcher(abc.ABC):
         """Give back what :meth:`reserve` set aside for ``sim_id``: no spawn follows
         (the fetch failed, a stop came). Idempotent."""
 
+    def launched(self, sim_id: str) -> None:  # noqa: B027 - a hook, as reserve
+        """The launch of ``sim_id`` is over: its server has built its kernel, or the
+        launch ended without (failed, stopped). Called once per launch, after
+        :meth:`reserve` and :meth:`spawn` or :meth:`release`. Nothing by default."""
+
     @abc.abstractmethod
     def adopt(self, sim_id: str, run_dir: Path, on_exit: ExitCallback) -> ServerHandle | None:
         """Attach to a live server an earlier backend started; None if it is gone.

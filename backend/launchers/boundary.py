@@ -41,6 +41,7 @@ MODES = ("auto", "cgroup", "marker")
 #: How long killing a run waits for its last process to go.
 KILL_WAIT = 5.0
 _SH = "/bin/sh"
+_SH_EXE = os.path.realpath(_SH)
 # "$0" is the cgroup.procs file; the shell joins the cgroup, then becomes the server.
 _JOIN = 'echo $$ > "$0" && exec "$@"'
 # Reading every process's environment costs ~0.1 ms each: one scan serves all runs
@@ -52,6 +53,15 @@ _POLL = 0.01
 def join_argv(procs: Path, argv: list[str]) -> list[str]:
     """``argv``, run by a shell that first moves itself into the cgroup of ``procs``."""
     return [_SH, "-c", _JOIN, str(procs), *argv]
+
+
+def still_joining(pid: int) -> bool:
+    """Whether process ``pid`` is still the shell of :func:`join_argv` (it may not have
+    joined its cgroup yet), not the program it becomes; False once it is gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe") == _SH_EXE
+    except OSError:
+        return False
 
 
 def runs_key(runs_dir: Path) -> str:

@@ -15,7 +15,8 @@ import pytest
 
 from backend.config import Config
 from backend.launchers import Exit, LaunchSpec, LocalLauncher
-from backend.launchers.boundary import MarkerBoundary, open_boundary
+from backend.launchers import pool as pool_module
+from backend.launchers.boundary import MarkerBoundary, join_argv, open_boundary, still_joining
 from backend.launchers.pool import (REFILL_DELAY, REFILL_MAX_WAIT, PoolOps, WarmPool,
                                     is_waiting, warm_kind)
 from backend.queue import Capacity
@@ -419,6 +420,25 @@ class GatedWarmOps(FakeWarmOps):
         with self.lock:
             return [c for c in self.calls if c[0] in ("lower", "raise")]
 
+    def hold(self, pid: int) -> bool:
+        with self.lock:
+            self.calls.append(("hold", pid))
+        return super().hold(pid)
+
+    def go_on(self, pid: int) -> None:
+        with self.lock:
+            self.calls.append(("go_on", pid))
+        super().go_on(pid)
+
+    def hold_calls(self) -> list[tuple]:
+        with self.lock:
+            return [c for c in self.calls if c[0] in ("hold", "go_on")]
+
+
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (SIGSTOP), from its state in /proc."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+
 
 OURS = cpu_priority()
 IDLE = (min(19, OURS[0] + 10), os.SCHED_IDLE)
@@ -444,6 +464,7 @@ def test_warm_ups_run_at_full_priority_until_a_run_starts(tmp_path: Path) -> Non
         assert local.spawned == ["sim1"]
         assert sorted(ops.priority_calls()) == sorted([("lower", first), ("lower", second)])
         assert cpu_priority(first) == cpu_priority(second) == IDLE
+        pool.launched("sim1")
         ops.open_gate(second)
         wait_until(lambda: pool.pool()["python"]["idle"] == 1, 20, "the second warm")
         run_dir = experiment(tmp_path, {"main_script": "main.py"}, "sim2")
@@ -454,6 +475,86 @@ def test_warm_ups_run_at_full_priority_until_a_run_starts(tmp_path: Path) -> Non
         assert cpu_priority(first) == IDLE  # still warming up, beside a run
     finally:
         pool.close()
+
+
+def test_warm_ups_are_held_while_runs_launch(tmp_path: Path) -> None:
+    """Warm-ups still going on when a run starts are stopped until every launch under
+    way has ended; one taken for a run meanwhile goes on before its handoff; a ready
+    server is never stopped, nor one that starts while the runs launch."""
+    ops = GatedWarmOps(tmp_path)
+    local = ColdSpawns(MarkerBoundary("k"))
+    pool = WarmPool(local, tmp_path / "runs", {"nest": 0, "python": 3}, ops)
+    try:
+        wait_until(lambda: pool.pool()["python"]["starting"] == 3, 20, "three warm-ups")
+        first, second, third = ops.pids
+        ops.open_gate(third)
+        wait_until(lambda: pool.pool()["python"]["idle"] == 1, 20, "the third warm")
+        pool.spawn(LaunchSpec("cold", experiment(tmp_path, NEURON, "cold"), "t", {}),
+                   lambda h, e: None)
+        assert sorted(ops.hold_calls()) == [("hold", first), ("hold", second)]
+        wait_until(lambda: stopped(first) and stopped(second), 10, "both stopped")
+        assert not stopped(third)  # ready: it takes no CPU
+        ops.open_gate(first)
+        ops.open_gate(second)
+        pool.reserve("sim1", {"main_script": "main.py"})  # the ready one: third
+        run_dir = experiment(tmp_path, {"main_script": "main.py"}, "sim1")
+        assert pool.spawn(LaunchSpec("sim1", run_dir, "t", {}), lambda h, e: None).pid == third
+        pool.reserve("sim2", {"main_script": "main.py"})  # one still held
+        taken = pool._reserved["sim2"].pid
+        other = ({first, second} - {taken}).pop()
+        run_dir = experiment(tmp_path, {"main_script": "main.py"}, "sim2")
+        assert pool.spawn(LaunchSpec("sim2", run_dir, "t", {}), lambda h, e: None).pid == taken
+        assert ops.calls.index(("go_on", taken)) < ops.calls.index(("hand", str(run_dir)))
+        pool.launched("cold")
+        pool.launched("sim1")
+        assert stopped(other) and ("go_on", other) not in ops.calls  # sim2 still launches
+        pool.launched("sim2")  # the last launch: the held go on at once
+        assert ops.hold_calls()[-1] == ("go_on", other)
+        wait_until(lambda: not stopped(other), 10, "the last warm-up to go on")
+        wait_until(lambda: pool.pool()["python"]["idle"] >= 1, 20, "it warmed up")
+        assert all(call[1] in (first, second) for call in ops.hold_calls())  # refills: never
+    finally:
+        pool.close()
+
+
+def test_a_hold_ends_by_itself_if_no_launch_says_it_ended(tmp_path: Path,
+                                                          monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(pool_module, "WARM_HOLD_MAX", 0.3)
+    ops = GatedWarmOps(tmp_path)
+    pool = WarmPool(ColdSpawns(MarkerBoundary("k")), tmp_path / "runs", {"python": 1}, ops)
+    try:
+        wait_until(lambda: pool.pool()["python"]["starting"] == 1, 20, "a warm-up")
+        pool.spawn(LaunchSpec("cold", experiment(tmp_path, NEURON, "cold"), "t", {}),
+                   lambda h, e: None)
+        assert ops.hold_calls() == [("hold", ops.pids[0])]
+        wait_until(lambda: ops.hold_calls()[-1] == ("go_on", ops.pids[0]), 10, "the end")
+        assert not stopped(ops.pids[0])
+    finally:
+        pool.close()
+
+
+def test_a_process_still_joining_its_cgroup_is_not_held(tmp_path: Path) -> None:
+    """Stopped in the shell that joins the waiting room, a warm server could join it
+    after the pool had moved it into a run's boundary: it is held only once it is the
+    server."""
+    procs = tmp_path / "procs"  # a FIFO stands in for cgroup.procs: the join waits on it
+    os.mkfifo(procs)
+    proc = subprocess.Popen(join_argv(procs, [sys.executable, "-c",
+                                              "import sys; sys.stdin.read()"]),
+                            stdin=subprocess.PIPE)
+    try:
+        assert still_joining(proc.pid)
+        assert PoolOps().hold(proc.pid) is False and not stopped(proc.pid)
+        assert procs.read_text().strip() == str(proc.pid)  # the join goes through
+        wait_until(lambda: not still_joining(proc.pid), 10, "the exec of the server")
+        assert PoolOps().hold(proc.pid) is True
+        wait_until(lambda: stopped(proc.pid), 10, "stopped")
+        PoolOps().go_on(proc.pid)
+        wait_until(lambda: not stopped(proc.pid), 10, "going on")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not still_joining(proc.pid)  # gone
 
 
 @pytest.mark.skipif(not MAY_LOWER, reason="this process may not raise a priority back")

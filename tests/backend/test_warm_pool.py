@@ -313,6 +313,33 @@ def test_a_server_set_aside_for_a_run_whose_fetch_fails_goes_back_to_the_pool(
     assert handed(backend, done["id"])
 
 
+def test_the_first_run_after_a_start_launches_with_the_other_warm_ups_held(
+        tmp_path: Path) -> None:
+    """A run POSTed as soon as the backend answers is handed a server still warming up;
+    the other warm-ups still going on are stopped while it launches, and go on once it
+    has (the pool's log says which), so none is left stopped."""
+    backend = Backend(tmp_path / "data", args=("--pool-nest", "2", "--pool-python", "0"))
+    backend.start()
+    try:
+        backend.upload("brunel", example_files("brunel"))
+        sim_id = backend.create("brunel", params={"n_neurons": 50}, state="started",
+                                timeout={"sim_time": 1e9})["id"]
+        backend.wait_advancing(sim_id, beyond=1)
+        log = backend.log()
+        held = {int(pid) for pid in re.findall(r"held: a warm nest server .*\(pid (\d+)\)",
+                                               log)}
+        wait_until(lambda: held <= {int(pid) for pid in re.findall(
+            r"going on: the warm nest server \(pid (\d+)\)", backend.log())}, 10,
+            "every warm-up held to go on")
+        assert server_pid(backend, sim_id) not in held
+        for pid in waiting_servers(backend):
+            assert psutil.Process(pid).status() != psutil.STATUS_STOPPED
+        backend.set_state(sim_id, "stopped")
+        backend.wait_uploaded(sim_id)
+    finally:
+        backend.cleanup()
+
+
 def test_warm_ups_take_the_cpu_from_no_run(backend: Backend) -> None:
     """With no run on the host the pool's servers warm up at the backend's priority; the
     one that replaces a server handed a run starts beside that run, at idle priority
