@@ -407,32 +407,34 @@ class GatedWarmOps(FakeWarmOps):
         return self._may
 
     def lower_priority(self, pid: int) -> None:
-        with self.lock:
-            self.calls.append(("lower", pid))
+        self._record("lower", pid)
         super().lower_priority(pid)
 
     def raise_priority(self, pid: int) -> None:
-        with self.lock:
-            self.calls.append(("raise", pid))
+        self._record("raise", pid)
         super().raise_priority(pid)
 
-    def priority_calls(self) -> list[tuple]:
-        with self.lock:
-            return [c for c in self.calls if c[0] in ("lower", "raise")]
-
     def hold(self, pid: int) -> bool:
-        with self.lock:
-            self.calls.append(("hold", pid))
+        self._record("hold", pid)
         return super().hold(pid)
 
     def go_on(self, pid: int) -> None:
-        with self.lock:
-            self.calls.append(("go_on", pid))
+        self._record("go_on", pid)
         super().go_on(pid)
 
+    def priority_calls(self) -> list[tuple]:
+        return self._recorded("lower", "raise")
+
     def hold_calls(self) -> list[tuple]:
+        return self._recorded("hold", "go_on")
+
+    def _record(self, name: str, pid: int) -> None:
         with self.lock:
-            return [c for c in self.calls if c[0] in ("hold", "go_on")]
+            self.calls.append((name, pid))
+
+    def _recorded(self, *names: str) -> list[tuple]:
+        with self.lock:
+            return [c for c in self.calls if c[0] in names]
 
 
 def stopped(pid: int) -> bool:
