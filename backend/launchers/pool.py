@@ -355,9 +355,8 @@ class WarmPool(Launcher):
             idle += self._reserved.values()
             self._idle = {kind: [] for kind in WARM_KINDS}
             self._reserved = {}
-            self._cond.notify_all()
-        with self._cond:
             self._go_on_all(idle)  # a held server could not read its end of file
+            self._cond.notify_all()
         for warm in idle:
             warm.handed = True  # not to be replaced
             try:

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from backend.config import Config
@@ -438,8 +439,8 @@ class GatedWarmOps(FakeWarmOps):
 
 
 def stopped(pid: int) -> bool:
-    """Whether process ``pid`` is stopped (SIGSTOP), from its state in /proc."""
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    """Whether process ``pid`` is stopped (SIGSTOP)."""
+    return psutil.Process(pid).status() == psutil.STATUS_STOPPED
 
 
 OURS = cpu_priority()
