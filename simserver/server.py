@@ -6,6 +6,7 @@ working directory and its stdout/stderr going to the run's logs.
 """
 from __future__ import annotations
 
+import gc
 import hmac
 import logging
 import os
@@ -216,6 +217,10 @@ class SimulationServer:
         try:
             try:
                 code = self._initialize()
+                # What exists now (modules, engines, the network) lasts as long as the run:
+                # out of the script's garbage collections, each of which would otherwise go
+                # through it all (~30 ms for a full one with NEST loaded).
+                gc.freeze()
                 if self.nest_session is not None:
                     # Served from initialized on, so a network can be built before start;
                     # the session is held (no Simulate advances) until then.

@@ -14,6 +14,7 @@ file with nothing read means the backend closed the pool or died: the process le
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import select
 import sys
@@ -97,6 +98,20 @@ def exercise_nest(nest: Any) -> None:
     nest.Simulate(2.0)
     recorder.get("events")
     nest.ResetKernel()
+
+
+def put_warm_up_out_of_collections(collect: bool) -> None:
+    """Leave what the warm-up made (modules, NEST, matplotlib: ~75,000 objects the
+    garbage collector tracks, all living as long as the process) out of every later
+    collection (``gc.freeze``), after freeing its garbage when ``collect`` (~30 ms, while
+    no run waits).
+
+    Otherwise the run's collections go through all of them: a generation-1 one fell in
+    the run's start, 1.2-2.4 ms of a warm start's ~11 ms; a full one takes 27-30 ms.
+    """
+    if collect:
+        gc.collect()
+    gc.freeze()
 
 
 def read_handoff(fd: int = 0) -> Handoff | None:
@@ -234,6 +249,7 @@ def wait_for_run(kind: str) -> int:
     if skipped:
         print(f"simserver: its channel was written to while it warmed up (a run, or the "
               f"pool's end); skipped {', '.join(skipped)}", file=sys.stderr, flush=True)
+    put_warm_up_out_of_collections(collect=not readable())
     os.write(1, WARM_READY)
     try:
         handoff = read_handoff()

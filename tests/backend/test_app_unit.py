@@ -109,3 +109,26 @@ def test_the_backend_imports_neither_an_http_client_nor_pyjwt_at_start() -> None
     found = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                            text=True, timeout=60, check=True).stdout.strip()
     assert found == "[]", found
+
+
+def test_what_the_backend_made_at_start_up_is_left_out_of_later_collections(
+        tmp_path: Path) -> None:
+    """Frozen before it serves, so no collection set off by a request goes through it
+    (a fake server stands in for waitress and reports at once; in a process of its own:
+    the freeze lasts the process)."""
+    code = (
+        "import gc\n"
+        "from backend import cli, wsgi_server\n"
+        "class Serving:\n"
+        "    effective_port = 0\n"
+        "    def run(self):\n"
+        "        print(gc.get_freeze_count(), len(gc.get_objects()), flush=True)\n"
+        "wsgi_server.create_server = lambda app, config: Serving()\n"
+        f"cli.main(['serve', '--data-dir', {str(tmp_path)!r}, '--examples-dir', '',\n"
+        "          '--pool-nest', '0', '--pool-python', '0'])\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    frozen, tracked = map(int, done.stdout.splitlines()[-1].split())
+    assert frozen > 10_000  # Flask, waitress, the app
+    assert tracked < 200, tracked  # what serving made so far

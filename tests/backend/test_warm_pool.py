@@ -36,7 +36,7 @@ BRUNEL_PARAMS = {"n_neurons": 200, "regime": "AI"}
 
 #: Prints what a run's process looks like from inside; equal for warm and cold runs.
 INSPECT_SCRIPT = '''
-import os, subprocess, sys
+import gc, os, subprocess, sys
 from pathlib import Path
 here = Path.cwd()
 print("cwd", here.name, here.parent.parent.name)
@@ -51,6 +51,9 @@ child = subprocess.run([sys.executable, "-c",
                         "import os; print(os.environ.get('SIMBACKEND_RUN'))"],
                        capture_output=True, text=True).stdout.strip()
 print("child marker", child == marker)
+# What the server made before the script lasts the run: no collection of the
+# script's goes through it.
+print("collections", gc.get_freeze_count() > 1000, len(gc.get_objects()) < 2000)
 print("to stderr", file=sys.stderr)
 try:
     while True:
@@ -177,6 +180,7 @@ def test_a_warm_run_is_indistinguishable_from_a_cold_one(
     stdout = seen["warm"][1]["logs"]["stdout.log"]
     assert "session True" in stdout and "marker True" in stdout and "path0 True" in stdout
     assert "child marker True" in stdout and "argv True" in stdout
+    assert "collections True True" in stdout  # and in the cold run's: the logs are equal
 
 
 def test_a_nest_session_on_a_warm_server_gives_exactly_pynest_n_events(

@@ -79,6 +79,32 @@ def test_the_optional_steps_are_skipped_once_the_channel_is_written() -> None:
     assert done.stdout.split("\n")[0] == "[] True True", done.stderr
 
 
+def test_what_the_warm_up_made_is_left_out_of_later_collections() -> None:
+    """Its garbage is freed first (unless a run waits); what remains is frozen: a later
+    full collection neither frees nor goes through it (in a process of its own: the
+    freeze lasts the process)."""
+    code = (
+        "import gc, weakref\n"
+        "from simserver import warm\n"
+        "class Node: pass\n"
+        "def cycle():\n"
+        "    node = Node(); node.me = node\n"
+        "    return weakref.ref(node)\n"
+        "freed = cycle()\n"
+        "warm.put_warm_up_out_of_collections(collect=True)\n"
+        "frozen, tracked = gc.get_freeze_count(), len(gc.get_objects())\n"
+        "kept = cycle()\n"
+        "warm.put_warm_up_out_of_collections(collect=False)\n"
+        "gc.collect()\n"
+        "print(freed() is None, kept() is not None, frozen > 1000, tracked)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    freed, kept, frozen, tracked = done.stdout.split()
+    assert (freed, kept, frozen) == ("True", "True", "True")
+    assert int(tracked) < 50  # left to collections right after: next to nothing
+
+
 def test_a_warm_server_whose_channel_ends_while_it_warms_up_leaves_early() -> None:
     """The real ``--warm nest`` process, its stdin at end of file from the start: it says
     what it skipped, reports ready and leaves (nothing to run)."""
