@@ -135,6 +135,7 @@ def test_a_live_deep_tree_is_listed_without_failing(backend: Backend) -> None:
 REWRITES = '''
 import gc, os, pathlib, time
 sim.run_loop(1)
+gc.unfreeze()  # the server froze what it made (not listed by get_objects)
 server = next(o for o in gc.get_objects() if type(o).__name__ == "SimulationServer")
 with server._status_lock:
     pathlib.Path("..", sim.params["file"]).write_text(sim.params["text"])
@@ -239,6 +240,7 @@ def test_limits_the_script_rewrote_in_run_json_do_not_outlive_a_restart(
 FIFOS = '''
 import gc, os
 sim.run_loop(1)
+gc.unfreeze()  # the server froze what it made (not listed by get_objects)
 server = next(o for o in gc.get_objects() if type(o).__name__ == "SimulationServer")
 server.write_status()  # there may be none yet
 with server._status_lock:  # see REWRITES
