@@ -30,6 +30,14 @@ S3_SERVER_START_SECONDS = 30
 _NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+def python_c(code: str, timeout: float = 60.0,
+             check: bool = False) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` in a process of its own, from the project's root, its output
+    captured as text (``check``: raise if it fails)."""
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, check=check)
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0,
                message: str = "condition") -> Any:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout`` s."""

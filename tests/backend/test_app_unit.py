@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from backend.app import create_app
 from backend.config import Config
-from tests.support import NO_POOL, ROOT
+from tests.support import NO_POOL, python_c
 
 
 @pytest.fixture
@@ -106,8 +104,7 @@ def test_the_backend_imports_neither_an_http_client_nor_pyjwt_at_start() -> None
     when JWTs are configured: each would add ~40-50 ms to every start of the backend."""
     code = ("import sys, backend.cli, backend.app, backend.wsgi_server; print(sorted("
             "{'requests', 'urllib3', 'jwt', 'cryptography'} & set(sys.modules)))")
-    found = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                           text=True, timeout=60, check=True).stdout.strip()
+    found = python_c(code, timeout=60, check=True).stdout.strip()
     assert found == "[]", found
 
 
@@ -126,8 +123,7 @@ def test_what_the_backend_made_at_start_up_is_left_out_of_later_collections(
         "wsgi_server.create_server = lambda app, config: Serving()\n"
         f"cli.main(['serve', '--data-dir', {str(tmp_path)!r}, '--examples-dir', '',\n"
         "          '--pool-nest', '0', '--pool-python', '0'])\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = python_c(code, timeout=120)
     assert done.returncode == 0, done.stderr
     frozen, tracked = map(int, done.stdout.splitlines()[-1].split())
     assert frozen > 10_000  # Flask, waitress, the app

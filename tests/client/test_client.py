@@ -1,15 +1,13 @@
 """The Python client against a real backend."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from client import Client, SimbackendError
-from tests.support import ROOT, Backend
+from tests.support import Backend, ROOT, python_c
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +72,6 @@ def test_the_client_and_its_verbs_load_no_flask() -> None:
             "rc = main(['--url', 'http://127.0.0.1:9', 'ls']); "
             "assert rc == 3, rc; "
             "assert not {'flask', 'flask_restful', 'nest', 'waitress'} & set(sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = python_c(code, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip().startswith("simbackend: cannot reach the backend")

@@ -7,8 +7,6 @@ compares what we answer with what PyNEST itself gives (through NEST Server's ``/
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +15,7 @@ from nest_client import NESTClient
 from werkzeug.exceptions import BadRequest
 
 from tests.nest_server import RealNestServer, SessionServer
-from tests.support import ROOT
+from tests.support import python_c
 
 #: Kernel status that differs between two processes running the same network: wall
 #: clocks and the process's memory.
@@ -212,8 +210,7 @@ def pynest_n_events() -> int:
     """The example run by plain PyNEST in a fresh process."""
     code = f"import os\nos.environ['PYNEST_QUIET'] = '1'\nimport nest\n{EXAMPLE}\n" \
            "print('n_events', n_events)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+    out = python_c(code, timeout=120, check=True).stdout
     return int(out.split("n_events")[-1])
 
 

@@ -6,7 +6,6 @@ modules it imported), and every kernel is shut down by the ``nest_kernel`` fixtu
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +18,7 @@ from simserver.errors import ExperimentError, KernelError, SimulationTimeout
 from simserver.nest_engine import import_nest
 from simserver.runloop import RunLoop
 from simserver.spikes import sorted_spikes
-from tests.support import ROOT
+from tests.support import ROOT, python_c
 
 # Not importorskip: CI installs NEST (the ``nest`` extra), and a broken install must fail.
 nest = import_nest()
@@ -80,8 +79,7 @@ def test_python_only_experiments_never_import_nest(tmp_path: Path) -> None:
         "kernel.step(); kernel.finalize(Path('.')); kernel.shutdown()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('nest', 'matplotlib') or m == 'simserver.nest_engine'))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = python_c(code, timeout=60, check=True).stdout
     assert out.strip() == "[]"
 
 

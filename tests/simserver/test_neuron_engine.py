@@ -8,7 +8,6 @@ Reference runs build the same model by hand in this process and make one
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from simserver.engines import ENGINE_TYPES
 from simserver.errors import ExperimentError, KernelError
 from simserver.neuron_engine import import_neuron
-from tests.support import ROOT
+from tests.support import ROOT, python_c
 
 # Not importorskip: CI installs NEURON (the ``neuron`` extra), and a broken install must fail.
 neuron = import_neuron()
@@ -104,8 +103,7 @@ def test_python_only_experiments_never_import_neuron(tmp_path: Path) -> None:
         "kernel.step(); kernel.finalize(Path('.')); kernel.shutdown()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('neuron', 'matplotlib') "
         "or m in ('simserver.neuron_engine', 'simserver.traces')))\n")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = python_c(code, timeout=60, check=True).stdout
     assert out.strip() == "[]"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from lifecycle.messages import WARM_READY
 from simserver import warm
-from tests.support import ROOT, cpu_priority
+from tests.support import ROOT, cpu_priority, python_c
 
 
 def said(child: subprocess.Popen, timeout: float = 30.0) -> str:
@@ -68,14 +68,12 @@ def test_the_optional_steps_are_skipped_once_the_channel_is_written() -> None:
     agg = "'matplotlib.backends.backend_agg' in sys.modules"  # NEST imports matplotlib's core
     code = ("import sys; from simserver import warm; "
             f"print(warm.warm_up('nest', lambda: True), {agg})")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = python_c(code, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == "['exercise_nest', 'import_matplotlib'] False"
     code = ("import sys; from simserver import warm; "
             f"print(warm.warm_up('nest'), {agg}, 'nest' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = python_c(code, timeout=120)
     assert done.stdout.split("\n")[0] == "[] True True", done.stderr
 
 
@@ -97,8 +95,7 @@ def test_what_the_warm_up_made_is_left_out_of_later_collections() -> None:
         "warm.put_warm_up_out_of_collections(collect=False)\n"
         "gc.collect()\n"
         "print(freed() is None, kept() is not None, frozen > 1000, tracked)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = python_c(code, timeout=60)
     assert done.returncode == 0, done.stderr
     freed, kept, frozen, tracked = done.stdout.split()
     assert (freed, kept, frozen) == ("True", "True", "True")
