@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test install browser
+.PHONY: serve test install browser bytecode
 CHROMIUM := /usr/bin/chromium
 
 $(BIN)/simbackend: setup.cfg pyproject.toml
@@ -14,7 +14,14 @@ $(BIN)/simbackend: setup.cfg pyproject.toml
 
 install: $(BIN)/simbackend
 
-serve: install
+# The project's own bytecode, as pip compiles an installed package's (an editable install
+# is not compiled). Python writes it on first import anyway, unless PYTHONDONTWRITEBYTECODE
+# is set, as on some CI machines: then every process compiles the modules it imports
+# again (~23 ms of a simulation server's cold start). Only what changed is compiled anew.
+bytecode: install
+	$(BIN)/python -m compileall -q backend client lifecycle simserver storage
+
+serve: install bytecode
 	$(BIN)/simbackend serve
 
 # The dashboard's tests drive Debian's chromium (Playwright's own browser download cannot
@@ -30,6 +37,6 @@ browser:
 
 # One worker per CPU (pytest-xdist); a test file stays on one worker, so its module
 # fixtures (a backend, a browser) and the session's Slurm are started once.
-test: install browser
+test: install bytecode browser
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q -ra -n auto --dist loadfile $(PYTEST_ARGS)
