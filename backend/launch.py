@@ -172,8 +172,12 @@ class Launch(threading.Thread):
         the launch began. A change the server must not act on before it is on record
         (see ``SimulationSupervisor.converge``) comes as a command otherwise.
         """
-        if self.sup.state != SimState.STARTED:
-            return False
+        # Under the lifecycle's lock: a request runs all its transitions under it, and this
+        # launch begins at the first of them (created -> initialized), so on a busy host
+        # it could get here before the second (-> started) and read "initialized".
+        with self.sup.lifecycle.lock:
+            if self.sup.state != SimState.STARTED:
+                return False
         return self.sup.wait_saved(_START_SAVE_WAIT) and \
             self.sup.snapshot["state"] == SimState.STARTED.value
 
