@@ -21,7 +21,8 @@ steps), through a backend with a warm pool (``--pool-nest 2``) and one without
    ``run_loop(1)`` pays (the example calls ``run_loop(100)``, which NEST runs in chunks
    of ~5 ms: see ``RunLoop._advance``).
 3. ``--batch`` runs of 100 ms one after the other (each POSTed once the last one is
-   completed): runs per second warm and cold, and how many were handed a warm server.
+   completed): runs per second warm and cold, and how many were handed a warm server;
+   ``--batch-rounds`` batches of each, on two backends side by side, turn about.
 4. The first run after a backend starts: a fresh backend per trial, ``POST``ed as soon
    as the experiment is uploaded, with the pool (its servers still warming up: the run
    is handed one) and without, ``--boots`` each, turn about. Target: with <= without
@@ -194,12 +195,27 @@ def batch(backend: Backend, count: int) -> tuple[float, int]:
     return took, sum(f"handed: sim {sim} " in log for sim in sims)
 
 
+def batches(count: int, rounds: int) -> dict[str, list[tuple[float, int]]]:
+    """:func:`batch` on a warm and a cold backend side by side, turn about (warm first
+    in even rounds, cold first in odd ones): the host's pace moves from minute to
+    minute, and one batch of each, one after the other, measured that as much as the
+    pool."""
+    found: dict[str, list[tuple[float, int]]] = {"warm": [], "cold": []}
+    with running_backend(*WARM) as warm, running_backend(*COLD) as cold:
+        backends = {"warm": warm, "cold": cold}
+        for backend in backends.values():
+            backend.upload("brunel", example_files("brunel"))
+        for turn in range(rounds):
+            for name in (("warm", "cold") if turn % 2 == 0 else ("cold", "warm")):
+                found[name].append(batch(backends[name], count))
+    return found
+
+
 def measure(args: argparse.Namespace, pool: tuple[str, ...], nest: Any) -> dict[str, Any]:
     with running_backend(*pool) as backend:
         backend.upload("brunel", example_files("brunel"))
         return {"first": first_steps(backend, args.trials),
-                "e2e": end_to_end(backend, args.runs, nest),
-                "batch": batch(backend, args.batch)}
+                "e2e": end_to_end(backend, args.runs, nest)}
 
 
 def cold_against(rev: str, trials: int, runs: int) -> dict[str, Any]:
@@ -303,11 +319,19 @@ def report(warm: dict[str, Any], cold: dict[str, Any], nest_server: float,
     print(f"   targets: warm <= 1.0x NEST Server: {'OK' if ratio_server <= 1.0 else 'MISSED'}; "
           f"<= 1.1x in process: {'OK' if ratio_process <= 1.1 else 'MISSED'}"
           + (" (undecided: 1.1x lies in the interval)" if low <= 1.1 <= high else ""))
-    print(f"\n3. {args.batch} runs of 100 ms back to back")
-    for name, (took, handed) in (("warm", warm["batch"]), ("cold", cold["batch"])):
-        print(f"   {name}: {took:6.2f} s, {args.batch / took:5.2f} runs/s "
-              f"({handed} of {args.batch} handed a warm server)")
-    print(f"   throughput warm / cold: {cold['batch'][0] / warm['batch'][0]:5.2f}x")
+
+
+def report_batches(found: dict[str, list[tuple[float, int]]], count: int) -> None:
+    print(f"\n3. {count} runs of 100 ms back to back, {len(found['warm'])} batches each, "
+          "turn about")
+    for name, each in found.items():
+        took = statistics.median(t for t, _ in each)
+        print(f"   {name}: {took:6.2f} s, {count / took:5.2f} runs/s (median; each: "
+              + ", ".join(f"{t:.2f} s" for t, _ in each) + f"; {sum(h for _, h in each)} of "
+              f"{count * len(each)} handed a warm server)")
+    pairs = [c / w for (w, _), (c, _) in zip(found["warm"], found["cold"], strict=True)]
+    print(f"   throughput warm / cold: {statistics.median(pairs):5.2f}x (median of the "
+          "rounds: " + ", ".join(f"{r:.2f}x" for r in pairs) + ")")
 
 
 def main() -> None:
@@ -315,6 +339,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--batch-rounds", type=int, default=2,
+                        help="batches of each, warm and cold turn about (default 2)")
     parser.add_argument("--boots", type=int, default=5)
     parser.add_argument("--baseline", metavar="REV",
                         help=f"also compare cold starts with commit REV, e.g. {BEFORE_POOL}, "
@@ -328,6 +354,7 @@ def main() -> None:
     warm = measure(args, WARM, nest)
     cold = measure(args, COLD, nest)
     report(warm, cold, nest_server, statistics.median(stepped), args)
+    report_batches(batches(args.batch, args.batch_rounds), args.batch)
     report_boot(after_boot(args.boots))
     if args.baseline:
         report_against(cold_against(args.baseline, args.trials, args.runs), args.baseline)
