@@ -576,9 +576,7 @@ class WarmPool(Launcher):
         logger.info("held: a warm %s server still warming up (pid %d), while runs launch",
                     warm.kind, warm.pid)
         if self._release_timer is None:
-            self._release_timer = threading.Timer(WARM_HOLD_MAX, self._release_held)
-            self._release_timer.daemon = True
-            self._release_timer.start()
+            self._release_after(WARM_HOLD_MAX)
 
     def _release_held(self) -> None:
         """Let the held warm-ups go on WARM_HOLD_MAX s after the last run began, if the
@@ -587,11 +585,15 @@ class WarmPool(Launcher):
             self._release_timer = None
             left = self._hold_until - time.monotonic()
             if left > 0 and self._launching and not self._closed:
-                self._release_timer = threading.Timer(left, self._release_held)
-                self._release_timer.daemon = True
-                self._release_timer.start()
+                self._release_after(left)
                 return
             self._go_on_all(self._waiting())
+
+    def _release_after(self, delay: float) -> None:
+        """Look again in ``delay`` s whether the held warm-ups may go on (under ``_cond``)."""
+        self._release_timer = threading.Timer(delay, self._release_held)
+        self._release_timer.daemon = True
+        self._release_timer.start()
 
     def _go_on_all(self, servers: list[WarmServer]) -> None:
         for warm in servers:
