@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import lifecycle
-from backend.launchers.environment import allowed_environment
+from backend.launchers.environment import allowed_environment, thread_defaults
 from lifecycle.messages import SERVER_FILE, TOKEN_ENV, ServerInfo
 from storage.tree import read_regular
 
@@ -40,8 +40,10 @@ def server_environment(token: str, environ: Mapping[str, str] | None = None,
                        extra: Iterable[str] = ()) -> dict[str, str]:
     """What a simulation server's environment is: the allowed names of ``environ``
     (default: the backend's; see :mod:`backend.launchers.environment`) and ``extra``,
-    the control token, and the code on ``PYTHONPATH``."""
+    one thread per thread pool unless they set a count, the control token, and the code
+    on ``PYTHONPATH``."""
     env = allowed_environment(os.environ if environ is None else environ, extra)
+    env.update(thread_defaults(env))
     env[TOKEN_ENV] = token
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (_CODE_ROOT, env.get("PYTHONPATH", "")) if p)

@@ -3,7 +3,9 @@
 Not the backend's own: that holds its credentials (``AWS_SECRET_ACCESS_KEY``, an S3
 URL, ``SIMBACKEND_*`` settings), and a script could read and send them anywhere.
 Only the names below pass, plus those ``--script-env`` adds; the launcher then sets
-the control token, the run marker and ``PYTHONPATH``.
+the control token, the run marker and ``PYTHONPATH``, and one thread for the BLAS and
+OpenMP pools where the backend's environment sets no thread count
+(:func:`thread_defaults`).
 """
 from __future__ import annotations
 
@@ -30,3 +32,25 @@ def allowed_environment(environ: Mapping[str, str], extra: Iterable[str] = ()) -
     patterns = (*PASSED, *extra)
     return {name: value for name, value in environ.items()
             if any(fnmatchcase(name, pattern) for pattern in patterns)}
+
+
+#: One thread each for a script's OpenMP, OpenBLAS and MKL pools, unless the backend's
+#: environment sets a thread count of its own (any ``*_NUM_THREADS``).
+THREAD_DEFAULTS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                   "MKL_NUM_THREADS": "1"}
+
+
+def thread_defaults(env: Mapping[str, str]) -> dict[str, str]:
+    """The thread counts to add to a server's environment ``env``: none where it sets
+    any, else :data:`THREAD_DEFAULTS`.
+
+    The host lends a run the threads it declares (``resources.threads``, one unless
+    said; NEST sets its own from ``local_num_threads``, whatever ``OMP_NUM_THREADS``
+    says). A BLAS pool sized to the host's cores takes more, and NumPy's OpenBLAS
+    starts one thread per core at import, each spinning ~0.1 s: ~90 ms of CPU per
+    simulation server on two cores, at every warm-up and cold start, and a core's worth
+    more on every larger host.
+    """
+    if any(name.endswith("_NUM_THREADS") for name in env):
+        return {}
+    return dict(THREAD_DEFAULTS)

@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import psutil
 import pytest
 
+from backend.launchers.base import server_environment
 from backend.launchers.boundary import open_boundary
 from tests.support import Backend, alive, assert_health_fast, loop_experiment, wait_until
 
@@ -158,7 +159,39 @@ def test_a_script_sees_only_the_allowed_environment(make_backend: Callable[..., 
     assert "SIMSERVER_TOKEN" not in env            # the server took it out for itself
     assert env["LAB_SETTING"] == "on" and env["PATH"] == os.environ["PATH"]
     assert env["SIMBACKEND_RUN"].startswith(f"{sim_id}:")
+    if not any(name.endswith("_NUM_THREADS") for name in os.environ):
+        # The backend sets no thread count (nor does this test): one thread per pool.
+        assert {env.get(name) for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                           "MKL_NUM_THREADS")} == {"1"}
     backend.wait_uploaded(sim_id)  # wound up: its boundary is gone too
+
+
+def test_thread_pools_get_one_thread_unless_the_backend_sets_a_count() -> None:
+    base = {"PATH": "/usr/bin", "HOME": "/home/lab"}
+    env = server_environment("t", base)
+    assert (env["OMP_NUM_THREADS"], env["OPENBLAS_NUM_THREADS"], env["MKL_NUM_THREADS"]) \
+        == ("1", "1", "1")
+    # Any count of the operator's is theirs: none of the others is set beside it (an
+    # OPENBLAS_NUM_THREADS=1 would win over their OMP_NUM_THREADS in OpenBLAS).
+    env = server_environment("t", {**base, "OMP_NUM_THREADS": "4"})
+    assert env["OMP_NUM_THREADS"] == "4"
+    assert "OPENBLAS_NUM_THREADS" not in env and "MKL_NUM_THREADS" not in env
+    env = server_environment("t", {**base, "LAB_NUM_THREADS": "2"}, extra=("LAB_*",))
+    assert env["LAB_NUM_THREADS"] == "2" and "OMP_NUM_THREADS" not in env
+    # A count that does not pass to the script does not count.
+    env = server_environment("t", {**base, "LAB_NUM_THREADS": "2"})
+    assert env["OPENBLAS_NUM_THREADS"] == "1"
+
+
+def test_a_script_keeps_the_thread_count_the_backend_sets(
+        make_backend: Callable[..., Backend]) -> None:
+    backend = make_backend(env={"OPENBLAS_NUM_THREADS": "2"}).start()
+    backend.upload("env", loop_experiment(script=ENVIRONMENT))
+    sim_id = backend.create("env", state="started")["id"]
+    assert backend.wait_state(sim_id, "completed")["error"] is None
+    env = backend.get(f"/v1/simulations/{sim_id}/results/env.json").json()
+    assert env["OPENBLAS_NUM_THREADS"] == "2" and "OMP_NUM_THREADS" not in env
+    backend.wait_uploaded(sim_id)
 
 
 def test_an_unknown_run_boundary_or_a_negative_cap_is_refused(tmp_path: Path) -> None:
