@@ -185,6 +185,9 @@ class SimulationSupervisor:
             self.link.converge(self.lifecycle.state)
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("kind") == "moving":  # its first step since a start or resume
+            self.rt.events.status_now(self)
+            return
         if event.get("state") is None:
             return
         state = SimState(event["state"])

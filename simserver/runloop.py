@@ -35,7 +35,10 @@ class RunLoop:
     def __init__(self, kernel: Kernel, *, sim_timeout: float | None = None,
                  real_timeout: float | None = None, real_time_factor: float | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 live: LiveStatusWriter | None = None) -> None:
+                 live: LiveStatusWriter | None = None,
+                 moving: Callable[[], None] | None = None) -> None:
+        """``moving``: called (on the script's thread) after the first step of each start
+        and resume, so that whoever follows the run learns at once that it moves."""
         self.kernel = kernel
         self.sim_timeout = sim_timeout
         self._max_steps = math.inf if sim_timeout is None else \
@@ -53,6 +56,8 @@ class RunLoop:
         self._running = RunningTime(clock)
         self._pace_origin = (0.0, 0.0)
         self._chunk = 1              # steps of the next chunk (see _advance)
+        self._moving = moving
+        self._announce = False       # the next step is the first since a release
         #: Set while a control request is in flight: steps go one at a time meanwhile.
         #: Its threads need the GIL at every socket call, and NEST holds it through each
         #: ``Run``: a chunk at every wait made a pause take 25 ms instead of 8 (p50).
@@ -71,6 +76,7 @@ class RunLoop:
         with self._cond:
             now = self._running.run()
             self._held = False
+            self._announce = True
             self._pace_origin = (now, self.kernel.time)
             self._publish_running()
             self._cond.notify_all()
@@ -146,6 +152,10 @@ class RunLoop:
                     n -= 1
                 if live is not None:
                     live.stepped(kernel.steps)
+                if self._announce:
+                    self._announce = False
+                    if self._moving is not None:
+                        self._moving()
             finally:
                 self._stepping = False
                 if self._held:

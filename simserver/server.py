@@ -106,9 +106,7 @@ class SimulationServer:
         if self.nest_session is not None:
             _drive_session(self.nest_session, state)
         if self.loop is not None:
-            if state == SimState.STARTED:
-                self.loop.release()
-            elif state == SimState.PAUSED:
+            if state == SimState.PAUSED:
                 self.loop.hold()
             elif state == SimState.STOPPED:
                 self.loop.request_stop()
@@ -120,6 +118,8 @@ class SimulationServer:
             self.live.update(state=state)
         logger.info("state: %s (%s)", state.value, trigger)
         self.events.append("state", state=state.value, trigger=trigger, error=self.error)
+        if self.loop is not None and state == SimState.STARTED:
+            self.loop.release()  # after the event: its first step's event comes after it
         if not self._status_deferred:
             self.write_status()
 
@@ -276,7 +276,7 @@ class SimulationServer:
                             real_time_factor=optional_positive(self.experiment,
                                                                "real_time_factor",
                                                                "real_time_factor"),
-                            live=self.live)
+                            live=self.live, moving=self._moving)
         self.attend(0)
         if self.live is not None:
             self.live.update(ready=True)  # its state follows from state_changed
@@ -285,6 +285,11 @@ class SimulationServer:
         self.main_script = main_script
         self._fire_initialize()
         return code
+
+    def _moving(self) -> None:
+        """The first step since a start or resume is done: an event, so that the backend
+        can tell the run's followers at once (its status ticks come every second)."""
+        self.events.append("moving", sim_time=self.kernel.time, steps=self.kernel.steps)
 
     def _fire_initialize(self) -> None:
         with self.lifecycle.lock:  # a stop may arrive meanwhile

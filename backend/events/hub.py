@@ -236,5 +236,18 @@ class EventHub:
         else:
             sups = [sup for sup in map(self._find, ids) if sup is not None]
         for sup in sups:
-            if sup.link.alive and sup.ready.is_set():
-                self.publish(Event("status", sup.sim_id, sup.status(), record=sup.snapshot))
+            self._publish_status(sup)
+
+    def status_now(self, sup: SimulationSupervisor) -> None:
+        """A status event of ``sup`` now, between the ticks, if anyone follows its status:
+        its first step since a start or resume, which a follower would otherwise learn
+        of up to ``status_interval`` later."""
+        with self._lock:
+            followed = any(s.status for s in self._all) or \
+                any(s.status for s in self._by_sim.get(sup.sim_id, ()))
+        if followed:
+            self._publish_status(sup)
+
+    def _publish_status(self, sup: SimulationSupervisor) -> None:
+        if sup.link.alive and sup.ready.is_set():
+            self.publish(Event("status", sup.sim_id, sup.status(), record=sup.snapshot))

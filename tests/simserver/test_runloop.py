@@ -275,6 +275,19 @@ def test_paused_time_does_not_count_towards_real_time() -> None:
     assert engine.count == 1
 
 
+def test_the_first_step_of_each_start_and_resume_is_announced_once() -> None:
+    announced: list[int] = []
+    loop, engine = make_loop(moving=lambda: announced.append(engine.count))
+    loop.release()
+    loop.run_loop(50)        # in chunks: announced after the first, not after the others
+    loop.run_loop(3)
+    assert announced == [1] and engine.count == 53
+    loop.hold()
+    loop.release()           # a resume
+    loop.run_loop(2)
+    assert announced == [1, 54]
+
+
 # -- pacing ---------------------------------------------------------------------
 
 def test_real_time_factor_paces_the_loop() -> None:

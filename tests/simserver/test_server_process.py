@@ -232,15 +232,19 @@ def test_events_are_numbered_and_resume_after_a_sequence_number(server: SimServe
     with ThreadPoolExecutor(1) as pool:
         waiting = pool.submit(lambda: server.get("/events?after=1&wait=10").json()["events"])
         server.command("start")
-        assert [(e["seq"], e["state"], e["trigger"]) for e in waiting.result(10)] == [
+        assert [(e["seq"], e["state"], e["trigger"]) for e in waiting.result(10)[:1]] == [
             (2, "started", "start")]
+    # The first step since the start is told once, then nothing until the next change.
+    moving = server.get("/events?after=2&wait=10").json()["events"]
+    assert [(e["seq"], e["kind"]) for e in moving] == [(3, "moving")]
+    assert moving[0]["sim_time"] > 0 and moving[0]["steps"] >= 1
 
     started = time.monotonic()
-    assert server.get("/events?after=2&wait=0.3").json()["events"] == []
+    assert server.get("/events?after=3&wait=0.3").json()["events"] == []
     assert time.monotonic() - started >= 0.25          # it did wait for news
     server.command("pause")
-    assert [e["seq"] for e in server.get("/events?after=0").json()["events"]] == [1, 2, 3]
-    assert [e["state"] for e in server.get("/events?after=2").json()["events"]] == ["paused"]
+    assert [e["seq"] for e in server.get("/events?after=0").json()["events"]] == [1, 2, 3, 4]
+    assert [e["state"] for e in server.get("/events?after=3").json()["events"]] == ["paused"]
 
 
 @pytest.mark.parametrize("body, status", [({"command": "explode"}, 400), ({}, 400),
