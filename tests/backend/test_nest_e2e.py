@@ -122,6 +122,9 @@ def test_paused_and_resumed_equals_uninterrupted(backend: Backend, tmp_path: Pat
         at = backend.frozen_sim_time(paused)
         assert 0 < at < 1500.0, "the run should be paused mid-way"
         backend.set_state(paused, "started")
+        # Resumed before the next pause: else that pause's wait could see this one's
+        # "paused" while the resume is still on its way (the answer does not wait for it).
+        backend.wait_server_state(paused, "started")
     straight = backend.create("brunel", params=params, timeout=timeout, state="started")["id"]
     for sim_id in (paused, straight):
         record = backend.wait_state(sim_id, "completed", "failed", timeout=RUN_SECONDS)
