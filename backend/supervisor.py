@@ -168,9 +168,21 @@ class SimulationSupervisor:
             self.link.escalate_after(0.0)
 
     def listening(self, info: ServerInfo) -> None:
-        self.link.connect(info, lambda event: self.commands.post(self._on_event, event))
+        self.link.connect(info, self._deliver)
         if self.stop_requested.is_set():
             self.commands.post(self.link.stop)
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        """A server event, on the thread that follows them: its first step since a start
+        or resume goes to the run's followers from here (a status read never holds up
+        the mailbox's commands), the rest through the mailbox."""
+        if event.get("kind") != "moving":
+            self.commands.post(self._on_event, event)
+            return
+        try:
+            self.rt.events.status_now(self)
+        except Exception:  # the thread must go on relaying the server's events
+            logger.exception("sim %s: telling its first step failed", self.sim_id)
 
     def launch_ended(self) -> None:
         self._launching = False
@@ -185,9 +197,6 @@ class SimulationSupervisor:
             self.link.converge(self.lifecycle.state)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("kind") == "moving":  # its first step since a start or resume
-            self.rt.events.status_now(self)
-            return
         if event.get("state") is None:
             return
         state = SimState(event["state"])
