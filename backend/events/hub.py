@@ -249,5 +249,13 @@ class EventHub:
             self._publish_status(sup)
 
     def _publish_status(self, sup: SimulationSupervisor) -> None:
-        if sup.link.alive and sup.ready.is_set():
-            self.publish(Event("status", sup.sim_id, sup.status(), record=sup.snapshot))
+        event = status_event(sup)
+        if event is not None:
+            self.publish(event)
+
+
+def status_event(sup: SimulationSupervisor) -> Event | None:
+    """A status event of ``sup``'s run while its server lives and has built its kernel."""
+    if sup.link.alive and sup.ready.is_set():
+        return Event("status", sup.sim_id, sup.status(), record=sup.snapshot)
+    return None

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from backend.events.cursor import Cursor
-from backend.events.hub import Event, EventHub, Subscription, end_data
+from backend.events.hub import Event, EventHub, Subscription, end_data, status_event
 from backend.events.logs import chunks, read_from
 from backend.exceptions import BackendError
 from lifecycle import SimState
@@ -177,7 +177,16 @@ class SimulationStream(_Stream):
             return True
         if self.logs:
             yield from self._catch_up(final=False)
+        if self.status:
+            yield from self._status_now()
         return False
+
+    def _status_now(self) -> Iterator[bytes]:
+        """Where a live run is, once the replay is done: a follower that came after its
+        first step need not wait for the next tick."""
+        event = status_event(self.manager.get(self.sim_id))
+        if event is not None:
+            yield sse(event.type, event.payload)
 
     def told_all(self) -> bool:
         """Whether the client has had everything this stream would ever send: its run is

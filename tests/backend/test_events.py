@@ -136,6 +136,15 @@ def test_a_follower_learns_of_the_first_step_of_a_start_and_a_resume_at_once(
     resumed = read_until(events, lambda e: e["event"] == "status")[-1]["data"]
     response.close()
     assert resumed["steps"] == held + 1, (held, resumed)
+    # A follower that comes later gets where the run is once its replay is done, not
+    # at the next tick (which is tens of seconds away).
+    opened = time.monotonic()
+    later = stream(backend, f"/v1/simulations/{sim_id}/events", logs="false")
+    seen = read_until(sse(later), lambda e: e["event"] == "status")
+    later.close()
+    assert time.monotonic() - opened < 20
+    assert [e["data"]["state"] for e in seen if e["event"] == "state"][-1] == "started"
+    assert seen[-1]["data"]["steps"] > held, seen[-1]
 
 
 def test_resume_by_last_event_id_after_the_upload_gives_every_event_once(
