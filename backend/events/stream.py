@@ -293,6 +293,13 @@ class AllStream(_Stream):
         return str(self.after)
 
     def _replay(self) -> Iterator[bytes]:
+        yield from self._saved()
+        if self.status:
+            yield from self._statuses_now()
+        return False
+
+    def _saved(self) -> Iterator[bytes]:
+        """The saved events after the position the client may see, in order."""
         while True:
             page = self.registry.events(self.after, None, _PAGE)
             for stored in page:
@@ -301,13 +308,22 @@ class AllStream(_Stream):
                     yield sse(stored.type, event.payload, str(stored.id))
                 self.after = stored.id
             if len(page) < _PAGE:
-                return False
+                return
+
+    def _statuses_now(self) -> Iterator[bytes]:
+        """Where each live run the client may see is, once the replay is done (as a
+        stream of one run opens): a dashboard that opens its stream while runs go on
+        need not wait for the next tick to show them."""
+        for sup in self.manager.running():
+            event = status_event(sup)
+            if event is not None and self._may_see(event):
+                yield sse(event.type, event.payload)
 
     def _live(self, event: Event) -> Iterator[bytes]:
         if event.id is not None and event.id > self.after + 1:
             # Simulations publish on threads of their own: an event numbered before this
             # one may not have been published yet. The registry has it: send it first.
-            yield from self._replay()
+            yield from self._saved()
         if event.id is not None and event.id <= self.after:
             return False
         if self._may_see(event):

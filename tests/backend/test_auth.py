@@ -311,6 +311,38 @@ def test_all_events_show_only_what_the_caller_may_see(world: World) -> None:
     assert {owners.get(e["data"]["sim_id"]) for e in seen} == {"alice"}
 
 
+def test_the_statuses_a_stream_of_all_events_opens_with_are_the_callers_runs(
+        world: World) -> None:
+    alice = world.backend.as_token(world.tokens["scientist"])
+    runs = {}
+    for who, session in (("bob", world.as_bob), ("alice", alice)):  # bob's first
+        answer = world.http("POST", "/v1/simulations", session,
+                            json={"experiment": "bobs", "state": "started"})
+        assert answer.status_code == 201, answer.text
+        runs[who] = answer.json()["id"]
+    try:
+        for sim_id in runs.values():
+            wait_until(lambda sim_id=sim_id: world.backend.status(sim_id)["sim_time"] > 0, 60,
+                       "the run to move")
+        after = world.backend.get("/v1/simulations?limit=1").json()["last_event_id"]
+        # Nothing after the cursor to replay: what comes first is where the live runs are.
+        for session, expected in ((alice, [runs["alice"]]),
+                                  (world.backend.as_token(world.tokens["admin"]),
+                                   [runs["bob"], runs["alice"]])):
+            stream = world.http("GET", f"/v1/events?last_event_id={after}", session,
+                                stream=True)
+            seen = read_until(sse(stream), lambda e: e["event"] == "status"
+                              and e["data"]["sim_id"] == runs["alice"])
+            stream.close()
+            told = [e["data"]["sim_id"] for e in seen if e["event"] == "status"]
+            assert [s for s in told if s in runs.values()] == expected, told
+    finally:
+        for sim_id in runs.values():
+            world.backend.put(f"/v1/simulations/{sim_id}/state", json={"state": "stopped"})
+        for sim_id in runs.values():
+            world.backend.wait_state(sim_id, "stopped")
+
+
 # -- keys ------------------------------------------------------------------------------------
 
 def test_the_admin_key_file_is_private_and_never_logged(world: World) -> None:

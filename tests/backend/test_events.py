@@ -148,6 +148,14 @@ def test_a_follower_learns_of_the_first_step_of_a_start_and_a_resume_at_once(
     assert time.monotonic() - opened < 20
     assert [e["data"]["state"] for e in seen if e["event"] == "state"][-1] == "started"
     assert seen[-1]["data"]["steps"] > held, seen[-1]
+    # So does a follower of every run (a dashboard's list), after its own replay.
+    opened = time.monotonic()
+    everyone = stream(backend, "/v1/events")
+    seen = read_until(sse(everyone), lambda e: e["event"] == "status")
+    everyone.close()
+    assert time.monotonic() - opened < 20
+    assert seen[-1]["data"]["sim_id"] == sim_id and seen[-1]["data"]["steps"] > held
+    assert "id" not in seen[-1]  # not numbered: it is no saved event
 
 
 def test_resume_by_last_event_id_after_the_upload_gives_every_event_once(
