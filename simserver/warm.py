@@ -10,13 +10,17 @@ logs as stdout and stderr, working directory, environment) and runs it exactly a
 ``python -m simserver --run-dir`` would, then exits. There is no way back to waiting:
 a process serves at most one run, so no kernel state or user code outlives it. End of
 file with nothing read means the backend closed the pool or died: the process leaves.
+One the pool holds stopped while a run starts cannot read that end of file: until it is
+handed a run, the kernel kills it when the backend dies (:func:`die_with_parent`).
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -240,11 +244,34 @@ def may_raise_priority() -> bool:
     return bool(worked)
 
 
+#: ``prctl`` option: the signal this process gets when its parent thread exits.
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int) -> bool:
+    """Have the kernel send ``sig`` to this process when the thread that started it
+    exits (Linux's parent-death signal; 0: no more); whether it could. A stopped process
+    gets a SIGKILL all the same, which is what the pool needs: it holds warm-ups stopped
+    while runs start, and a backend killed meanwhile would leave them stopped. The
+    pool's filling thread starts them and lives as long as the backend; a run's server
+    clears it, as it outlives its backend to be adopted. Not inherited by children."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def wait_for_run(kind: str) -> int:
     """Warm up, wait for the run, run it; the exit code. The pool sets the warm-up's CPU
     priority from outside (``backend.launchers.pool``): the backend's while the host has
     no run of its own, a warm-up's (:func:`idle_priority`) from the moment one starts,
     and the backend's again when it hands this server a run."""
+    # Before the warm-up, which the pool may hold: if the backend died before this, the
+    # pipe's end of file tells it (nobody is left to stop it).
+    die_with_parent(signal.SIGKILL)
     skipped = warm_up(kind, readable)
     if skipped:
         print(f"simserver: its channel was written to while it warmed up (a run, or the "
@@ -258,6 +285,7 @@ def wait_for_run(kind: str) -> int:
         return 2
     if handoff is None:
         return 0
+    die_with_parent(0)  # a run's server outlives its backend, to be adopted
     take_over(handoff)
     from simserver.server import main
 

@@ -36,8 +36,10 @@ backend could not raise it back (no CAP_SYS_NICE or RLIMIT_NICE), nothing is low
 The warm-ups still going on when a run starts are also held (stopped) until the launches
 under way have ended (:meth:`WarmPool.launched`), for at most :data:`WARM_HOLD_MAX` s.
 
-An idle server exits by itself when its backend dies (end of file on its stdin); a
-starting backend kills any it finds still waiting (:func:`sweep_waiting`, pool or not).
+An idle server exits by itself when its backend dies (end of file on its stdin), or is
+killed by the kernel if it is held then (:func:`simserver.warm.die_with_parent`: the
+thread that starts them, ``pool-fill``, lives as long as the pool); a starting backend
+kills any it finds still waiting (:func:`sweep_waiting`, pool or not).
 Warm servers hold memory: the pool reserves :data:`WARM_MB` per server of its sizes
 from the host's capacity, and starts one only while the host has that much available
 and :data:`MIN_FREE_MB` more.
