@@ -34,13 +34,15 @@ def running_backend(*args: str) -> Iterator[Backend]:
             backend.cleanup()
 
 
-class FirstSteps:
+class RunEvents:
     """When each run of ``backend`` was first seen moving (a ``status`` event with
-    ``sim_time`` > 0), from its event stream of every simulation (``GET /v1/events``),
-    read on a thread of its own: a follower learns of a run's first step as soon as the
-    simulation server tells the backend, as a dashboard does. Polling ``/status`` every
-    millisecond instead took most of a core of a 2-core machine (the client and the
-    backend) from the run it watched: its first step came ~20 ms later.
+    ``sim_time`` > 0), and when its server reached each state (``server_state`` events),
+    from the backend's event stream of every simulation (``GET /v1/events``), read on a
+    thread of its own: a follower learns of a run's first step, or of a pause taking
+    effect, as soon as the simulation server tells the backend, as a dashboard does.
+    Polling ``/status`` every millisecond instead took most of a core of a 2-core
+    machine (the client and the backend) from the run it watched: its first step came
+    ~20 ms later.
 
     Open it before the runs it is to see start; close it (or use it as a context)."""
 
@@ -51,32 +53,52 @@ class FirstSteps:
         self._answer = self._http.get(backend.url + "/v1/events", stream=True,
                                       timeout=(5, 600))
         self._answer.raise_for_status()
-        self._seen: dict[str, float] = {}
+        self._moving: dict[str, float] = {}
+        self._states: dict[str, list[tuple[str, float]]] = {}
         self._cond = threading.Condition()
-        threading.Thread(target=self._read, name="first-steps", daemon=True).start()
+        threading.Thread(target=self._read, name="run-events", daemon=True).start()
 
     def _read(self) -> None:
         try:
             for event in parse(self._answer):
-                if event.type == "status" and (event.data.get("sim_time") or 0) > 0:
-                    with self._cond:
-                        self._seen.setdefault(str(event.sim_id), time.monotonic())
-                        self._cond.notify_all()
+                now, sim = time.monotonic(), str(event.sim_id)
+                with self._cond:
+                    if event.type == "status" and (event.data.get("sim_time") or 0) > 0:
+                        self._moving.setdefault(sim, now)
+                    elif event.type == "server_state":
+                        self._states.setdefault(sim, []).append((event.data["state"], now))
+                    else:
+                        continue
+                    self._cond.notify_all()
         except (requests.RequestException, ValueError, AttributeError):
             pass  # closed (a closed answer may also fail inside urllib3)
 
-    def wait(self, sim_id: str, timeout: float) -> float:
+    def first_step(self, sim_id: str, timeout: float) -> float:
         """The monotonic time run ``sim_id`` was first seen moving."""
         with self._cond:
-            if not self._cond.wait_for(lambda: sim_id in self._seen, timeout):
+            if not self._cond.wait_for(lambda: sim_id in self._moving, timeout):
                 raise TimeoutError(f"run {sim_id} was not seen moving in {timeout:g} s")
-            return self._seen[sim_id]
+            return self._moving[sim_id]
+
+    def server_state(self, sim_id: str, state: str, since: float,
+                     timeout: float = 30.0) -> float:
+        """The monotonic time the server of ``sim_id`` was first told to be in ``state``
+        at or after ``since``."""
+        def found() -> float | None:
+            return next((at for s, at in self._states.get(sim_id, ())
+                         if s == state and at >= since), None)
+
+        with self._cond:
+            if not self._cond.wait_for(lambda: found() is not None, timeout):
+                raise TimeoutError(f"the server of {sim_id} was not told {state} in "
+                                   f"{timeout:g} s")
+            return found()
 
     def close(self) -> None:
         self._answer.close()
         self._http.close()
 
-    def __enter__(self) -> FirstSteps:
+    def __enter__(self) -> RunEvents:
         return self
 
     def __exit__(self, *exc: object) -> None:

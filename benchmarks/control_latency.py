@@ -5,6 +5,9 @@
 Pause: PUT paused -> the simulation server reports paused (run_loop blocked).
 Stop: PUT stopped -> the server acknowledged (stopped) and -> its process exited.
 Start: POST {"state": "started"} -> the first kernel step (sim_time > 0).
+
+The server's states and first steps are seen on the backend's event stream, as a client
+follows them (``RunEvents``); the process's exit is polled from the record.
 """
 from __future__ import annotations
 
@@ -12,46 +15,42 @@ import argparse
 import time
 from typing import Any
 
-from benchmarks.common import Backend, running_backend, summary, wait
+from benchmarks.common import Backend, RunEvents, running_backend, summary, wait
 from tests.support import loop_experiment
 
 
-def pause_resume(backend: Backend, experiment: str, trials: int,
+def pause_resume(backend: Backend, seen: RunEvents, experiment: str, trials: int,
                  **fields: Any) -> dict[str, list[float]]:
     """Pause and resume one busy run ``trials`` times; seconds per phase.
 
     ``fields`` go into the POST (``params``, ``timeout``).
     """
     sim = backend.create(experiment, state="started", **fields)["id"]
-    wait(lambda sim=sim: backend.status(sim)["sim_time"] > 0, 120)
+    seen.first_step(sim, 120)
     found: dict[str, list[float]] = {"pause_put": [], "pause": [], "resume": []}
     for _ in range(trials):
         began = time.monotonic()
         backend.set_state(sim, "paused")
         found["pause_put"].append(time.monotonic() - began)
-        found["pause"].append(wait(lambda: backend.status(sim)["server_state"] == "paused")
-                              - began)
+        found["pause"].append(seen.server_state(sim, "paused", began) - began)
         began = time.monotonic()
         backend.set_state(sim, "started")
-        found["resume"].append(wait(lambda: backend.status(sim)["server_state"] == "started")
-                               - began)
+        found["resume"].append(seen.server_state(sim, "started", began) - began)
     backend.set_state(sim, "stopped")
     return found
 
 
-def stop_start(backend: Backend, experiment: str, trials: int,
+def stop_start(backend: Backend, seen: RunEvents, experiment: str, trials: int,
                **fields: Any) -> dict[str, list[float]]:
     """Start a fresh run and stop it once it advances, ``trials`` times."""
     found: dict[str, list[float]] = {"first_step": [], "stop_ack": [], "stop_exit": []}
     for _ in range(trials):
         began = time.monotonic()
         sim = backend.create(experiment, state="started", **fields)["id"]
-        found["first_step"].append(wait(lambda sim=sim: backend.status(sim)["sim_time"] > 0, 120)
-                                   - began)
+        found["first_step"].append(seen.first_step(sim, 120) - began)
         began = time.monotonic()
         backend.set_state(sim, "stopped")
-        found["stop_ack"].append(
-            wait(lambda sim=sim: backend.status(sim)["server_state"] == "stopped") - began)
+        found["stop_ack"].append(seen.server_state(sim, "stopped", began) - began)
         found["stop_exit"].append(
             wait(lambda sim=sim: backend.record(sim)["exit_code"] is not None) - began)
     return found
@@ -71,10 +70,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=50)
     args = parser.parse_args()
-    with running_backend() as backend:
+    with running_backend() as backend, RunEvents(backend) as seen:
         backend.upload("bench", loop_experiment(sim_time=1e12))
-        paused = pause_resume(backend, "bench", args.trials)   # unpaced: the worst case
-        stopped = stop_start(backend, "bench", args.trials)
+        paused = pause_resume(backend, seen, "bench", args.trials)  # unpaced: the worst case
+        stopped = stop_start(backend, seen, "bench", args.trials)
     print(f"control latency, {args.trials} trials each, 1 ms steps running flat out")
     report(paused, stopped)
 

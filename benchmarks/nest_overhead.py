@@ -25,7 +25,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from benchmarks.common import Backend, per_step, running_backend
+from benchmarks.common import Backend, RunEvents, per_step, running_backend
 from benchmarks.control_latency import pause_resume, report, stop_start
 from simserver.engines import load_module
 from simserver.kernel import build_kernel
@@ -186,10 +186,11 @@ def main() -> None:
     with running_backend() as backend:
         backend.upload("brunel", example_files("brunel"))
         runs = [backend_run(backend) for _ in range(args.runs)]
-        paused = pause_resume(backend, "brunel", args.trials, params=PARAMS,
-                              timeout={"sim_time": 1e12})
-        stopped = stop_start(backend, "brunel", args.trials, params=PARAMS,
-                             timeout={"sim_time": 1e12})
+        with RunEvents(backend) as seen:
+            paused = pause_resume(backend, seen, "brunel", args.trials, params=PARAMS,
+                                  timeout={"sim_time": 1e12})
+            stopped = stop_start(backend, seen, "brunel", args.trials, params=PARAMS,
+                                 timeout={"sim_time": 1e12})
 
     print(f"\n2. 1 s of biological time, median of {args.runs} runs")
     print(f"   in process: build {build_s * 1e3:7.1f} ms, nest.Simulate({SIM_TIME:g}) "

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from backend.launchers.boundary import Boundary, MarkerBoundary, open_boundary
-from benchmarks.common import running_backend, summary
+from benchmarks.common import RunEvents, running_backend, summary
 from benchmarks.control_latency import stop_start
 from tests.support import loop_experiment
 
@@ -40,9 +40,9 @@ def main() -> None:
         modes.insert(0, "cgroup")
     found = {}
     for mode in modes:
-        with running_backend("--run-boundary", mode) as backend:
+        with running_backend("--run-boundary", mode) as backend, RunEvents(backend) as seen:
             backend.upload("bench", loop_experiment(sim_time=1e12))
-            found[mode] = stop_start(backend, "bench", args.trials)
+            found[mode] = stop_start(backend, seen, "bench", args.trials)
     print(f"run boundary, {args.trials} trials each")
     for mode in modes:
         print(summary(f"{mode}: POST started -> first step", found[mode]["first_step"]))

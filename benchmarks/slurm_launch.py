@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import Backend, running_backend, summary, wait
+from benchmarks.common import Backend, RunEvents, running_backend, summary, wait
 from tests.slurm_cluster import start_cluster
 from tests.support import loop_experiment
 
@@ -28,12 +28,13 @@ def first_steps(backend: Backend, trials: int) -> list[float]:
     """Seconds from POST started to the first step, one run after another."""
     backend.upload("loop", loop_experiment(sim_time=1e9))
     found = []
-    for _ in range(trials):
-        began = time.monotonic()
-        sim = backend.create("loop", state="started")["id"]
-        found.append(wait(lambda sim=sim: backend.status(sim)["sim_time"] > 0, 120) - began)
-        backend.set_state(sim, "stopped")
-        wait(lambda sim=sim: backend.record(sim)["logs_uploaded"], 120)
+    with RunEvents(backend) as seen:  # as a client follows it, not polling
+        for _ in range(trials):
+            began = time.monotonic()
+            sim = backend.create("loop", state="started")["id"]
+            found.append(seen.first_step(sim, 120) - began)
+            backend.set_state(sim, "stopped")
+            wait(lambda sim=sim: backend.record(sim)["logs_uploaded"], 120)
     return found
 
 
