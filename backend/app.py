@@ -146,7 +146,8 @@ def _launcher(config: Config) -> Launcher:
     if not (config.pool_nest or config.pool_python):
         return local
     return WarmPool(local, config.runs_dir,
-                    {"nest": config.pool_nest, "python": config.pool_python})
+                    {"nest": config.pool_nest, "python": config.pool_python},
+                    forks=not config.no_pool_forks)
 
 
 def _storage_problem(storage: Storage) -> str | None:

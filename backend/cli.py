@@ -76,6 +76,8 @@ _HELP = {
                  "a nest engine (0: none)",
     "pool_python": "warm simulation servers kept ready for python-only experiments "
                    "(0: none)",
+    "no_pool_forks": "start each warm server on its own, not forked from a warm fork "
+                     "server of its kind",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
     "launcher": "where simulation servers run: local or slurm",
     "shared_dir": "folder of the run directories, shared with the compute nodes "

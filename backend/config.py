@@ -123,6 +123,9 @@ class Config:
     #: (0: none of that kind; see README "Warm start"). Local launcher only.
     pool_nest: int = 2
     pool_python: int = 2
+    #: Start every warm server of the pool on its own, not forked from a fork server of
+    #: its kind (see README "Warm start": a fork takes milliseconds, a warm-up ~1 s).
+    no_pool_forks: bool = False
     log_level: str = "INFO"
     #: Where simulation servers run: ``local`` (children of the backend) or ``slurm``
     #: (one batch job each; see README "Running on Slurm").

@@ -8,9 +8,10 @@ steps), through a backend with a warm pool (``--pool-nest 2``) and one without
 (``--pool-nest 0``: every server spawned cold, as before the pool), one at a time.
 
 1. ``POST {"state": "started"}`` -> first step (sim_time > 0), p50/p99, warm (each trial
-   waits for the pool to be full again) and cold, as a follower of the backend's event
-   stream learns of it (the server tells its first step; see ``RunEvents``). Target:
-   warm p99 <= 100 ms.
+   waits for the pool to be full again, and the last run wound up) and cold, as a
+   follower of the backend's event stream learns of it (the server tells its first
+   step; see ``RunEvents``). Target: warm p99 <= 100 ms. The warm pool has its fork
+   server, as by default: after the first runs, each is handed a forked server.
 2. 1 s of biological time end to end, median of ``--runs``: ``POST ?wait`` -> answered
    ``completed`` and -> spikes in hand (``results/spikes.npz`` fetched and loaded), warm
    and cold (read as the project's client downloads: 64 KiB at a time);
@@ -22,9 +23,11 @@ steps), through a backend with a warm pool (``--pool-nest 2``) and one without
    ``Run(1)`` in this process: NEST's own cost of 1 ms steps, which a script calling
    ``run_loop(1)`` pays (the example calls ``run_loop(100)``, which NEST runs in chunks
    of ~5 ms: see ``RunLoop._advance``).
-3. ``--batch`` runs of 100 ms one after the other (each POSTed once the last one is
-   completed): runs per second warm and cold, and how many were handed a warm server;
-   ``--batch-rounds`` batches of each, on two backends side by side, turn about.
+3. ``--batch`` runs of 100 ms one after the other (each ``POST ?wait``, once the last
+   one answered completed): runs per second with the pool and its fork server, with the
+   pool and no fork server (each server warmed up on its own), and cold, and how many
+   were handed a warm server; ``--batch-rounds`` batches of each, on three backends side
+   by side, turn about.
 4. The first run after a backend starts: a fresh backend per trial, ``POST``ed as soon
    as the experiment is uploaded, with the pool (its servers still warming up: the run
    is handed one) and without, ``--boots`` each, turn about. Target: with <= without
@@ -66,6 +69,8 @@ from tests.support import example_files
 #: "cold start must not get slower than today" compares with (``--baseline``).
 BEFORE_POOL = "b215a97"
 WARM = ("--pool-nest", "2", "--pool-python", "0")
+#: The pool with no fork server: each warm server warmed up on its own.
+WARMED = (*WARM, "--no-pool-forks")
 COLD = ("--pool-nest", "0", "--pool-python", "0")
 #: NEST Server's side of part 2: the same network, reset, built, simulated, fetched.
 _NEST_SERVER_RUN = """
@@ -99,7 +104,10 @@ def first_step(backend: Backend, full: bool = True, seen: RunEvents | None = Non
     else:
         found = wait(lambda: backend.status(sim)["sim_time"] > 0, 120) - began
     backend.set_state(sim, "stopped")
-    wait(lambda: backend.record(sim)["exit_code"] is not None, 60)
+    # Wound up (its logs uploaded, the raster drawn) before the next: each start is timed
+    # on a quiet host, not beside the last run's wind-down, which a pool refilled by a
+    # fork (in milliseconds, not a ~1 s warm-up) no longer waits out.
+    wait(lambda: backend.record(sim)["logs_uploaded"], 60)
     return found
 
 
@@ -199,6 +207,11 @@ def nest_server_runs(runs: int) -> float:
     return statistics.median(times[1:])
 
 
+def forking(backend: Backend) -> bool:
+    nest = backend.get("/").json().get("pool", {}).get("nest")
+    return bool(nest and nest.get("forking"))
+
+
 def batch(backend: Backend, count: int) -> tuple[float, int]:
     """Seconds for ``count`` 100 ms runs one after the other; how many were handed."""
     wait(lambda: pool_full(backend), 60)
@@ -217,17 +230,21 @@ def batch(backend: Backend, count: int) -> tuple[float, int]:
 
 
 def batches(count: int, rounds: int) -> dict[str, list[tuple[float, int]]]:
-    """:func:`batch` on a warm and a cold backend side by side, turn about (warm first
-    in even rounds, cold first in odd ones): the host's pace moves from minute to
-    minute, and one batch of each, one after the other, measured that as much as the
-    pool."""
-    found: dict[str, list[tuple[float, int]]] = {"warm": [], "cold": []}
-    with running_backend(*WARM) as warm, running_backend(*COLD) as cold:
-        backends = {"warm": warm, "cold": cold}
+    """:func:`batch` on three backends side by side, turn about (a round's order turns
+    by one each round): the pool with its fork server (``forked``), the pool with every
+    server warmed up on its own (``warmed``), and no pool (``cold``). The host's pace
+    moves from minute to minute, and one batch of each, one after the other, measured
+    that as much as the pool."""
+    found: dict[str, list[tuple[float, int]]] = {"forked": [], "warmed": [], "cold": []}
+    with running_backend(*WARM) as forked, running_backend(*WARMED) as warmed, \
+            running_backend(*COLD) as cold:
+        backends = {"forked": forked, "warmed": warmed, "cold": cold}
         for backend in backends.values():
             backend.upload("brunel", example_files("brunel"))
+        wait(lambda: forking(forked), 120)
+        names = list(backends)
         for turn in range(rounds):
-            for name in (("warm", "cold") if turn % 2 == 0 else ("cold", "warm")):
+            for name in names[turn % 3:] + names[:turn % 3]:
                 found[name].append(batch(backends[name], count))
     return found
 
@@ -235,6 +252,9 @@ def batches(count: int, rounds: int) -> dict[str, list[tuple[float, int]]]:
 def measure(args: argparse.Namespace, pool: tuple[str, ...], nest: Any) -> dict[str, Any]:
     with running_backend(*pool) as backend:
         backend.upload("brunel", example_files("brunel"))
+        if "--pool-nest" in pool and pool[pool.index("--pool-nest") + 1] != "0" and \
+                "--no-pool-forks" not in pool:
+            wait(lambda: forking(backend), 120)  # its refills are forked
         return {"first": first_steps(backend, args.trials),
                 "e2e": end_to_end(backend, args.runs, nest)}
 
@@ -343,16 +363,17 @@ def report(warm: dict[str, Any], cold: dict[str, Any], nest_server: float,
 
 
 def report_batches(found: dict[str, list[tuple[float, int]]], count: int) -> None:
-    print(f"\n3. {count} runs of 100 ms back to back, {len(found['warm'])} batches each, "
+    print(f"\n3. {count} runs of 100 ms back to back, {len(found['cold'])} batches each, "
           "turn about")
     for name, each in found.items():
         took = statistics.median(t for t, _ in each)
         print(f"   {name}: {took:6.2f} s, {count / took:5.2f} runs/s (median; each: "
               + ", ".join(f"{t:.2f} s" for t, _ in each) + f"; {sum(h for _, h in each)} of "
               f"{count * len(each)} handed a warm server)")
-    pairs = [c / w for (w, _), (c, _) in zip(found["warm"], found["cold"], strict=True)]
-    print(f"   throughput warm / cold: {statistics.median(pairs):5.2f}x (median of the "
-          "rounds: " + ", ".join(f"{r:.2f}x" for r in pairs) + ")")
+    for name in ("forked", "warmed"):
+        pairs = [c / w for (w, _), (c, _) in zip(found[name], found["cold"], strict=True)]
+        print(f"   throughput {name} / cold: {statistics.median(pairs):5.2f}x (median of the "
+              "rounds: " + ", ".join(f"{r:.2f}x" for r in pairs) + ")")
 
 
 def main() -> None:
@@ -363,7 +384,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--batch-rounds", type=int, default=2,
-                        help="batches of each, warm and cold turn about (default 2)")
+                        help="batches of each, forked, warmed and cold turn about "
+                             "(default 2)")
     parser.add_argument("--boots", type=int, default=5)
     parser.add_argument("--baseline", metavar="REV",
                         help=f"also compare cold starts with commit REV, e.g. {BEFORE_POOL}, "

@@ -20,11 +20,18 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                         help="start warm and wait for a run on stdin (the backend's pool)")
     parser.add_argument("--pool", default="",
                         help="the pool a warm server belongs to (to find it by)")
+    parser.add_argument("--forks", action="store_true",
+                        help="with --warm: be the pool's fork server of warm servers, on "
+                             "the Unix socket that is stdin (simserver.forks)")
     return parser.parse_args(argv)
 
 
 def run(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
+    if args.warm and args.forks:
+        from simserver.forks import serve_forks
+
+        return serve_forks(args.warm)
     if args.warm:
         from simserver.warm import wait_for_run
 

@@ -277,6 +277,12 @@ def wait_for_run(kind: str) -> int:
         print(f"simserver: its channel was written to while it warmed up (a run, or the "
               f"pool's end); skipped {', '.join(skipped)}", file=sys.stderr, flush=True)
     put_warm_up_out_of_collections(collect=not readable())
+    return serve_one_run()
+
+
+def serve_one_run() -> int:
+    """The rest of a warm server's life, warm: say so, wait for the run, run it; the exit
+    code (also of a server a fork server forked: :mod:`simserver.forks`)."""
     os.write(1, WARM_READY)
     try:
         handoff = read_handoff()

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import psutil
 
@@ -30,6 +30,9 @@ from backend.launchers.boundary import RUN_ENV, Boundary, MarkerBoundary, join_a
 from lifecycle.messages import (
     EXPERIMENT_DIR, LOGS_DIR, SERVER_FILE, STDERR_LOG, STDOUT_LOG, ServerInfo,
 )
+
+if TYPE_CHECKING:
+    from backend.launchers.forks import ForkedProcess
 
 logger = logging.getLogger(__name__)
 # How long a SIGKILLed process tree gets to disappear before we stop waiting.
@@ -120,8 +123,9 @@ class LocalServer(ServerHandle):
     One reaper thread waits for it and reports its :class:`Exit`.
     """
 
-    def __init__(self, sim_id: str, ps: psutil.Process, popen: subprocess.Popen | None,
-                 on_exit: ExitCallback, boundary: Boundary) -> None:
+    def __init__(self, sim_id: str, ps: psutil.Process,
+                 popen: subprocess.Popen | ForkedProcess | None, on_exit: ExitCallback,
+                 boundary: Boundary) -> None:
         super().__init__(sim_id, on_exit)
         self.pid = ps.pid
         self.ps = ps
@@ -135,8 +139,8 @@ class LocalServer(ServerHandle):
 
     def _reap(self) -> None:
         if self.popen is not None:
-            code = self.popen.wait()
-            exit = Exit(code, None) if code >= 0 else Exit(None, -code)
+            code = self.popen.wait()  # None: a forked server whose fork server died first
+            exit = Exit(code, None) if code is None or code >= 0 else Exit(None, -code)
         else:
             try:
                 code = self.ps.wait()

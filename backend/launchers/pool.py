@@ -25,6 +25,13 @@ while a run handed in the last :data:`REFILL_MAX_WAIT` seconds still runs, so th
 warm-up of the next server does not take the CPU (and the memory bandwidth: on a small
 host both cores share it) from the runs just handed; an empty kind is refilled at once.
 
+With ``forks``, once a kind's pool is full the pool starts its fork server
+(:mod:`simserver.forks`, the pool's end in :mod:`backend.launchers.forks`), which warms
+up once; while it is warm, refills are forked from it (~0.1 s of CPU, not ~1 s), and
+wait only :data:`REFILL_DELAY`. A fork server that dies is started again after a delay
+growing with each death in a row; one that cannot fork (threads) is not, and the kind's
+servers are then each warmed on its own.
+
 A warm-up runs at the backend's CPU priority while the host has no run of this backend
 (none live, none starting): a backend that just started gets its servers warm as fast
 as it can, and the first run it is asked for is handed one further along. From the
@@ -49,7 +56,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -63,12 +72,14 @@ from backend.launchers.base import (
     ExitCallback, Launcher, LaunchSpec, ServerHandle, server_environment,
 )
 from backend.launchers.boundary import RUN_ENV, join_argv, runs_key, still_joining
+from backend.launchers.forks import FORK_WAIT, ForkServer
 from backend.launchers.local import LocalLauncher, LocalServer, ProcessOps
 from lifecycle.errors import InvalidExperiment
 from lifecycle.experiment import read_experiment
 from lifecycle.messages import (
     EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG, TOKEN_ENV, WARM_KINDS, WARM_READY, Handoff,
 )
+from simserver.forks import EXIT_THREADED
 from simserver.warm import give_priority, idle_priority, may_raise_priority
 
 logger = logging.getLogger(__name__)
@@ -140,6 +151,17 @@ class PoolOps(ProcessOps):
                                     stdout=subprocess.PIPE, stderr=err,
                                     start_new_session=True, close_fds=True)
 
+    def spawn_fork_server(self, argv: list[str], *, cwd: Path, env: dict[str, str],
+                          stderr: Path, join: Path | None,
+                          channel: socket.socket) -> subprocess.Popen:
+        """A fork server (:mod:`simserver.forks`), ``channel`` as its stdin."""
+        if join is not None:
+            argv = join_argv(join, argv)
+        with open(stderr, "ab") as err:
+            return subprocess.Popen(argv, cwd=cwd, env=env, stdin=channel.fileno(),
+                                    stdout=err, stderr=err, start_new_session=True,
+                                    close_fds=True)
+
     def hand(self, channel: BinaryIO, message: bytes) -> None:
         """Raises: OSError (BrokenPipeError): the process is gone."""
         try:
@@ -202,8 +224,11 @@ class WarmPool(Launcher):
     name = "local"
 
     def __init__(self, local: LocalLauncher, runs_dir: Path, sizes: dict[str, int],
-                 ops: PoolOps | None = None) -> None:
+                 ops: PoolOps | None = None, forks: bool = False) -> None:
         self.local = local
+        #: Whether warm servers are forked from a fork server of their kind once it is
+        #: warm (see simserver.forks), rather than each started and warmed on its own.
+        self.forks = forks
         self.ops = ops or PoolOps()
         self.runs_dir = runs_dir
         self.key = runs_key(runs_dir)
@@ -231,6 +256,12 @@ class WarmPool(Launcher):
         self._hold_until = 0.0
         self._release_timer: threading.Timer | None = None
         self._deaths = 0
+        #: The fork server of each kind (None: none yet, or it died), how many died in a
+        #: row, and no new one before when; kinds whose fork server cannot fork.
+        self._forkers: dict[str, ForkServer | None] = {kind: None for kind in WARM_KINDS}
+        self._forker_deaths = {kind: 0 for kind in WARM_KINDS}
+        self._forkers_quiet_until = {kind: 0.0 for kind in WARM_KINDS}
+        self._no_forks: set[str] = set()
         self._filler = threading.Thread(target=self._fill, name="pool-fill", daemon=True)
         self._filler.start()
 
@@ -341,10 +372,14 @@ class WarmPool(Launcher):
         with self._cond:
             return {kind: {"idle": sum(w.ready.is_set() for w in self._idle[kind]),
                            "starting": sum(not w.ready.is_set() for w in self._idle[kind]),
-                           "size": size} for kind, size in self.sizes.items()}
+                           "size": size, "forking": self._forker_ready(kind)}
+                    for kind, size in self.sizes.items()}
 
     def reserved_memory_mb(self) -> float:
-        return sum(WARM_MB[kind] * size for kind, size in self.sizes.items())
+        """What the idle servers hold, and a fork server per kind (reckoned whole: its
+        forks share its pages until they write to them)."""
+        return sum(WARM_MB[kind] * (size + (1 if self.forks and size else 0))
+                   for kind, size in self.sizes.items())
 
     def problem(self, runs_dir: Path) -> str | None:
         return self.local.problem(runs_dir)
@@ -355,17 +390,21 @@ class WarmPool(Launcher):
             self._closed = True
             idle = [w for kind in WARM_KINDS for w in self._idle[kind]]
             idle += self._reserved.values()
+            forkers = [f for f in self._forkers.values() if f is not None]
             self._idle = {kind: [] for kind in WARM_KINDS}
             self._reserved = {}
-            self._go_on_all(idle)  # a held server could not read its end of file
+            self._forkers = {kind: None for kind in WARM_KINDS}
+            self._go_on_all([*idle, *forkers])  # a held server could not read its end of file
             self._cond.notify_all()
+        for forker in forkers:
+            forker.close()
         for warm in idle:
             warm.handed = True  # not to be replaced
             try:
                 warm.popen.stdin.close()
             except OSError:
                 pass
-        for warm in idle:
+        for warm in [*idle, *forkers]:
             try:
                 warm.popen.wait(_CLOSE_WAIT)
             except subprocess.TimeoutExpired:
@@ -469,16 +508,20 @@ class WarmPool(Launcher):
 
     def _fill(self) -> None:
         while True:
-            kind = self._wait_for_gap()
-            if kind is None:
+            gap = self._wait_for_gap()
+            if gap is None:
                 return
+            kind, fork_server = gap
             if self.ops.available_mb() < WARM_MB[kind] + MIN_FREE_MB:
                 logger.warning("pool: too little memory for a warm %s server; "
                                "trying again in %g s", kind, RETRY_MAX)
                 self._pause(RETRY_MAX)
                 continue
+            if fork_server:
+                self._start_fork_server(kind)
+                continue
             try:
-                warm = self._start(kind)
+                warm = self._fork(kind) or self._start(kind)
             except OSError as exc:
                 logger.error("pool: a warm %s server could not be started: %s", kind, exc)
                 self._pause(RETRY_MAX)
@@ -492,9 +535,10 @@ class WarmPool(Launcher):
                 if self._busy():
                     self._lower(warm)
 
-    def _wait_for_gap(self) -> str | None:
-        """Block until a kind is short of warm servers and refilling may go on; None
-        once the pool is closed."""
+    def _wait_for_gap(self) -> tuple[str, bool] | None:
+        """Block until a kind is short of warm servers and refilling may go on, or,
+        with the pool full, a kind is to have a fork server started: ``(kind, whether a
+        fork server)``; None once the pool is closed."""
         with self._cond:
             while not self._closed:
                 wait = self._quiet_until - time.monotonic()
@@ -503,23 +547,43 @@ class WarmPool(Launcher):
                     continue
                 short = [k for k in WARM_KINDS if self._count(k) < self.sizes[k]]
                 if not short:
-                    self._cond.wait()
+                    kind, wait = self._fork_server_due()
+                    if kind is not None:
+                        return kind, True
+                    self._cond.wait(wait)
                     continue
                 kind = min(short, key=lambda k: self._count(k) / self.sizes[k])
-                settle = self._settling()
+                settle = self._settling(forked=self._forker_ready(kind))
                 if self._idle[kind] and settle > 0:
                     self._cond.wait(settle)
                     continue
-                return kind
+                return kind, False
             return None
 
-    def _settling(self) -> float:
+    def _fork_server_due(self) -> tuple[str | None, float | None]:
+        """A kind whose fork server is to be started now, or (None, seconds until one
+        may be: None for none) (under ``_cond``)."""
+        if not self.forks:
+            return None, None
+        now, soonest = time.monotonic(), None
+        for kind in WARM_KINDS:
+            if not self.sizes[kind] or kind in self._no_forks or \
+                    self._forkers[kind] is not None:
+                continue
+            wait = self._forkers_quiet_until[kind] - now
+            if wait <= 0:
+                return kind, None
+            soonest = wait if soonest is None else min(soonest, wait)
+        return None, soonest
+
+    def _settling(self, forked: bool = False) -> float:
         """Seconds before a refill may start while its kind has an idle server: until
         REFILL_DELAY after the last handoff, then (looked at again every _SETTLE_POLL)
-        while a run handed in the last REFILL_MAX_WAIT s still runs (under ``_cond``)."""
+        while a run handed in the last REFILL_MAX_WAIT s still runs, unless the refill
+        is ``forked`` (a fork costs the runs next to nothing) (under ``_cond``)."""
         now = time.monotonic()
         settle = self._handed_at + REFILL_DELAY - now
-        if settle > 0:
+        if settle > 0 or forked:
             return settle
         self._recent = [(at, popen) for at, popen in self._recent
                         if now < at + REFILL_MAX_WAIT and popen.poll() is None]
@@ -549,14 +613,15 @@ class WarmPool(Launcher):
         for the run is out of ``_idle`` already, and lowered or held no more)."""
         self._hold_until = time.monotonic() + WARM_HOLD_MAX
         for kind in WARM_KINDS:
-            for warm in self._idle[kind]:
+            for warm in [*self._idle[kind], *filter(None, [self._forkers[kind]])]:
                 self._lower(warm)
                 self._hold(warm)
 
-    def _waiting(self) -> list[WarmServer]:
-        """The servers the pool holds that no run has yet (under ``_cond``)."""
+    def _waiting(self) -> list[WarmServer | ForkServer]:
+        """The servers the pool holds that no run has yet, and the fork servers (under
+        ``_cond``)."""
         return [w for kind in WARM_KINDS for w in self._idle[kind]] + \
-            list(self._reserved.values())
+            list(self._reserved.values()) + [f for f in self._forkers.values() if f]
 
     def _hold(self, warm: WarmServer) -> None:
         """Stop a warm-up still going on while runs are being launched (set aside or
@@ -648,6 +713,112 @@ class WarmPool(Launcher):
                          daemon=True).start()
         return warm
 
+    # -- fork servers ------------------------------------------------------------------------
+
+    def _forker_ready(self, kind: str) -> bool:
+        forker = self._forkers[kind]
+        return forker is not None and forker.ready.is_set() and not forker.gone.is_set()
+
+    def _fork(self, kind: str) -> WarmServer | None:
+        """A warm server forked from the kind's fork server, ready; None if there is no
+        fork server ready, or it failed (the server is then started on its own)."""
+        with self._cond:
+            forker = self._forkers[kind] if self._forker_ready(kind) else None
+        if forker is None:
+            return None
+        try:
+            child = forker.fork()
+        except OSError as exc:
+            logger.warning("pool: the %s fork server (pid %d) could not fork: %s", kind,
+                           forker.pid, exc)
+            return None
+        warm = WarmServer(kind, child, time.monotonic)
+        warm.lowered = forker.lowered  # its priority is its fork server's
+        # Warm at once, once its pages are its own (see simserver.forks.own_memory).
+        said = child.stdout.readline() if select.select([child.stdout], [], [],
+                                                         FORK_WAIT)[0] else b""
+        if said != WARM_READY:
+            logger.warning("pool: a warm %s server forked (pid %d) did not get ready", kind,
+                           child.pid)
+            self.ops.signal_group(child.pid, signal.SIGKILL)
+            child.stdin.close()
+            child.stdout.close()
+            return None
+        warm.ready.set()
+        logger.info("forked: a warm %s server (pid %d)", kind, child.pid)
+        threading.Thread(target=self._watch, args=(warm,), name=f"warm-{child.pid}",
+                         daemon=True).start()
+        return warm
+
+    def _start_fork_server(self, kind: str) -> None:
+        env = server_environment("", extra=self.local.script_env)
+        env.pop(TOKEN_ENV)
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            popen = self.ops.spawn_fork_server(
+                [sys.executable, "-m", "simserver", "--warm", kind, "--pool", self.key,
+                 "--forks"],
+                cwd=self.runs_dir, env=env, stderr=self.runs_dir.parent / "pool.log",
+                join=self.local.boundary.waiting_room(), channel=theirs)
+        except OSError as exc:
+            ours.close()
+            logger.error("pool: the %s fork server could not be started: %s", kind, exc)
+            with self._cond:
+                self._forkers_quiet_until[kind] = time.monotonic() + RETRY_MAX
+            return
+        finally:
+            theirs.close()
+        forker = ForkServer(kind, popen, ours)
+        with self._cond:
+            if self._closed:
+                forker.close()
+                self.ops.signal_group(forker.pid, signal.SIGKILL)
+                return
+            self._forkers[kind] = forker
+            if self._busy():
+                self._lower(forker)
+                if self._launching:
+                    self._hold(forker)
+        logger.info("spawned: the %s fork server (pid %d)", kind, forker.pid)
+        threading.Thread(target=self._watch_fork_server, args=(forker,),
+                         name=f"forks-{forker.pid}", daemon=True).start()
+
+    def _watch_fork_server(self, forker: ForkServer) -> None:
+        """Give a fork server that is warm its priority back (what it forks inherits
+        it); forget one that died, and start another after a delay growing with each
+        death in a row (never for a kind whose fork server cannot fork)."""
+        started = time.monotonic()
+        while not forker.ready.wait(0.1):
+            if forker.popen.poll() is not None:
+                break
+        with self._cond:
+            if forker.ready.is_set() and self._forkers[forker.kind] is forker:
+                self._raise(forker)
+                logger.info("warm: the %s fork server (pid %d)", forker.kind, forker.pid)
+        code = forker.popen.wait()
+        with self._cond:
+            if self._closed or self._forkers[forker.kind] is not forker:
+                return
+            self._forkers[forker.kind] = None
+            if code == EXIT_THREADED:
+                self._no_forks.add(forker.kind)
+                delay = None
+            else:
+                steady = time.monotonic() - started > STEADY_AFTER
+                deaths = self._forker_deaths[forker.kind] = \
+                    0 if steady else self._forker_deaths[forker.kind] + 1
+                delay = min(RETRY_MAX, RETRY_DELAY * 2 ** deaths)
+                self._forkers_quiet_until[forker.kind] = time.monotonic() + delay
+            self._cond.notify_all()
+        if delay is None:
+            logger.warning("pool: the %s fork server (pid %d) cannot fork (see pool.log); "
+                           "warm %s servers are each started on their own", forker.kind,
+                           forker.pid, forker.kind)
+        else:
+            logger.warning("exited: the %s fork server (pid %d), exit %s; another in %g s",
+                           forker.kind, forker.pid, code, delay)
+
     def _watch(self, warm: WarmServer) -> None:
         """Note when the server is warm; replace it if it dies before it is handed."""
         for line in warm.popen.stdout:  # the end of file: handed (logs took fd 1), or dead
@@ -663,33 +834,52 @@ class WarmPool(Launcher):
                 return
             self._idle[warm.kind].remove(warm)
             steady = time.monotonic() - warm.started > STEADY_AFTER
-            self._deaths = 0 if steady else self._deaths + 1
+            if code is not None:  # None: a fork that left with its fork server
+                self._deaths = 0 if steady else self._deaths + 1
             delay = min(RETRY_MAX, RETRY_DELAY * 2 ** self._deaths) if self._deaths else 0.0
             self._quiet_until = max(self._quiet_until, time.monotonic() + delay)
             self._cond.notify_all()
         logger.warning("exited: a warm %s server (pid %d) while idle, exit %s; replacing "
-                       "it in %g s", warm.kind, warm.pid, code, delay)
+                       "it in %g s", warm.kind, warm.pid,
+                       "unknown (with its fork server)" if code is None else code, delay)
 
 
 def is_waiting(pid: int) -> bool:
     """True while the warm server ``pid`` waits for a run: its stdin is still the pool's
     pipe (a handed one has put ``/dev/null`` in its place)."""
+    return _stdin_of(pid).startswith("pipe:")
+
+
+def is_fork_server(pid: int, argv: list[str]) -> bool:
+    """True for a fork server of warm servers (its stdin is the pool's socket; what it
+    forks has the same command line, and pipes)."""
+    return "--forks" in argv and _stdin_of(pid).startswith("socket:")
+
+
+def _stdin_of(pid: int) -> str:
     try:
-        return os.readlink(f"/proc/{pid}/fd/0").startswith("pipe:")
+        return os.readlink(f"/proc/{pid}/fd/0")
     except OSError:
-        return False
+        return ""
 
 
 def sweep_waiting(key: str, keep: frozenset[int] = frozenset()) -> int:
-    """Kill warm servers of the pool ``key`` that wait for a run and are not in
-    ``keep``: an earlier backend's, not yet gone. Handed ones are runs: left alone."""
+    """Kill warm servers of the pool ``key`` that wait for a run, and its fork servers,
+    that are not in ``keep``: an earlier backend's, not yet gone. Handed ones are runs:
+    left alone."""
     killed = 0
     for proc in psutil.process_iter(["cmdline"]):
         argv = proc.info.get("cmdline") or []
         if "--warm" not in argv or "--pool" not in argv or key not in argv or \
-                proc.pid in keep or not is_waiting(proc.pid):
+                proc.pid in keep:
             continue
-        logger.warning("killing orphan: a waiting warm server (pid %d)", proc.pid)
+        if is_waiting(proc.pid):
+            what = "a waiting warm server"
+        elif is_fork_server(proc.pid, argv):
+            what = "a fork server of warm servers"
+        else:
+            continue
+        logger.warning("killing orphan: %s (pid %d)", what, proc.pid)
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ import pytest
 import requests
 
 from backend.launchers.boundary import cgroup_root, runs_key
+from backend.launchers.environment import thread_defaults
 from backend.launchers.pool import PoolOps, is_waiting
 from lifecycle.messages import WARM_READY
 from tests.backend import test_lifecycle_e2e as core
@@ -143,8 +145,11 @@ def fetched(backend: Backend, sim_id: str) -> dict[str, object]:
     return {"logs": logs, "results": results}
 
 
+@pytest.mark.parametrize("forks", [False, True], ids=["warmed", "forked"])
 def test_a_warm_run_is_indistinguishable_from_a_cold_one(
-        backend: Backend, make_backend: Callable[..., Backend], tmp_path: Path) -> None:
+        make_backend: Callable[..., Backend], tmp_path: Path, forks: bool) -> None:
+    backend = make_backend(args=POOL + (() if forks else ("--no-pool-forks",))).start()
+    backend = forked_pool(backend) if forks else warm_up(backend)
     cold = make_backend().start()
     files = {**example_files("brunel")}
     python = loop_experiment(sim_time=20.0, script=INSPECT_SCRIPT)
@@ -155,6 +160,8 @@ def test_a_warm_run_is_indistinguishable_from_a_cold_one(
         runs = [run_to_end(server, "brunel", params=BRUNEL_PARAMS, timeout={"sim_time": 200}),
                 run_to_end(server, "inspect")]
         assert [handed(server, r["id"]) for r in runs] == [name == "warm"] * 2
+        if name == "warm":
+            assert bool(handed_pids(server) & forked_pids(server)) == forks
         seen[name] = [fetched(server, r["id"]) for r in runs]
         assert all(r["exit_code"] == 0 and r["error"] is None for r in runs)
     for warm, cold_run in zip(seen["warm"], seen["cold"], strict=True):
@@ -236,39 +243,140 @@ def test_a_killed_backend_leaves_no_waiting_server_behind(backend: Backend) -> N
     # Stopped, as the pool holds a warm-up while a run starts: it cannot read the end of
     # file its backend's death leaves; the kernel kills it (its parent-death signal).
     os.kill(stuck, signal.SIGSTOP)
+    forkers = fork_servers(backend)  # warm or warming up
     backend.kill9()
-    wait_until(lambda: not any(alive(pid) for pid in idle), 20,
-               "the idle servers, the stopped one too, to leave with their backend")
+    wait_until(lambda: not any(alive(pid) for pid in idle | set(forkers)), 20,
+               "the idle servers, the stopped one too, and the fork servers to leave "
+               "with their backend")
 
 
 def test_a_starting_backend_kills_a_waiting_server_an_earlier_one_left(
         tmp_path: Path) -> None:
-    """A warm server of the same runs folder still waiting (its backend gone, and its
-    parent-death signal not set or not delivered) is swept at the next start."""
+    """A warm server of the same runs folder still waiting, and a fork server (their
+    backend gone, and their parent-death signal not set or not delivered), are swept at
+    the next start."""
     backend = Backend(tmp_path / "data", args=("--pool-nest", "0", "--pool-python", "0"))
     runs = backend.data_dir / "runs"
     runs.mkdir(parents=True)
-    # Started by this test, which stays alive: only the backend's sweep can end it.
-    stray = subprocess.Popen([sys.executable, "-m", "simserver", "--warm", "python",
-                              "--pool", runs_key(runs.resolve())],
-                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    argv = [sys.executable, "-m", "simserver", "--warm", "python", "--pool",
+            runs_key(runs.resolve())]
+    # Started by this test, which stays alive: only the backend's sweep can end them.
+    stray = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, start_new_session=True)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    forker = subprocess.Popen([*argv, "--forks"], cwd=ROOT, stdin=theirs.fileno(),
+                              stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, **thread_defaults(os.environ)})
+    theirs.close()
     try:
         assert stray.stdout.readline() == WARM_READY
         assert is_waiting(stray.pid)
+        assert ours.recv(64) == b"ready"
         backend.start()
-        wait_until(lambda: stray.poll() is not None, 20, "the stray server to be killed")
-        assert stray.returncode == -signal.SIGKILL
-        assert f"killing orphan: a waiting warm server (pid {stray.pid})" in backend.log()
-        assert pool_of(backend) == {"nest": {"idle": 0, "starting": 0, "size": 0},
-                                    "python": {"idle": 0, "starting": 0, "size": 0}} or \
-            pool_of(backend) == {}
+        for proc in (stray, forker):
+            wait_until(lambda proc=proc: proc.poll() is not None, 20, "a stray to be killed")
+            assert proc.returncode == -signal.SIGKILL
+        log = backend.log()
+        assert f"killing orphan: a waiting warm server (pid {stray.pid})" in log
+        assert f"killing orphan: a fork server of warm servers (pid {forker.pid})" in log
+        assert pool_of(backend) == {} or {v["idle"] + v["size"]
+                                           for v in pool_of(backend).values()} == {0}
     finally:
-        if stray.poll() is None:
-            stray.kill()
-        stray.wait()
+        for proc in (stray, forker):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        ours.close()
         stray.stdin.close()
         stray.stdout.close()
+        backend.cleanup()
+
+
+#: Writes what NumPy's and Python's global random generators draw first.
+DRAW_SCRIPT = """
+import random
+import numpy as np
+(sim.results_dir / "draws.txt").write_text(f"{np.random.randint(2**62)} {random.getrandbits(62)}")
+sim.run_loop(1)
+"""
+
+
+def fork_servers(backend: Backend) -> list[int]:
+    return [int(pid) for pid in re.findall(r"spawned: the \w+ fork server \(pid (\d+)\)",
+                                           backend.log())]
+
+
+def test_forked_servers_draw_random_numbers_of_their_own(tmp_path: Path) -> None:
+    """A fork shares its fork server's memory: NumPy's global generator is seeded anew in
+    each, as at an import in a process of its own (Python's ``random`` is by itself)."""
+    backend = Backend(tmp_path / "data", args=PYTHON_POOL).start()
+    try:
+        forked_pool(backend)
+        backend.upload("draw", loop_experiment(sim_time=10.0, script=DRAW_SCRIPT))
+        runs = [run_to_end(backend, "draw") for _ in range(2)]
+        for r in runs:  # each handed a forked server
+            handoff = re.search(rf"handed: sim {r['id']} \(pid (\d+)", backend.log())
+            assert handoff and int(handoff[1]) in forked_pids(backend)
+        draws = [backend.get(f"/v1/simulations/{r['id']}/results/draws.txt").text.split()
+                 for r in runs]
+        assert draws[0][0] != draws[1][0], "NumPy drew the same in two forks"
+        assert draws[0][1] != draws[1][1], "random drew the same in two forks"
+    finally:
+        backend.cleanup()
+
+
+def test_a_fork_server_killed_takes_its_idle_forks_along_and_is_replaced(
+        tmp_path: Path) -> None:
+    """Its idle forks leave with it (their parent-death signal), the pool starts another
+    after a delay and refills from it; a run it forked goes on, and ends as any run."""
+    backend = Backend(tmp_path / "data", args=PYTHON_POOL).start()
+    try:
+        forked_pool(backend)
+        backend.upload("loop", loop_experiment(sim_time=1e9))
+        sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
+        backend.wait_advancing(sim_id, beyond=5)
+        run = server_pid(backend, sim_id)
+        assert run in forked_pids(backend)
+        idle = waiting_servers(backend)
+        [forker] = fork_servers(backend)
+        os.kill(forker, signal.SIGKILL)
+        wait_until(lambda: not any(alive(pid) for pid in idle), 20, "the idle forks to leave")
+        assert alive(run)
+        # Refilled at once (warmed on their own: no fork server is warm), the fork server
+        # comes back after its delay, and the next refill is forked from it.
+        warm_up(backend)
+        wait_until(lambda: len(fork_servers(backend)) == 2 and pool_of(backend)["python"][
+            "forking"], 60, "another fork server")
+        os.kill(min(waiting_servers(backend)), signal.SIGKILL)
+        wait_until(lambda: waiting_servers(backend) & forked_pids(backend), 30,
+                   "a refill forked from the new fork server")
+        backend.wait_advancing(sim_id)
+        backend.set_state(sim_id, "stopped")
+        record = backend.wait_uploaded(sim_id)
+        assert record["state"] == "stopped" and record["error"] is None
+        assert "exited: the python fork server" in backend.log()
+    finally:
+        backend.cleanup()
+
+
+def test_a_fork_server_with_threads_does_not_fork_and_the_pool_warms_servers_alone(
+        tmp_path: Path) -> None:
+    """Forking a process with other threads may leave their locks held in the child: a
+    fork server with threads after its warm-up (here OpenBLAS's pool of two) leaves, and
+    the pool starts each warm server on its own, without trying again."""
+    backend = Backend(tmp_path / "data", args=PYTHON_POOL,
+                      env={"OPENBLAS_NUM_THREADS": "2"}).start()
+    try:
+        wait_until(lambda: "cannot fork" in backend.log(), 60, "the fork server to give up")
+        assert "has 2 threads after its warm-up" in (backend.data_dir / "pool.log").read_text()
+        warm_up(backend)
+        assert not pool_of(backend)["python"]["forking"]
+        backend.upload("short", loop_experiment(sim_time=20.0))
+        record = run_to_end(backend, "short")
+        assert handed(backend, record["id"]) and not forked_pids(backend)
+        warm_up(backend)
+        assert len(fork_servers(backend)) == 1  # not started again
+    finally:
         backend.cleanup()
 
 
@@ -370,25 +478,36 @@ def test_the_first_run_after_a_start_launches_with_the_other_warm_ups_held(
         backend.cleanup()
 
 
-def test_warm_ups_take_the_cpu_from_no_run(backend: Backend) -> None:
+@pytest.mark.parametrize("forks", [False, True], ids=["warmed", "forked"])
+def test_warm_ups_take_the_cpu_from_no_run(tmp_path: Path, forks: bool) -> None:
     """With no run on the host the pool's servers warm up at the backend's priority; the
     one that replaces a server handed a run starts beside that run, at idle priority
-    (nice +10, SCHED_IDLE), where the backend may raise it back; the run's own server
-    runs at the backend's."""
-    ours = cpu_priority(0)  # the backend's: it inherited this process's
-    boot = waiting_servers(backend)
-    assert len(boot) == 2 and {cpu_priority(pid) for pid in boot} == {ours}
-    backend.upload("loop", loop_experiment(sim_time=1e9))
-    sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
-    backend.wait_advancing(sim_id, beyond=5)
-    wait_until(lambda: handed(backend, sim_id), 10, "the handoff to be logged")
-    assert cpu_priority(server_pid(backend, sim_id)) == ours
-    wait_until(lambda: len(waiting_servers(backend) - boot) == 1, 30, "the refill")
-    refill = (waiting_servers(backend) - boot).pop()
-    lowered = (min(19, ours[0] + 10), os.SCHED_IDLE) if PoolOps().may_lower() else ours
-    assert cpu_priority(refill) == lowered
-    backend.set_state(sim_id, "stopped")
-    backend.wait_uploaded(sim_id)
+    (nice +10, SCHED_IDLE), where the backend may raise it back, unless it is forked
+    from the kind's fork server: warm at once, it takes no CPU, and has the backend's
+    priority; the run's own server runs at the backend's."""
+    backend = Backend(tmp_path / "data", args=POOL + (() if forks else ("--no-pool-forks",)))
+    backend.start()
+    try:
+        warm_up(backend)
+        if forks:
+            wait_until(lambda: pool_of(backend)["python"]["forking"], 60, "a fork server")
+        ours = cpu_priority(0)  # the backend's: it inherited this process's
+        boot = waiting_servers(backend)
+        assert len(boot) == 2 and {cpu_priority(pid) for pid in boot} == {ours}
+        backend.upload("loop", loop_experiment(sim_time=1e9))
+        sim_id = backend.create("loop", params=core.SLOW, state="started")["id"]
+        backend.wait_advancing(sim_id, beyond=5)
+        wait_until(lambda: handed(backend, sim_id), 10, "the handoff to be logged")
+        assert cpu_priority(server_pid(backend, sim_id)) == ours
+        wait_until(lambda: len(waiting_servers(backend) - boot) == 1, 30, "the refill")
+        refill = (waiting_servers(backend) - boot).pop()
+        lowered = (min(19, ours[0] + 10), os.SCHED_IDLE) if PoolOps().may_lower() else ours
+        assert cpu_priority(refill) == (ours if forks else lowered)
+        assert (f"forked: a warm python server (pid {refill})" in backend.log()) == forks
+        backend.set_state(sim_id, "stopped")
+        backend.wait_uploaded(sim_id)
+    finally:
+        backend.cleanup()
 
 
 def test_pause_resume_and_stop_a_warm_run(backend: Backend) -> None:
@@ -439,16 +558,51 @@ def test_an_experiment_no_warm_kind_fits_is_spawned_cold(backend: Backend) -> No
     assert "unheard_of" in record["error"]["message"]
 
 
-class TestCoreLifecycleWarm:
-    """Core lifecycle tests of test_lifecycle_e2e, with every run handed a warm server."""
+def forked_pool(backend: Backend) -> Backend:
+    """Wait for the fork servers of ``backend``'s pool, then have every idle server be
+    one they forked (the first fill is warmed on its own: the fork servers start after)."""
+    warm_up(backend)
+    kinds = [k for k, v in pool_of(backend).items() if v["size"]]
+    wait_until(lambda: all(pool_of(backend)[k]["forking"] for k in kinds), 60,
+               "the fork servers")
+    for pid in waiting_servers(backend) - forked_pids(backend):
+        os.kill(pid, signal.SIGKILL)
+    size = sum(v["size"] for v in pool_of(backend).values())
 
-    @pytest.fixture
-    def backend(self, tmp_path: Path) -> Iterator[Backend]:
-        server = Backend(tmp_path / "data", args=PYTHON_POOL).start()
+    def all_forked() -> bool:
+        waiting = waiting_servers(backend)
+        return len(waiting) == size and waiting <= forked_pids(backend)
+
+    wait_until(all_forked, 30, "a forked server in each place")
+    return warm_up(backend)
+
+
+def forked_pids(backend: Backend) -> set[int]:
+    return {int(pid) for pid in re.findall(r"forked: a warm \w+ server \(pid (\d+)\)",
+                                           backend.log())}
+
+
+def handed_pids(backend: Backend) -> set[int]:
+    return {int(pid) for pid in re.findall(r"handed: sim \S+ \(pid (\d+)", backend.log())}
+
+
+class TestCoreLifecycleWarm:
+    """Core lifecycle tests of test_lifecycle_e2e, with every run handed a warm server:
+    one warmed on its own, or one forked from the pool's fork server."""
+
+    @pytest.fixture(params=[False, True], ids=["warmed", "forked"])
+    def backend(self, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Backend]:
+        forks = request.param
+        server = Backend(tmp_path / "data",
+                         args=PYTHON_POOL + (() if forks else ("--no-pool-forks",))).start()
         try:
-            yield warm_up(server)
+            yield forked_pool(server) if forks else warm_up(server)
             assert "handed: sim" in server.log()
             assert "spawned: sim" not in server.log(), "a run was spawned cold"
+            if forks:
+                assert handed_pids(server) <= forked_pids(server)
+            else:
+                assert not forked_pids(server)
         finally:
             server.cleanup()
 

@@ -1,0 +1,183 @@
+"""A fork server of warm simulation servers:
+``python -m simserver --warm KIND --pool KEY --forks``.
+
+The pool starts one per kind beside its warm servers. It warms up once, as a warm
+server does (:func:`simserver.warm.warm_up`), and then serves the pool on its stdin, a
+Unix ``SOCK_SEQPACKET`` socket only the pool holds, one message a packet:
+
+- ``ready``: it is warm (sent once);
+- ``fork``, with two file descriptors, the read end of a pipe and the write end of
+  another: it forks a process that becomes, from then on, a warm server waiting for its
+  run exactly as one started with ``--warm`` (:func:`simserver.warm.serve_one_run`):
+  in a session of its own, with the pipes as its stdin and stdout, warm at once. It
+  answers ``forked PID``;
+- ``exited PID CODE``: a process it forked has exited (``CODE`` as ``Popen.returncode``:
+  negative for a signal), so the pool learns a run's exit code as from a child of its
+  own;
+- end of file: the pool is gone; it leaves. What it forked goes on: runs, and idle
+  servers until the end of file on their own stdin.
+
+A fork costs a few milliseconds where a warm-up costs about a second of CPU (NEST,
+NumPy, matplotlib), so the pool refills at once after every handoff. The fork server
+itself never runs any run's code: each process it forks serves one run and exits, as a
+warm server started on its own does, and starts from the fork server's state, which is
+that of a warm-up (NEST exercised on a throwaway network and reset). What a fork shares
+that separate processes would not is put right in the child: NumPy's global random
+generator is seeded anew (Python's ``random`` does so by itself). It forks only while it
+is one thread: forking a process with other threads may leave their locks held.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import signal
+import socket
+import sys
+import threading
+import traceback
+from typing import NoReturn
+
+from simserver.warm import (
+    die_with_parent, put_warm_up_out_of_collections, serve_one_run, warm_up,
+)
+
+#: The messages of the protocol (see the module's documentation).
+READY, FORK, FORKED, EXITED = b"ready", b"fork", b"forked", b"exited"
+#: Exit code of a fork server that cannot fork safely (it is not one thread).
+EXIT_THREADED = 3
+
+
+def serve_forks(kind: str) -> int:
+    """Warm up, then fork warm servers of ``kind`` for the pool until it is gone."""
+    die_with_parent(signal.SIGKILL)  # held (stopped) by the pool, it could not see it go
+    channel = socket.socket(fileno=0)
+    warm_up(kind)
+    put_warm_up_out_of_collections(collect=True)
+    threads = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ["1"]
+    if threading.active_count() > 1 or len(threads) > 1:
+        print(f"simserver: the fork server has {len(threads)} threads after its warm-up; "
+              f"it does not fork", file=sys.stderr, flush=True)
+        return EXIT_THREADED
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    signal.set_wakeup_fd(wake_w)  # select wakes up when a child exits
+    try:
+        channel.send(READY)
+        return _serve(kind, channel, wake_r, wake_w)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0  # the pool is gone
+
+
+def _serve(kind: str, channel: socket.socket, wake_r: int, wake_w: int) -> int:
+    import select
+
+    while True:
+        readable = select.select([channel, wake_r], [], [])[0]
+        if wake_r in readable:
+            while True:
+                try:
+                    if not os.read(wake_r, 512):
+                        break
+                except BlockingIOError:
+                    break
+            _report_exits(channel)
+        if channel not in readable:
+            continue
+        message, fds, _, _ = socket.recv_fds(channel, 64, 2)
+        if not message:
+            return 0
+        if message != FORK or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            print(f"simserver: the fork server got {message[:40]!r} with {len(fds)} "
+                  f"descriptors; ignored", file=sys.stderr, flush=True)
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            _become_warm_server(fds, channel, (wake_r, wake_w), parent)
+        for fd in fds:
+            os.close(fd)
+        channel.send(b"%s %d" % (FORKED, pid))
+
+
+#: ``madvise`` advice (Linux >= 5.14): fault every page of a range in, writable.
+_MADV_POPULATE_WRITE = 23
+
+
+def own_memory() -> int:
+    """Give this (forked) process its own copy of every page it may write, now, while
+    it waits for a run; how many bytes (0 where the kernel cannot).
+
+    A fork shares its fork server's pages until either writes to one: the run would
+    then fault and copy them one by one as it goes (the Brunel example's build and first
+    step: ~12,000 faults; 60-90 ms against 35 with its pages its own). Populating every
+    private writable mapping (``MADV_POPULATE_WRITE``) copies them in one pass, ~80 ms
+    of CPU for ~140 MB, against ~1 s of CPU for a warm-up of its own.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    owned = 0
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return 0
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 2 or fields[1] != "rw-p" or \
+                (len(fields) > 5 and fields[5].startswith("[v")):  # [vvar], [vsyscall]
+            continue
+        start, end = (int(bound, 16) for bound in fields[0].split("-"))
+        if libc.madvise(start, end - start, _MADV_POPULATE_WRITE) == 0:
+            owned += end - start
+        elif ctypes.get_errno() == errno.EINVAL:
+            return owned  # an older kernel: the run copies what it writes as it goes
+    return owned
+
+
+def _report_exits(channel: socket.socket) -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        channel.send(b"%s %d %d" % (EXITED, pid, os.waitstatus_to_exitcode(status)))
+
+
+def _become_warm_server(fds: list[int], channel: socket.socket, wake: tuple[int, int],
+                        parent: int) -> NoReturn:
+    """In the forked child: become a warm server on the two pipes; never returns."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # Idle, it leaves with the fork server (its exit would go untold); a run's server
+        # clears this when handed its run.
+        die_with_parent(signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(0)  # the fork server died before this could be set
+        os.setsid()
+        channel.detach()  # fd 0, about to be the stdin pipe: not to be closed as a socket
+        os.dup2(fds[0], 0)
+        os.dup2(fds[1], 1)
+        for fd in (*fds, *wake):
+            os.close(fd)
+        numpy = sys.modules.get("numpy")
+        if numpy is not None:
+            numpy.random.seed()  # from the OS's entropy, as at a fresh import
+        own_memory()
+        code = serve_one_run()
+    except BaseException:  # noqa: BLE001 - a forked child must never return to the loop
+        traceback.print_exc()
+    finally:
+        from simserver.__main__ import exit_now
+
+        exit_now(code)
