@@ -27,8 +27,8 @@ host both cores share it) from the runs just handed; an empty kind is refilled a
 
 With ``forks``, once a kind's pool is full the pool starts its fork server
 (:mod:`simserver.forks`, the pool's end in :mod:`backend.launchers.forks`), which warms
-up once; while it is warm, refills are forked from it (~0.1 s of CPU, not ~1 s), and
-wait only :data:`REFILL_DELAY`. A fork server that dies is started again after a delay
+up once; while it is warm, refills are forked from it (~0.1 s of CPU, not ~1 s). A fork
+server that dies is started again after a delay
 growing with each death in a row; one that cannot fork (threads) is not, and the kind's
 servers are then each warmed on its own.
 
@@ -553,7 +553,7 @@ class WarmPool(Launcher):
                     self._cond.wait(wait)
                     continue
                 kind = min(short, key=lambda k: self._count(k) / self.sizes[k])
-                settle = self._settling(forked=self._forker_ready(kind))
+                settle = self._settling()
                 if self._idle[kind] and settle > 0:
                     self._cond.wait(settle)
                     continue
@@ -576,14 +576,15 @@ class WarmPool(Launcher):
             soonest = wait if soonest is None else min(soonest, wait)
         return None, soonest
 
-    def _settling(self, forked: bool = False) -> float:
+    def _settling(self) -> float:
         """Seconds before a refill may start while its kind has an idle server: until
         REFILL_DELAY after the last handoff, then (looked at again every _SETTLE_POLL)
-        while a run handed in the last REFILL_MAX_WAIT s still runs, unless the refill
-        is ``forked`` (a fork costs the runs next to nothing) (under ``_cond``)."""
+        while a run handed in the last REFILL_MAX_WAIT s still runs (under ``_cond``).
+        A fork too: it copies its ~140 MB of pages right away (~0.1 s of CPU and the
+        memory bandwidth the cores share)."""
         now = time.monotonic()
         settle = self._handed_at + REFILL_DELAY - now
-        if settle > 0 or forked:
+        if settle > 0:
             return settle
         self._recent = [(at, popen) for at, popen in self._recent
                         if now < at + REFILL_MAX_WAIT and popen.poll() is None]
