@@ -167,8 +167,10 @@ def _service_paths() -> dict[str, Any]:
             pool={"type": "object", "description": "warm simulation servers by kind "
                   "(nest, python); {} without a pool",
                   "additionalProperties": _obj(
-                      ["idle", "starting", "size"], idle={"type": "integer"},
-                      starting={"type": "integer"}, size={"type": "integer"})}))})},
+                      ["idle", "starting", "size", "forking"], idle={"type": "integer"},
+                      starting={"type": "integer"}, size={"type": "integer"},
+                      forking={"type": "boolean",
+                               "description": "whether its fork server is warm"})}))})},
         "/health": {"get": _op("Liveness", {"200": _json(_obj(["status"],
                                                               status={"type": "string"}))},
                                security=[])},
