@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import select
 import signal
@@ -37,7 +38,7 @@ import socket
 import sys
 import threading
 import traceback
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from simserver.warm import (
     die_with_parent, put_warm_up_out_of_collections, serve_one_run, warm_up,
@@ -45,8 +46,9 @@ from simserver.warm import (
 
 #: The messages of the protocol (see the module's documentation).
 READY, FORK, FORKED, EXITED = b"ready", b"fork", b"forked", b"exited"
-#: Exit code of a fork server that cannot fork safely (it is not one thread).
-EXIT_THREADED = 3
+#: Exit code of a fork server that cannot fork well: it is not one thread, or the kernel
+#: cannot give a fork its own pages at once (see :func:`own_memory`).
+EXIT_CANNOT_FORK = 3
 
 
 def serve_forks(kind: str) -> int:
@@ -59,7 +61,12 @@ def serve_forks(kind: str) -> int:
     if threading.active_count() > 1 or len(threads) > 1:
         print(f"simserver: the fork server has {len(threads)} threads after its warm-up; "
               f"it does not fork", file=sys.stderr, flush=True)
-        return EXIT_THREADED
+        return EXIT_CANNOT_FORK
+    if not can_own_memory():
+        print("simserver: this kernel cannot populate a fork's pages (MADV_POPULATE_WRITE, "
+              "Linux >= 5.14): its runs would copy them one fault at a time; the fork "
+              "server does not fork", file=sys.stderr, flush=True)
+        return EXIT_CANNOT_FORK
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -110,6 +117,28 @@ def _serve(channel: socket.socket, wake_r: int, wake_w: int) -> int:
 _MADV_POPULATE_READ, _MADV_POPULATE_WRITE = 22, 23
 
 
+def _madvise() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc.madvise
+
+
+def can_own_memory() -> bool:
+    """Whether the kernel can populate a range writable at once (tried on a page of its
+    own), as :func:`own_memory` needs."""
+    page = mmap.mmap(-1, mmap.PAGESIZE)
+    try:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(page))
+        return _madvise()(address, mmap.PAGESIZE, _MADV_POPULATE_WRITE) == 0
+    except (OSError, AttributeError, TypeError):
+        return False
+    finally:
+        try:
+            page.close()
+        except BufferError:
+            pass  # a view of it is still alive: it goes with the process
+
+
 def own_memory() -> int:
     """Give this (forked) process its own copy of every page it may write, and map
     every page of its code, now, while it waits for a run; how many bytes it copied (0
@@ -125,8 +154,7 @@ def own_memory() -> int:
     steps through the backend were 0.973x and 0.990x those of servers warmed on their
     own (40 pairs, twice), against 1.042-1.121x without.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise = _madvise()
     owned = 0
     try:
         with open("/proc/self/maps") as maps:
@@ -140,9 +168,9 @@ def own_memory() -> int:
             continue
         start, end = (int(bound, 16) for bound in fields[0].split("-"))
         if fields[1] != "rw-p":  # code and constants: shared, only mapped
-            libc.madvise(start, end - start, _MADV_POPULATE_READ)
+            madvise(start, end - start, _MADV_POPULATE_READ)
             continue
-        if libc.madvise(start, end - start, _MADV_POPULATE_WRITE) == 0:
+        if madvise(start, end - start, _MADV_POPULATE_WRITE) == 0:
             owned += end - start
         elif ctypes.get_errno() == errno.EINVAL:
             return owned  # an older kernel: the run copies what it writes as it goes

@@ -29,8 +29,8 @@ With ``forks``, once a kind's pool is full the pool starts its fork server
 (:mod:`simserver.forks`, the pool's end in :mod:`backend.launchers.forks`), which warms
 up once; while it is warm, refills are forked from it (~0.1 s of CPU, not ~1 s). A fork
 server that dies is started again after a delay
-growing with each death in a row; one that cannot fork (threads) is not, and the kind's
-servers are then each warmed on its own.
+growing with each death in a row; one that cannot fork (threads, an old kernel) is
+not, and the kind's servers are then each warmed on its own.
 
 A warm-up runs at the backend's CPU priority while the host has no run of this backend
 (none live, none starting): a backend that just started gets its servers warm as fast
@@ -79,7 +79,7 @@ from lifecycle.experiment import read_experiment
 from lifecycle.messages import (
     EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG, TOKEN_ENV, WARM_KINDS, WARM_READY, Handoff,
 )
-from simserver.forks import EXIT_THREADED
+from simserver.forks import EXIT_CANNOT_FORK
 from simserver.warm import give_priority, idle_priority, may_raise_priority
 
 logger = logging.getLogger(__name__)
@@ -802,7 +802,7 @@ class WarmPool(Launcher):
             if self._closed or self._forkers[forker.kind] is not forker:
                 return
             self._forkers[forker.kind] = None
-            if code == EXIT_THREADED:
+            if code == EXIT_CANNOT_FORK:
                 self._no_forks.add(forker.kind)
                 delay = None
             else:

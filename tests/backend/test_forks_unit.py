@@ -15,6 +15,7 @@ from backend.launchers.environment import thread_defaults
 from backend.launchers.forks import ForkServer
 from backend.launchers.pool import is_fork_server, is_waiting
 from lifecycle.messages import WARM_READY
+from simserver import forks
 from tests.support import ROOT, alive, wait_until
 
 
@@ -82,3 +83,13 @@ def test_its_idle_forks_leave_with_it_and_their_end_is_known_unknown(
         wait_until(lambda child=child: not alive(child.pid), 20, "the fork to be gone")
     with pytest.raises(OSError, match="gone"):
         forker.fork()
+
+
+def test_a_kernel_that_cannot_populate_a_range_is_found_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fork server does not fork where a fork could not own its pages at once (Linux
+    < 5.14: its runs would copy them one fault at a time): it exits EXIT_CANNOT_FORK and
+    the pool warms each server on its own."""
+    assert forks.can_own_memory()  # this project's machines: Linux >= 5.14
+    monkeypatch.setattr(forks, "_MADV_POPULATE_WRITE", 0x7FFF)  # what an old kernel refuses
+    assert not forks.can_own_memory()
