@@ -17,8 +17,9 @@ Unix ``SOCK_SEQPACKET`` socket only the pool holds, one message a packet:
 - end of file: the pool is gone; it leaves. What it forked goes on: runs, and idle
   servers until the end of file on their own stdin.
 
-A fork costs a few milliseconds where a warm-up costs about a second of CPU (NEST,
-NumPy, matplotlib), so the pool refills at once after every handoff. The fork server
+A fork costs ~0.1 s of CPU (most of it copying its pages: :func:`own_memory`) where a
+warm-up costs about a second (NEST, NumPy, matplotlib), so runs back to back no longer
+wait for warm-ups. The fork server
 itself never runs any run's code: each process it forks serves one run and exits, as a
 warm server started on its own does, and starts from the fork server's state, which is
 that of a warm-up (NEST exercised on a throwaway network and reset). What a fork shares
@@ -29,7 +30,6 @@ is one thread: forking a process with other threads may leave their locks held.
 from __future__ import annotations
 
 import ctypes
-import errno
 import mmap
 import os
 import select
@@ -139,10 +139,10 @@ def can_own_memory() -> bool:
             pass  # a view of it is still alive: it goes with the process
 
 
-def own_memory() -> int:
+def own_memory() -> None:
     """Give this (forked) process its own copy of every page it may write, and map
-    every page of its code, now, while it waits for a run; how many bytes it copied (0
-    where the kernel cannot).
+    every page of its code, now, while it waits for a run (the fork server forks only
+    where the kernel can: :func:`can_own_memory`).
 
     A fork shares its fork server's pages until either writes to one: the run would
     then fault and copy them one by one as it goes (the Brunel example's build and first
@@ -155,26 +155,17 @@ def own_memory() -> int:
     own (40 pairs, twice), against 1.042-1.121x without.
     """
     madvise = _madvise()
-    owned = 0
-    try:
-        with open("/proc/self/maps") as maps:
-            lines = maps.readlines()
-    except OSError:
-        return 0
+    with open("/proc/self/maps") as maps:
+        lines = maps.readlines()
     for line in lines:
         fields = line.split()
         if len(fields) < 2 or not fields[1].startswith("r") or \
                 (len(fields) > 5 and fields[5].startswith("[v")):  # [vvar], [vsyscall]
             continue
         start, end = (int(bound, 16) for bound in fields[0].split("-"))
-        if fields[1] != "rw-p":  # code and constants: shared, only mapped
-            madvise(start, end - start, _MADV_POPULATE_READ)
-            continue
-        if madvise(start, end - start, _MADV_POPULATE_WRITE) == 0:
-            owned += end - start
-        elif ctypes.get_errno() == errno.EINVAL:
-            return owned  # an older kernel: the run copies what it writes as it goes
-    return owned
+        # A mapping the kernel will not populate (a device's) is left as it is.
+        madvise(start, end - start, _MADV_POPULATE_WRITE if fields[1] == "rw-p"
+                else _MADV_POPULATE_READ)  # code and constants: shared, only mapped
 
 
 def _report_exits(channel: socket.socket) -> None:

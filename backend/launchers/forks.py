@@ -44,10 +44,6 @@ class ForkedProcess:
         self.returncode: int | None = None
         self._ended = threading.Event()
 
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
-
     def poll(self) -> int | None:
         """None while it runs, else its exit code (as ``Popen.poll``). An exit no one
         could tell reads as SIGKILL's: that is how an idle one leaves with its fork

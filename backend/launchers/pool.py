@@ -700,14 +700,19 @@ class WarmPool(Launcher):
         with self._cond:
             self._quiet_until = max(self._quiet_until, time.monotonic() + seconds)
 
-    def _start(self, kind: str) -> WarmServer:
+    def _spawn_args(self, kind: str, *more: str) -> tuple[list[str], dict[str, Any]]:
+        """The command line and ``spawn_warm`` keywords of a warm server of ``kind`` (or
+        its fork server, with ``--forks``): a run's environment, the waiting room."""
         env = server_environment("", extra=self.local.script_env)
         env.pop(TOKEN_ENV)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
-        popen = self.ops.spawn_warm(
-            [sys.executable, "-m", "simserver", "--warm", kind, "--pool", self.key],
-            cwd=self.runs_dir, env=env, stderr=self.runs_dir.parent / "pool.log",
-            join=self.local.boundary.waiting_room())
+        return ([sys.executable, "-m", "simserver", "--warm", kind, "--pool", self.key, *more],
+                {"cwd": self.runs_dir, "env": env, "stderr": self.runs_dir.parent / "pool.log",
+                 "join": self.local.boundary.waiting_room()})
+
+    def _start(self, kind: str) -> WarmServer:
+        argv, spawn = self._spawn_args(kind)
+        popen = self.ops.spawn_warm(argv, **spawn)
         logger.info("spawned: a warm %s server (pid %d)", kind, popen.pid)
         warm = WarmServer(kind, popen, time.monotonic)
         threading.Thread(target=self._watch, args=(warm,), name=f"warm-{popen.pid}",
@@ -752,16 +757,10 @@ class WarmPool(Launcher):
         return warm
 
     def _start_fork_server(self, kind: str) -> None:
-        env = server_environment("", extra=self.local.script_env)
-        env.pop(TOKEN_ENV)
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        argv, spawn = self._spawn_args(kind, "--forks")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            popen = self.ops.spawn_fork_server(
-                [sys.executable, "-m", "simserver", "--warm", kind, "--pool", self.key,
-                 "--forks"],
-                cwd=self.runs_dir, env=env, stderr=self.runs_dir.parent / "pool.log",
-                join=self.local.boundary.waiting_room(), channel=theirs)
+            popen = self.ops.spawn_fork_server(argv, channel=theirs, **spawn)
         except OSError as exc:
             ours.close()
             logger.error("pool: the %s fork server could not be started: %s", kind, exc)
