@@ -167,7 +167,10 @@ def _service_paths() -> dict[str, Any]:
             pool={"type": "object", "description": "warm simulation servers by kind "
                   "(nest, python); {} without a pool",
                   "additionalProperties": _obj(
-                      ["idle", "starting", "size", "forking"], idle={"type": "integer"},
+                      ["idle", "copying", "starting", "size", "forking"],
+                      idle={"type": "integer", "description": "ready to take a run"},
+                      copying={"type": "integer", "description": "of the idle, forks still "
+                               "copying their pages (a run takes them all the same)"},
                       starting={"type": "integer"}, size={"type": "integer"},
                       forking={"type": "boolean",
                                "description": "whether its fork server is warm"})}))})},

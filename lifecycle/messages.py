@@ -128,6 +128,9 @@ WARM_KINDS = ("nest", "python")
 #: The line a warm simulation server writes on its stdout (a pipe to the backend's
 #: pool) once it is warm.
 WARM_READY = b"warm\n"
+#: The line a forked warm server writes after :data:`WARM_READY` once it has copied its
+#: pages (:func:`simserver.forks.own_memory`): from then on it takes no CPU while idle.
+WARM_QUIET = b"quiet\n"
 
 
 @dataclass

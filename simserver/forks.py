@@ -19,8 +19,9 @@ Unix ``SOCK_SEQPACKET`` socket only the pool holds, one message a packet:
 
 A fork costs ~0.1 s of CPU (most of it copying its pages: :func:`own_memory`) where a
 warm-up costs about a second (NEST, NumPy, matplotlib), so runs back to back no longer
-wait for warm-ups. The fork server
-itself never runs any run's code: each process it forks serves one run and exits, as a
+wait for warm-ups; and it says it is warm right after the fork, copying its pages while
+no run has come, so that a run coming meanwhile takes it instead of starting cold. The
+fork server itself never runs any run's code: each process it forks serves one run and exits, as a
 warm server started on its own does, and starts from the fork server's state, which is
 that of a warm-up (NEST exercised on a throwaway network and reset). What a fork shares
 that separate processes would not is put right in the child: NumPy's global random
@@ -38,10 +39,11 @@ import socket
 import sys
 import threading
 import traceback
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn
 
+from lifecycle.messages import WARM_QUIET
 from simserver.warm import (
-    die_with_parent, put_warm_up_out_of_collections, serve_one_run, warm_up,
+    die_with_parent, put_warm_up_out_of_collections, readable, serve_one_run, warm_up,
 )
 
 #: The messages of the protocol (see the module's documentation).
@@ -115,6 +117,9 @@ def _serve(channel: socket.socket, wake_r: int, wake_w: int) -> int:
 #: ``madvise`` advice (Linux >= 5.14): fault every page of a range in, readable or
 #: writable.
 _MADV_POPULATE_READ, _MADV_POPULATE_WRITE = 22, 23
+#: Bytes :func:`own_memory` populates between two looks at whether to stop: ~2 ms of
+#: copying, a thousandth of which goes to the look.
+_PIECE = 4 << 20
 
 
 def _madvise() -> Any:
@@ -139,10 +144,11 @@ def can_own_memory() -> bool:
             pass  # a view of it is still alive: it goes with the process
 
 
-def own_memory() -> None:
+def own_memory(stop: Callable[[], bool] = lambda: False) -> bool:
     """Give this (forked) process its own copy of every page it may write, and map
-    every page of its code, now, while it waits for a run (the fork server forks only
-    where the kernel can: :func:`can_own_memory`).
+    every page of its code, in pieces of :data:`_PIECE` bytes, until ``stop()`` says
+    to stop; whether it got through them all (the fork server forks only where the
+    kernel can: :func:`can_own_memory`).
 
     A fork shares its fork server's pages until either writes to one: the run would
     then fault and copy them one by one as it goes (the Brunel example's build and first
@@ -152,20 +158,32 @@ def own_memory() -> None:
     without the page tables of its file mappings (code, constants: the kernel fills them
     on demand): ~250 more faults in the run; mapped now (``MADV_POPULATE_READ``), first
     steps through the backend were 0.973x and 0.990x those of servers warmed on their
-    own (40 pairs, twice), against 1.042-1.121x without.
+    own (40 pairs, twice), against 1.042-1.121x without. The writable pages go first:
+    they are most of the copy and most of the faults.
+
+    A fork says it is warm before this (:func:`_become_warm_server`), and a run that
+    comes meanwhile stops it: what is left is copied as the run touches it, still far
+    sooner than a server started cold for want of a warm one.
     """
     madvise = _madvise()
     with open("/proc/self/maps") as maps:
         lines = maps.readlines()
+    writable, readable = [], []
     for line in lines:
         fields = line.split()
         if len(fields) < 2 or not fields[1].startswith("r") or \
                 (len(fields) > 5 and fields[5].startswith("[v")):  # [vvar], [vsyscall]
             continue
         start, end = (int(bound, 16) for bound in fields[0].split("-"))
-        # A mapping the kernel will not populate (a device's) is left as it is.
-        madvise(start, end - start, _MADV_POPULATE_WRITE if fields[1] == "rw-p"
-                else _MADV_POPULATE_READ)  # code and constants: shared, only mapped
+        (writable if fields[1] == "rw-p" else readable).append((start, end))
+    for ranges, advice in ((writable, _MADV_POPULATE_WRITE), (readable, _MADV_POPULATE_READ)):
+        for start, end in ranges:
+            for piece in range(start, end, _PIECE):
+                if stop():
+                    return False
+                # A mapping the kernel will not populate (a device's) is left as it is.
+                madvise(piece, min(_PIECE, end - piece), advice)
+    return True
 
 
 def _report_exits(channel: socket.socket) -> None:
@@ -177,6 +195,13 @@ def _report_exits(channel: socket.socket) -> None:
         if pid == 0:
             return
         channel.send(b"%s %d %d" % (EXITED, pid, os.waitstatus_to_exitcode(status)))
+
+
+def _copy_pages() -> None:
+    """:func:`own_memory` until a run (or the pool's end) comes; say so if it got
+    through."""
+    if own_memory(stop=readable):
+        os.write(1, WARM_QUIET)
 
 
 def _become_warm_server(fds: list[int], channel: socket.socket, wake: tuple[int, int],
@@ -200,8 +225,8 @@ def _become_warm_server(fds: list[int], channel: socket.socket, wake: tuple[int,
         numpy = sys.modules.get("numpy")
         if numpy is not None:
             numpy.random.seed()  # from the OS's entropy, as at a fresh import
-        own_memory()
-        code = serve_one_run()
+        # Warm at once; its pages are copied while no run has come (see own_memory).
+        code = serve_one_run(meanwhile=_copy_pages)
     except BaseException:  # noqa: BLE001 - a forked child must never return to the loop
         traceback.print_exc()
     finally:

@@ -280,10 +280,14 @@ def wait_for_run(kind: str) -> int:
     return serve_one_run()
 
 
-def serve_one_run() -> int:
+def serve_one_run(meanwhile: Callable[[], object] | None = None) -> int:
     """The rest of a warm server's life, warm: say so, wait for the run, run it; the exit
-    code (also of a server a fork server forked: :mod:`simserver.forks`)."""
+    code (also of a server a fork server forked: :mod:`simserver.forks`). ``meanwhile``
+    is work to do once warm, while no run has come (it looks at the channel itself, see
+    :func:`readable`, and stops when one does)."""
     os.write(1, WARM_READY)
+    if meanwhile is not None:
+        meanwhile()
     try:
         handoff = read_handoff()
     except ValueError as exc:

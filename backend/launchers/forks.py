@@ -91,6 +91,7 @@ class ForkServer:
         self.pid = popen.pid
         self.channel = channel
         self.ready = threading.Event()
+        self.quiet = self.ready  # as the pool looks at a warm server: warm, it idles
         self.lowered = False  # by the pool, as a warm-up is (see WarmPool._lower)
         self.held = False     # stopped by the pool while a run starts (see WarmPool._hold)
         #: Set once it is gone (end of file on the socket).

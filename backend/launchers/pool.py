@@ -77,7 +77,8 @@ from backend.launchers.local import LocalLauncher, LocalServer, ProcessOps
 from lifecycle.errors import InvalidExperiment
 from lifecycle.experiment import read_experiment
 from lifecycle.messages import (
-    EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG, TOKEN_ENV, WARM_KINDS, WARM_READY, Handoff,
+    EXPERIMENT_DIR, LOGS_DIR, STDERR_LOG, STDOUT_LOG, TOKEN_ENV, WARM_KINDS, WARM_QUIET,
+    WARM_READY, Handoff,
 )
 from simserver.forks import EXIT_CANNOT_FORK
 from simserver.warm import give_priority, idle_priority, may_raise_priority
@@ -201,7 +202,9 @@ class PoolOps(ProcessOps):
 
 
 class WarmServer:
-    """One warm server: idle until handed (``handed``), readiness on ``ready``."""
+    """One warm server: idle until handed (``handed``), readiness on ``ready``, and
+    ``quiet`` once it has nothing more to do before its run (a fork copies its pages
+    after it is ready: see simserver.forks.own_memory)."""
 
     def __init__(self, kind: str, popen: subprocess.Popen, clock: Any) -> None:
         self.kind = kind
@@ -209,6 +212,7 @@ class WarmServer:
         self.pid = popen.pid
         self.started = clock()
         self.ready = threading.Event()
+        self.quiet = threading.Event()
         self.handed = False
         self.lowered = False  # by the pool, to a warm-up's priority (see _lower)
         self.held = False     # stopped by the pool while a run starts (see _hold)
@@ -371,6 +375,8 @@ class WarmPool(Launcher):
     def pool(self) -> dict[str, dict[str, int]]:
         with self._cond:
             return {kind: {"idle": sum(w.ready.is_set() for w in self._idle[kind]),
+                           "copying": sum(w.ready.is_set() and not w.quiet.is_set()
+                                          for w in self._idle[kind]),
                            "starting": sum(not w.ready.is_set() for w in self._idle[kind]),
                            "size": size, "forking": self._forker_ready(kind)}
                     for kind, size in self.sizes.items()}
@@ -417,11 +423,12 @@ class WarmPool(Launcher):
 
     def _take(self, kind: str, reserve_for: str | None = None) -> WarmServer | None:
         """An idle server of ``kind``, out of the pool (or, ``reserve_for`` a run, set
-        aside for it): a ready one first, else one still warming up (ahead of a cold
-        start all the same); None if there is none."""
+        aside for it): a quiet one first, then one ready but still copying its pages (a
+        fork), else one still warming up (each ahead of a cold start all the same); None
+        if there is none."""
         with self._cond:
             idle = [w for w in self._idle[kind] if w.popen.poll() is None]
-            idle.sort(key=lambda w: not w.ready.is_set())
+            idle.sort(key=lambda w: (not w.ready.is_set(), not w.quiet.is_set()))
             if not idle:
                 return None
             warm = idle[0]
@@ -625,14 +632,15 @@ class WarmPool(Launcher):
             list(self._reserved.values()) + [f for f in self._forkers.values() if f]
 
     def _hold(self, warm: WarmServer) -> None:
-        """Stop a warm-up still going on while runs are being launched (set aside or
-        spawned, until :meth:`launched`), for at most :data:`WARM_HOLD_MAX` s after the
-        last one began (under ``_cond``). Idle priority alone is not enough there: the
-        other core is free, and a warm-up on it (importing NEST, exercising it) still
-        slows the run's start through what the cores share. The first run after a
+        """Stop a warm-up (or a fork's copy of its pages) still going on while runs are
+        being launched (set aside or spawned, until :meth:`launched`), for at most
+        :data:`WARM_HOLD_MAX` s after the last one began (under ``_cond``). Idle
+        priority alone is not enough there: the other core is free, and a warm-up on it
+        (importing NEST, exercising it) still slows the run's start through what the
+        cores share. The first run after a
         backend started reached its first step in 389 ms with the other warm-up held,
         463 without, 445 with no pool (12 boots each, turn about)."""
-        if warm.held or warm.ready.is_set() or not self._launching or \
+        if warm.held or warm.quiet.is_set() or not self._launching or \
                 time.monotonic() >= self._hold_until:
             return
         try:
@@ -641,8 +649,8 @@ class WarmPool(Launcher):
         except OSError:
             return  # gone: its watcher replaces it
         warm.held = True
-        logger.info("held: a warm %s server still warming up (pid %d), while runs launch",
-                    warm.kind, warm.pid)
+        logger.info("held: a warm %s server still %s (pid %d), while runs launch", warm.kind,
+                    "copying its pages" if warm.ready.is_set() else "warming up", warm.pid)
         if self._release_timer is None:
             self._release_after(WARM_HOLD_MAX)
 
@@ -740,7 +748,7 @@ class WarmPool(Launcher):
             return None
         warm = WarmServer(kind, child, time.monotonic)
         warm.lowered = forker.lowered  # its priority is its fork server's
-        # Warm at once, once its pages are its own (see simserver.forks.own_memory).
+        # Warm at once: it copies its pages while it waits (simserver.forks.own_memory).
         said = child.stdout.readline() if select.select([child.stdout], [], [],
                                                          FORK_WAIT)[0] else b""
         if said != WARM_READY:
@@ -824,7 +832,10 @@ class WarmPool(Launcher):
         for line in warm.popen.stdout:  # the end of file: handed (logs took fd 1), or dead
             if line == WARM_READY:
                 warm.ready.set()
+                warm.quiet.set()
                 logger.debug("warm: a %s server (pid %d)", warm.kind, warm.pid)
+            elif line == WARM_QUIET:
+                warm.quiet.set()
         warm.popen.stdout.close()
         if warm.handed:
             return  # the run's handle reaps it

@@ -14,7 +14,7 @@ import pytest
 from backend.launchers.environment import thread_defaults
 from backend.launchers.forks import ForkServer
 from backend.launchers.pool import is_fork_server, is_waiting
-from lifecycle.messages import WARM_READY
+from lifecycle.messages import WARM_QUIET, WARM_READY
 from simserver import forks
 from tests.support import ROOT, alive, wait_until
 
@@ -53,6 +53,35 @@ def test_a_fork_is_a_warm_server_in_a_session_of_its_own(forker: ForkServer) -> 
     finally:
         if child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
+
+
+def private_and_shared_dirty(pid: int) -> tuple[int, int]:
+    """kB of process ``pid``'s written pages it has to itself, and shares."""
+    with open(f"/proc/{pid}/smaps_rollup") as rollup:
+        fields = dict(line.split(":", 1) for line in rollup if ":" in line)
+    return tuple(int(fields[key].split()[0]) for key in ("Private_Dirty", "Shared_Dirty"))
+
+
+def test_a_fork_copies_its_pages_while_it_waits_and_stops_when_its_channel_speaks(
+        forker: ForkServer) -> None:
+    """A fork is warm at once and copies its fork server's pages while it waits, saying
+    so once they are its own; one whose channel speaks first (a run, or as here the
+    pool's end) stops copying and goes on."""
+    waiting, ended = forker.fork(), forker.fork()
+    try:
+        ended.stdin.close()  # before it is warm: it has copied nothing when it looks
+        assert ended.wait(10) == 0
+        assert ended.stdout.read() == WARM_READY  # and no WARM_QUIET: it stopped
+        assert waiting.stdout.readline() == WARM_READY
+        assert waiting.stdout.readline() == WARM_QUIET
+        own, shared = private_and_shared_dirty(waiting.pid)
+        assert own > 10 * shared, (own, shared)  # its written pages are its own now
+        waiting.stdin.close()
+        assert waiting.wait(10) == 0
+    finally:
+        for child in (waiting, ended):
+            if child.poll() is None:
+                os.kill(child.pid, signal.SIGKILL)
 
 
 def test_exit_codes_are_told_as_a_popens(forker: ForkServer) -> None:

@@ -578,6 +578,9 @@ def forked_pool(backend: Backend) -> Backend:
         return len(waiting) == size and waiting <= forked_pids(backend)
 
     wait_until(all_forked, 30, "a forked server in each place")
+    # Warm at once, they copy their pages while they wait, and say when that is done.
+    wait_until(lambda: not any(pool_of(backend)[k]["copying"] for k in kinds), 30,
+               "the forks to have copied their pages")
     return warm_up(backend)
 
 
