@@ -314,21 +314,30 @@ def test_all_events_show_only_what_the_caller_may_see(world: World) -> None:
 def test_the_statuses_a_stream_of_all_events_opens_with_are_the_callers_runs(
         world: World) -> None:
     alice = world.backend.as_token(world.tokens["scientist"])
+    admin = world.backend.as_token(world.tokens["admin"])
     runs = {}
+    # A run has a status once the backend has heard from its server (its server_state
+    # event), which may come after the run moves: heard of both, before the streams.
+    heard = world.http("GET", "/v1/events?status=false", admin, stream=True)
     for who, session in (("bob", world.as_bob), ("alice", alice)):  # bob's first
         answer = world.http("POST", "/v1/simulations", session,
                             json={"experiment": "bobs", "state": "started"})
         assert answer.status_code == 201, answer.text
         runs[who] = answer.json()["id"]
     try:
-        for sim_id in runs.values():
-            wait_until(lambda sim_id=sim_id: world.backend.status(sim_id)["sim_time"] > 0, 60,
-                       "the run to move")
+        started: set[str] = set()
+
+        def both_heard_of(event: dict) -> bool:
+            if event["event"] == "server_state" and event["data"]["state"] == "started":
+                started.add(event["data"]["sim_id"])
+            return started >= set(runs.values())
+
+        read_until(sse(heard), both_heard_of)
+        heard.close()
         after = world.backend.get("/v1/simulations?limit=1").json()["last_event_id"]
         # Nothing after the cursor to replay: what comes first is where the live runs are.
         for session, expected in ((alice, [runs["alice"]]),
-                                  (world.backend.as_token(world.tokens["admin"]),
-                                   [runs["bob"], runs["alice"]])):
+                                  (admin, [runs["bob"], runs["alice"]])):
             stream = world.http("GET", f"/v1/events?last_event_id={after}", session,
                                 stream=True)
             seen = read_until(sse(stream), lambda e: e["event"] == "status"
