@@ -21,12 +21,13 @@ A fork costs ~0.1 s of CPU (most of it copying its pages: :func:`own_memory`) wh
 warm-up costs about a second (NEST, NumPy, matplotlib), so runs back to back no longer
 wait for warm-ups; and it says it is warm right after the fork, copying its pages while
 no run has come, so that a run coming meanwhile takes it instead of starting cold. The
-fork server itself never runs any run's code: each process it forks serves one run and exits, as a
-warm server started on its own does, and starts from the fork server's state, which is
-that of a warm-up (NEST exercised on a throwaway network and reset). What a fork shares
-that separate processes would not is put right in the child: NumPy's global random
-generator is seeded anew (Python's ``random`` does so by itself). It forks only while it
-is one thread: forking a process with other threads may leave their locks held.
+fork server itself never runs any run's code: each process it forks serves one run and
+exits, as a warm server started on its own does, and starts from the fork server's
+state, which is that of a warm-up (NEST exercised on a throwaway network and reset).
+What a fork shares that separate processes would not is put right in the child: NumPy's
+global random generator is seeded anew (Python's ``random`` does so by itself). It forks
+only while it is one thread: forking a process with other threads may leave their locks
+held.
 """
 from __future__ import annotations
 
@@ -168,15 +169,16 @@ def own_memory(stop: Callable[[], bool] = lambda: False) -> bool:
     madvise = _madvise()
     with open("/proc/self/maps") as maps:
         lines = maps.readlines()
-    writable, readable = [], []
+    written: list[tuple[int, int]] = []  # copied (private, writable)
+    mapped: list[tuple[int, int]] = []   # only mapped (code and constants: shared)
     for line in lines:
         fields = line.split()
         if len(fields) < 2 or not fields[1].startswith("r") or \
                 (len(fields) > 5 and fields[5].startswith("[v")):  # [vvar], [vsyscall]
             continue
         start, end = (int(bound, 16) for bound in fields[0].split("-"))
-        (writable if fields[1] == "rw-p" else readable).append((start, end))
-    for ranges, advice in ((writable, _MADV_POPULATE_WRITE), (readable, _MADV_POPULATE_READ)):
+        (written if fields[1] == "rw-p" else mapped).append((start, end))
+    for ranges, advice in ((written, _MADV_POPULATE_WRITE), (mapped, _MADV_POPULATE_READ)):
         for start, end in ranges:
             for piece in range(start, end, _PIECE):
                 if stop():

@@ -637,9 +637,9 @@ class WarmPool(Launcher):
         :data:`WARM_HOLD_MAX` s after the last one began (under ``_cond``). Idle
         priority alone is not enough there: the other core is free, and a warm-up on it
         (importing NEST, exercising it) still slows the run's start through what the
-        cores share. The first run after a
-        backend started reached its first step in 389 ms with the other warm-up held,
-        463 without, 445 with no pool (12 boots each, turn about)."""
+        cores share. The first run after a backend started reached its first step in
+        389 ms with the other warm-up held, 463 without, 445 with no pool (12 boots each,
+        turn about)."""
         if warm.held or warm.quiet.is_set() or not self._launching or \
                 time.monotonic() >= self._hold_until:
             return
