@@ -114,7 +114,13 @@ def _parents() -> Iterator[tuple[int, int]]:
             yield int(entry.name), int(stat[stat.rfind(b")") + 2:].split(b" ", 2)[1])
 
 
-_TABLE = ProcessTable(ttl=0.1)
+#: The watchdog's table, read at most once a second. Every process of a run is in its
+#: boundary, whose members (``cgroup.procs``, or the marker's scan) are read at every
+#: check; the walk of the tree is for a process that left the boundary and is still a
+#: descendant. A read scans every process of the host (~3 ms for ~100 of them here, ten
+#: times that on a busy login node): at every check, five times a second, it was most of
+#: what the backend did while a run ran (18 of its 26 ms of CPU a second).
+_TABLE = ProcessTable(ttl=1.0)
 
 
 class LocalServer(ServerHandle):
@@ -154,15 +160,24 @@ class LocalServer(ServerHandle):
         """The server, its descendants, and every other process of its run's boundary
         (those that left the tree: double forks, ``setsid``). ``table``: whose child
         each process is, as read lately for all runs (default: read now)."""
+        procs = [self.ps]
         try:
-            children = self.ps.children(recursive=True) if table is None else \
-                [self._measured.get(pid) or psutil.Process(pid)
-                 for pid in table.descendants(self.pid)]
-            procs = [self.ps, *children]
+            if table is None:
+                procs.extend(self.ps.children(recursive=True))
+            else:
+                procs.extend(filter(None, map(self._process, table.descendants(self.pid))))
         except psutil.Error:
-            procs = []
+            pass  # the server is gone: what is left of the run is in its boundary
         procs.extend(self.boundary.members(self.sim_id))
         return list({proc.pid: proc for proc in procs}.values())
+
+    def _process(self, pid: int) -> psutil.Process | None:
+        """The process ``pid`` as measured before, or now; None once it is gone (a table
+        read up to a second ago may name one)."""
+        try:
+            return self._measured.get(pid) or psutil.Process(pid)
+        except psutil.Error:
+            return None
 
     def resources(self) -> dict[str, float]:
         cpu, rss = 0.0, 0

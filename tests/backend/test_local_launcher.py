@@ -146,3 +146,25 @@ def test_the_process_table_finds_descendants_and_is_read_once_per_ttl() -> None:
             proc.kill()
         shell.kill()
         shell.wait()
+
+
+def test_a_child_gone_since_the_table_was_read_leaves_the_rest_measured(
+        ops: RecordingOps, run_dir: Path) -> None:
+    """The watchdog's table may be a second old: a process it names that has exited since
+    is passed over, not the reason the run's other processes go unmeasured."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    other = subprocess.Popen(["sleep", "30"])
+
+    class Read(ProcessTable):
+        def descendants(self, pid: int) -> list[int]:
+            return [gone.pid, other.pid]
+
+    try:
+        server = spawn(LocalLauncher(ops), run_dir, [])
+        measured = {proc.pid for proc in server.tree(Read(ttl=1.0))}
+        assert {server.pid, other.pid} <= measured and gone.pid not in measured
+        assert server.resources()["rss_bytes"] > 0
+    finally:
+        other.kill()
+        other.wait()
