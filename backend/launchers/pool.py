@@ -28,7 +28,9 @@ host both cores share it) from the runs just handed; an empty kind is refilled a
 With ``forks``, once a kind's pool is full the pool starts its fork server
 (:mod:`simserver.forks`, the pool's end in :mod:`backend.launchers.forks`), which warms
 up once; while it is warm, refills are forked from it (~0.1 s of CPU, not ~1 s). A fork
-server that dies is started again after a delay
+is ready at once and copies its pages while it waits (``copying`` until it says
+:data:`WARM_QUIET`): the pool hands a quiet server first, and holds a copying one while
+runs launch, as a warm-up. A fork server that dies is started again after a delay
 growing with each death in a row; one that cannot fork (threads, an old kernel) is
 not, and the kind's servers are then each warmed on its own.
 
@@ -40,8 +42,9 @@ still going on drops to a warm-up's priority (:func:`simserver.warm.idle_priorit
 nice +10 and ``SCHED_IDLE``), and so does one that starts while runs are live; a server
 taken for a run gets the backend's priority back before it is handed the run. Where the
 backend could not raise it back (no CAP_SYS_NICE or RLIMIT_NICE), nothing is lowered.
-The warm-ups still going on when a run starts are also held (stopped) until the launches
-under way have ended (:meth:`WarmPool.launched`), for at most :data:`WARM_HOLD_MAX` s.
+The warm-ups (and forks' copies) still going on when a run starts are also held
+(stopped) until the launches under way have ended (:meth:`WarmPool.launched`), for at
+most :data:`WARM_HOLD_MAX` s.
 
 An idle server exits by itself when its backend dies (end of file on its stdin), or is
 killed by the kernel if it is held then (:func:`simserver.warm.die_with_parent`: the
