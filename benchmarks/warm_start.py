@@ -84,10 +84,15 @@ events = {{name: {{"times": nodes[name].get("events")["times"].tolist(),
 """
 
 
+def nest_pool(backend: Backend) -> dict[str, Any] | None:
+    """``GET /``'s nest pool (None from a backend from before the pool)."""
+    return backend.get("/").json().get("pool", {}).get("nest")
+
+
 def pool_full(backend: Backend) -> bool:
     """Whether the nest pool is full and quiet: a fork still copying its pages is idle,
     and would take a run, but would take memory bandwidth from it too."""
-    nest = backend.get("/").json().get("pool", {}).get("nest")  # none before the pool
+    nest = nest_pool(backend)
     return not nest or (nest["idle"] == nest["size"] and not nest.get("copying"))
 
 
@@ -210,7 +215,7 @@ def nest_server_runs(runs: int) -> float:
 
 
 def forking(backend: Backend) -> bool:
-    nest = backend.get("/").json().get("pool", {}).get("nest")
+    nest = nest_pool(backend)
     return bool(nest and nest.get("forking"))
 
 
@@ -254,8 +259,7 @@ def batches(count: int, rounds: int) -> dict[str, list[tuple[float, int]]]:
 def measure(args: argparse.Namespace, pool: tuple[str, ...], nest: Any) -> dict[str, Any]:
     with running_backend(*pool) as backend:
         backend.upload("brunel", example_files("brunel"))
-        if "--pool-nest" in pool and pool[pool.index("--pool-nest") + 1] != "0" and \
-                "--no-pool-forks" not in pool:
+        if pool == WARM:
             wait(lambda: forking(backend), 120)  # its refills are forked
         return {"first": first_steps(backend, args.trials),
                 "e2e": end_to_end(backend, args.runs, nest)}

@@ -143,28 +143,31 @@ def kind_of(config: dict[str, Any]) -> str | None:
     return "nest" if types <= {"python", "nest"} else None
 
 
+def _spawn_waiting(argv: list[str], cwd: Path, env: dict[str, str], stderr: Path,
+                   join: Path | None, stdin: int, stdout: int | None) -> subprocess.Popen:
+    """A process of the pool in a session of its own, in the cgroup ``join`` names (if
+    any), its stderr (and, with no ``stdout``, its stdout) appended to ``stderr``."""
+    if join is not None:
+        argv = join_argv(join, argv)
+    with open(stderr, "ab") as err:
+        return subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin,
+                                stdout=err if stdout is None else stdout, stderr=err,
+                                start_new_session=True, close_fds=True)
+
+
 class PoolOps(ProcessOps):
     """The OS seam of the pool: start a warm server, hand it a run, read the host."""
 
     def spawn_warm(self, argv: list[str], *, cwd: Path, env: dict[str, str], stderr: Path,
                    join: Path | None) -> subprocess.Popen:
-        if join is not None:
-            argv = join_argv(join, argv)
-        with open(stderr, "ab") as err:
-            return subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=err,
-                                    start_new_session=True, close_fds=True)
+        """A warm server, pipes as its stdin and stdout."""
+        return _spawn_waiting(argv, cwd, env, stderr, join, subprocess.PIPE, subprocess.PIPE)
 
     def spawn_fork_server(self, argv: list[str], *, cwd: Path, env: dict[str, str],
                           stderr: Path, join: Path | None,
                           channel: socket.socket) -> subprocess.Popen:
         """A fork server (:mod:`simserver.forks`), ``channel`` as its stdin."""
-        if join is not None:
-            argv = join_argv(join, argv)
-        with open(stderr, "ab") as err:
-            return subprocess.Popen(argv, cwd=cwd, env=env, stdin=channel.fileno(),
-                                    stdout=err, stderr=err, start_new_session=True,
-                                    close_fds=True)
+        return _spawn_waiting(argv, cwd, env, stderr, join, channel.fileno(), None)
 
     def hand(self, channel: BinaryIO, message: bytes) -> None:
         """Raises: OSError (BrokenPipeError): the process is gone."""
