@@ -76,7 +76,7 @@ def test_health_answers_while_idle_sockets_hold_connections(backend: Backend,
         idle_sockets.append(_connect(backend))
     wait_until(lambda: _accepted(backend) >= IDLE_SOCKETS, 10, "the server to accept them all")
     with HealthProbe(backend.url) as probe:
-        time.sleep(1.5)
+        time.sleep(1.5)  # the probe's window: /health timed all along
     probe.assert_fast()
 
 
@@ -88,7 +88,7 @@ def test_at_the_connection_limit_the_longest_idle_socket_makes_room(make_backend
             socks.append(_connect(backend))
             socks[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never finished
         with HealthProbe(backend.url) as probe:
-            time.sleep(1.5)
+            time.sleep(1.5)  # the probe's window: /health timed all along
         probe.assert_fast()
         # The first sockets were closed by the server to make room.
         socks[0].settimeout(2)

@@ -110,7 +110,7 @@ def test_pause_holds_between_chunks_and_reads_are_served(tmp_path: Path) -> None
         session.pause()
         assert session.settle(5)               # the chunk in flight has ended
         paused_at = session.status()["biological_time"]
-        time.sleep(0.2)
+        time.sleep(0.2)  # a window in which a held session must not move (no event to poll)
         # A read between two chunks answers; a call that would advance is refused.
         status, now = handle(session, "GET", "/api/biological_time")
         with pytest.raises(KernelBusy, match="paused"):
